@@ -1,0 +1,39 @@
+# airjobs: `make run` starts the service on the embedded default, `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export AIRJOBS_VAR ?= $(CURDIR)/var
+export AIRJOBS_PORT ?= 8080
+export AIRFLOW_HOME := $(CURDIR)
+export AIRFLOW_CONFIG := $(CURDIR)/airflow.cfg
+
+.PHONY: install run stop test bench freeze clean
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@printf '%s\n%s\n' "$(CURDIR)/include" "$(CURDIR)/plugins" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/airjobs.pth"
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m airjobs.service run
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m airjobs.service stop; fi
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/lifecycle.py
+
+freeze:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > /tmp/airjobs-freeze.txt && \
+	  { sed -n '/^#/p' requirements.txt; cat /tmp/airjobs-freeze.txt; } > requirements.txt
+
+clean: stop
+	rm -rf $(AIRJOBS_VAR)

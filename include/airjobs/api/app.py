@@ -1,0 +1,317 @@
+"""The Agave v2 REST facade (FastAPI): ``/jobs/v2``, ``/apps/v2``, ``/systems/v2`` and ``/token``.
+
+Authentication, authorization and starting the lifecycle run are injected (``Backend``), so this module
+knows nothing about Airflow; ``plugins/airjobs_airflow`` supplies the Airflow implementations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+from anyio import to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airjobs import SERVICE_VERSION, registry, representation as rep, store, submission
+from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound, Unauthorized
+from airjobs.lifecycle import fail
+from airjobs.models import Job
+
+log = logging.getLogger(__name__)
+
+JOBS, APPS, SYSTEMS = "Agave Jobs", "Agave Apps", "Agave Systems"
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    is_admin: bool = False
+    native: Any = None  # the auth manager's own user object
+
+
+class Backend(Protocol):
+    async def authenticate(self, token: str) -> User:
+        """The user a bearer token belongs to; raises ``Unauthorized``."""
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """``{access_token, expires_in}`` for valid credentials; raises ``Unauthorized``."""
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """A new access token for a refresh token; raises ``Unauthorized``."""
+
+    def authorize(self, user: User, method: str, resource: str) -> bool:
+        """May ``user`` do ``method`` (GET/POST/PUT/DELETE) on ``resource``?"""
+
+    def launch(self, job: Job) -> None:
+        """Start the job's lifecycle run; raises on failure."""
+
+
+# ---------------------------------------------------------------- envelopes
+
+
+def _flag(request: Request, name: str) -> bool:
+    return str(request.query_params.get(name, "")).lower() in ("1", "true", "yes", "on")
+
+
+def _filter(obj: Any, fields: list[str]) -> Any:
+    if isinstance(obj, list):
+        return [_filter(o, fields) for o in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    for f in fields:
+        head, _, rest = f.partition(".")
+        if head in obj:
+            out[head] = _filter(obj[head], [rest]) if rest and isinstance(obj[head], (dict, list)) else obj[head]
+    return out
+
+
+def envelope(request: Request, result: Any = None, *, status_code: int = 200, message: str | None = None,
+             headers: dict[str, str] | None = None) -> Response:
+    fields = [f.strip() for f in str(request.query_params.get("filter", "")).split(",") if f.strip()]
+    if fields and result is not None:
+        result = _filter(result, fields)
+    if status_code >= 400:
+        body: Any = {"status": "error", "message": message, "version": SERVICE_VERSION}
+    elif _flag(request, "naked"):
+        body = result
+    else:
+        body = {"status": "success", "message": message, "version": SERVICE_VERSION, "result": result}
+    indent = 2 if _flag(request, "pretty") else None
+    text = json.dumps(body, indent=indent, default=str)
+    return Response(text, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def error(request: Request, status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return envelope(request, status_code=status_code, message=message, headers=headers)
+
+
+def _page(request: Request) -> tuple[int, int]:
+    """D18: limit defaults to 100 and is clamped to 1000; offset defaults to 0; bad values are a 400."""
+    out = []
+    for name, default in (("limit", DEFAULT_LIMIT), ("offset", 0)):
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            out.append(default)
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"Invalid {name} value {raw!r}: must be a non-negative integer.") from None
+        if value < 0:
+            raise BadRequest(f"Invalid {name} value {raw!r}: must be a non-negative integer.")
+        out.append(min(value, MAX_LIMIT) if name == "limit" else value)
+    return out[0], out[1]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+# ---------------------------------------------------------------- the app
+
+
+def create_app(backend: Backend) -> FastAPI:
+    app = FastAPI(title="airjobs: Agave v2 Jobs", version=SERVICE_VERSION, redirect_slashes=False,
+                  docs_url="/jobs/v2/docs", openapi_url="/jobs/v2/openapi.json")
+
+    @app.exception_handler(AgaveError)
+    async def _agave_error(request: Request, exc: AgaveError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return error(request, exc.status_code, exc.message, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error(request, 400, f"Invalid request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(request, 500, f"Internal error: {type(exc).__name__}. The service log has the details.")
+
+    async def current_user(request: Request, method: str, resource: str) -> User:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("No bearer token given. Log in at /token and send Authorization: Bearer <token>.")
+        user = await backend.authenticate(token.strip())
+        if not await to_thread.run_sync(backend.authorize, user, method, resource):
+            raise Forbidden(f"User {user.name} is not permitted to {method} {resource}.")
+        return user
+
+    def route(path: str, methods: list[str]) -> Callable:
+        """Register ``path`` and ``path/`` (Agave routes every path with and without the slash)."""
+
+        def deco(fn: Callable[..., Awaitable[Response]]) -> Callable:
+            app.add_api_route(path, fn, methods=methods)
+            app.add_api_route(path + "/", fn, methods=methods, include_in_schema=False)
+            return fn
+
+        return deco
+
+    # ------------------------------------------------------------ login (D17)
+
+    @app.post("/token")
+    async def token(request: Request) -> Response:
+        try:
+            form = await request.form()
+        except Exception:
+            form = {}
+        fields = {k: str(v) for k, v in form.items()}
+        if not fields and request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                fields = {k: str(v) for k, v in json.loads(await request.body()).items()}
+            except Exception:
+                raise BadRequest("Malformed token request.") from None
+        grant = fields.get("grant_type", "password")
+        if grant == "password":
+            if not fields.get("username") or not fields.get("password"):
+                raise BadRequest("username and password are required for grant_type=password.")
+            result = await to_thread.run_sync(backend.login, fields["username"], fields["password"])
+        elif grant == "refresh_token":
+            if not fields.get("refresh_token"):
+                raise BadRequest("refresh_token is required for grant_type=refresh_token.")
+            result = await to_thread.run_sync(backend.refresh, fields["refresh_token"])
+        else:
+            raise BadRequest(f"Unsupported grant_type {grant!r}: use password or refresh_token.")
+        return JSONResponse({"token_type": "bearer", "scope": "default", **result})
+
+    # ------------------------------------------------------------ jobs
+
+    @route("/jobs/v2", ["POST"])
+    async def submit_job(request: Request) -> Response:
+        user = await current_user(request, "POST", JOBS)
+        body = await _job_request(request)
+        key = request.headers.get("idempotency-key")
+        job, created = await to_thread.run_sync(_submit, body, user, key)
+        base = base_url(request)
+        headers = {"Location": f"{base}/jobs/v2/{job.id}"}
+        return envelope(request, rep.job_json(job, base), status_code=201 if created else 200, headers=headers)
+
+    def _submit(body: dict[str, Any], user: User, key: str | None) -> tuple[Job, bool]:
+        job = submission.build_job(body, user.name)
+        if key:
+            if len(key) > 255:
+                raise BadRequest("Idempotency-Key may be at most 255 characters.")
+            job.idempotency_key = key
+        job, created = store.create_job(job, created_by=user.name)
+        if not created:
+            return job, False
+        try:
+            backend.launch(job)
+        except Exception as e:
+            log.exception("could not start the lifecycle run of job %s", job.id)
+            fail(job.id, f"Unable to schedule the job for execution: {type(e).__name__}: {e}")
+            raise AgaveError(f"Job {job.id} was accepted but could not be scheduled: {e}", 500) from None
+        return store.get_job(job.id) or job, True
+
+    @route("/jobs/v2", ["GET"])
+    async def list_jobs(request: Request) -> Response:
+        user = await current_user(request, "GET", JOBS)
+        limit, offset = _page(request)
+        full = bool(request.query_params.get("filter"))
+        jobs = await to_thread.run_sync(lambda: store.list_jobs(user.name, user.is_admin, limit=limit, offset=offset))
+        base = base_url(request)
+        return envelope(request, [rep.job_json(j, base) if full else rep.job_summary(j, base) for j in jobs])
+
+    async def _readable(request: Request, job_id: str) -> tuple[User, Job]:
+        user = await current_user(request, "GET", JOBS)
+        job = await to_thread.run_sync(store.readable_job, job_id, user.name, user.is_admin)
+        return user, job
+
+    @route("/jobs/v2/{job_id}", ["GET"])
+    async def get_job(request: Request, job_id: str) -> Response:
+        _, job = await _readable(request, job_id)
+        return envelope(request, rep.job_json(job, base_url(request)))
+
+    @route("/jobs/v2/{job_id}/status", ["GET"])
+    async def job_status(request: Request, job_id: str) -> Response:
+        _, job = await _readable(request, job_id)
+        return envelope(request, rep.status_json(job, base_url(request)))
+
+    @route("/jobs/v2/{job_id}/history", ["GET"])
+    async def job_history(request: Request, job_id: str) -> Response:
+        _, job = await _readable(request, job_id)
+        limit, offset = _page(request)
+        events = await to_thread.run_sync(lambda: store.history(job.id, limit=limit, offset=offset))
+        return envelope(request, [rep.event_json(e) for e in events])
+
+    # ------------------------------------------------------------ apps and systems (read-only here)
+
+    @route("/apps/v2", ["GET"])
+    async def list_apps(request: Request) -> Response:
+        user = await current_user(request, "GET", APPS)
+        apps = await to_thread.run_sync(registry.list_apps, None if user.is_admin else user.name)
+        base = base_url(request)
+        return envelope(request, [_app_summary(a, base) for a in apps])
+
+    @route("/apps/v2/{app_id}", ["GET"])
+    async def get_app(request: Request, app_id: str) -> Response:
+        user = await current_user(request, "GET", APPS)
+        app_doc = await to_thread.run_sync(registry.get_app, app_id)
+        if app_doc is None or not (user.is_admin or app_doc.get("isPublic") or app_doc.get("owner") == user.name):
+            raise NotFound(f"No software found matching {app_id}")
+        return envelope(request, app_doc)
+
+    @route("/systems/v2", ["GET"])
+    async def list_systems(request: Request) -> Response:
+        user = await current_user(request, "GET", SYSTEMS)
+        systems = await to_thread.run_sync(registry.list_systems, None if user.is_admin else user.name)
+        base = base_url(request)
+        return envelope(request, [_system_summary(s, base) for s in systems])
+
+    @route("/systems/v2/{system_id}", ["GET"])
+    async def get_system(request: Request, system_id: str) -> Response:
+        user = await current_user(request, "GET", SYSTEMS)
+        doc = await to_thread.run_sync(registry.get_system, system_id)
+        if doc is None or not (user.is_admin or doc.get("public") or doc.get("owner") == user.name):
+            raise NotFound(f"No system found matching {system_id}")
+        return envelope(request, doc)
+
+    return app
+
+
+def _app_summary(app: dict[str, Any], base: str) -> dict[str, Any]:
+    return {
+        "id": app["id"], "name": app.get("name"), "version": app.get("version"),
+        "executionSystem": app.get("executionSystem"), "label": app.get("label"),
+        "shortDescription": app.get("shortDescription"), "isPublic": bool(app.get("isPublic")),
+        "_links": {"self": {"href": f"{base}/apps/v2/{app['id']}"}},
+    }
+
+
+def _system_summary(system: dict[str, Any], base: str) -> dict[str, Any]:
+    return {
+        "id": system["id"], "name": system.get("name"), "type": system.get("type"),
+        "description": system.get("description"), "status": system.get("status", "UP"),
+        "public": bool(system.get("public")), "default": bool(system.get("globalDefault")),
+        "_links": {"self": {"href": f"{base}/systems/v2/{system['id']}"}},
+    }
+
+
+async def _job_request(request: Request) -> dict[str, Any]:
+    """D3: a JSON body, HTML form fields, or a multipart upload of the job JSON as ``fileToUpload``."""
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data") or ctype.startswith("application/x-www-form-urlencoded"):
+        try:
+            form = await request.form()
+        except Exception as e:
+            raise BadRequest(f"Unable to parse job request: malformed form data ({e}).") from None
+        upload = form.get("fileToUpload")
+        if upload is not None and hasattr(upload, "read"):
+            return submission.parse_body(await upload.read(), "application/json")
+        return submission.from_form({k: v for k, v in form.items() if isinstance(v, str)})
+    raw = await request.body()
+    if not raw.strip():
+        raise BadRequest("Unable to parse job request: the request body is empty.")
+    return submission.parse_body(raw, ctype)

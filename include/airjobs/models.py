@@ -1,0 +1,91 @@
+"""The project's own tables (SQLAlchemy 2). Airflow's metadata database is never touched from here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, Any: JSON}
+
+
+class Job(Base):
+    __tablename__ = "airjobs_job"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    app_id: Mapped[str] = mapped_column(String(80))
+    execution_system: Mapped[str] = mapped_column(String(64))
+    batch_queue: Mapped[str | None] = mapped_column(String(128))
+    node_count: Mapped[int] = mapped_column(Integer, default=1)
+    processors_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    memory_per_node: Mapped[float] = mapped_column(Float, default=0.0)
+    max_run_time: Mapped[str | None] = mapped_column(String(16))
+    archive: Mapped[bool] = mapped_column(Boolean, default=True)
+    archive_system: Mapped[str | None] = mapped_column(String(64))
+    archive_path: Mapped[str | None] = mapped_column(Text)
+    archive_on_app_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    local_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    message: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    work_path: Mapped[str | None] = mapped_column(Text)
+    submit_time: Mapped[datetime | None]
+    start_time: Mapped[datetime | None]
+    end_time: Mapped[datetime | None]
+    created: Mapped[datetime]
+    last_updated: Mapped[datetime]
+    inputs: Mapped[Any] = mapped_column(JSON, default=dict)
+    parameters: Mapped[Any] = mapped_column(JSON, default=dict)
+    notifications: Mapped[Any] = mapped_column(JSON, default=list)
+    request: Mapped[Any] = mapped_column(JSON, default=dict)
+    visible: Mapped[bool] = mapped_column(Boolean, default=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_airjobs_job_owner_created", "owner", "created"),
+        Index("ux_airjobs_job_idempotency", "owner", "idempotency_key", unique=True),
+    )
+
+
+class JobEvent(Base):
+    __tablename__ = "airjobs_job_event"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("airjobs_job.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    progress: Mapped[Any | None] = mapped_column(JSON)
+
+
+class System(Base):
+    __tablename__ = "airjobs_system"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(128))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    global_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    document: Mapped[Any] = mapped_column(JSON)
+    created: Mapped[datetime]
+    last_updated: Mapped[datetime]
+
+
+class App(Base):
+    __tablename__ = "airjobs_app"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    execution_system: Mapped[str] = mapped_column(String(64))
+    document: Mapped[Any] = mapped_column(JSON)
+    created: Mapped[datetime]
+    last_updated: Mapped[datetime]

@@ -1,0 +1,97 @@
+"""Agave v2 JSON shapes of jobs, summaries, statuses and history events (spec §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airjobs.models import Job, JobEvent
+from airjobs.statuses import JobStatus
+from airjobs.timeutil import iso
+
+
+def _href(base: str, path: str) -> dict[str, str]:
+    return {"href": f"{base.rstrip('/')}{path}"}
+
+
+def job_links(job: Job, base: str) -> dict[str, Any]:
+    jobs = f"/jobs/v2/{job.id}"
+    return {
+        "self": _href(base, jobs),
+        "app": _href(base, f"/apps/v2/{job.app_id}"),
+        "executionSystem": _href(base, f"/systems/v2/{job.execution_system}"),
+        "archiveSystem": _href(base, f"/systems/v2/{job.archive_system or job.execution_system}"),
+        "archiveData": _href(base, f"{jobs}/outputs/listings"),
+        "owner": _href(base, f"/profiles/v2/{job.owner}"),
+        "permissions": _href(base, f"{jobs}/pems"),
+        "history": _href(base, f"{jobs}/history"),
+        "metadata": _href(base, f'/meta/v2/data/?q={{"associationIds":"{job.id}"}}'),
+        "notifications": _href(base, f"/notifications/v2/?associatedUuid={job.id}"),
+    }
+
+
+def job_json(job: Job, base: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "owner": job.owner,
+        "appId": job.app_id,
+        "executionSystem": job.execution_system,
+        "batchQueue": job.batch_queue,
+        "nodeCount": job.node_count,
+        "processorsPerNode": job.processors_per_node,
+        "memoryPerNode": job.memory_per_node,
+        "maxRunTime": job.max_run_time,
+        "archive": job.archive,
+        "retries": job.retries,
+        "localId": job.local_id,
+        "created": iso(job.created),
+        "lastUpdated": iso(job.last_updated),
+        "outputPath": job.work_path,
+        "status": job.status,
+        "submitTime": iso(job.submit_time),
+        "startTime": iso(job.start_time),
+        "endTime": iso(job.end_time),
+        "inputs": job.inputs or {},
+        "parameters": job.parameters or {},
+        "_links": job_links(job, base),
+    }
+    if job.archive:
+        out["archivePath"] = job.archive_path
+        out["archiveSystem"] = job.archive_system
+    if job.status == JobStatus.FAILED.value:
+        out["message"] = job.message
+    if job.exit_code is not None:
+        out["exitCode"] = job.exit_code
+    return out
+
+
+def job_summary(job: Job, base: str) -> dict[str, Any]:
+    links = job_links(job, base)
+    return {
+        "id": job.id,
+        "name": job.name,
+        "owner": job.owner,
+        "executionSystem": job.execution_system,
+        "appId": job.app_id,
+        "created": iso(job.created),
+        "status": job.status,
+        "startTime": iso(job.start_time),
+        "endTime": iso(job.end_time),
+        "_links": {"self": links["self"], "archiveData": links["archiveData"]},
+    }
+
+
+def status_json(job: Job, base: str) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "_links": {"self": _href(base, f"/jobs/v2/{job.id}")}}
+
+
+def event_json(ev: JobEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "status": ev.status,
+        "created": iso(ev.created),
+        "createdBy": ev.created_by,
+        "description": ev.description,
+    }
+    if ev.progress is not None:
+        out["progress"] = ev.progress
+    return out

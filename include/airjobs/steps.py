@@ -1,0 +1,327 @@
+"""The lifecycle steps: one function per task of the lifecycle DAG (stage, submit, poll/complete,
+archive, finalize). Each moves the job through its statuses with ``lifecycle.transition``.
+
+``run_step`` is how the DAG calls them: any exception ends the job FAILED with the real error in
+``message`` and history, then propagates so the Airflow task fails too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from airjobs import registry, store
+from airjobs.errors import StepError
+from airjobs.lifecycle import fail, transition
+from airjobs.models import Job
+from airjobs.paths import clean_relative, slug, system_path
+from airjobs.rendering import ARCHIVE_MANIFEST, EXIT_CODE_FILE, RenderContext, render_wrapper
+from airjobs.schedulers import fork
+from airjobs.statuses import TERMINAL, JobStatus
+from airjobs.timeutil import iso
+from airjobs.transports.local import LocalTransport
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+
+class JobAlreadyFinal(Exception):
+    """The job reached a terminal status (stopped, failed) while the DAG run was still going."""
+
+
+# ---------------------------------------------------------------- systems and paths
+
+
+def _system(system_id: str) -> dict[str, Any]:
+    system = registry.get_system(system_id)
+    if system is None:
+        raise StepError(f"System {system_id} is not registered.")
+    return system
+
+
+def _transport(system: dict[str, Any]) -> LocalTransport:
+    storage = system.get("storage") or {}
+    protocol = str(storage.get("protocol") or (system.get("login") or {}).get("protocol") or "").upper()
+    if protocol != "LOCAL":
+        raise StepError(f"System {system['id']} uses protocol {protocol}, which this release cannot reach yet.")
+    return LocalTransport(storage["rootDir"])
+
+
+def _host_path(system: dict[str, Any], path: str) -> str:
+    storage = system.get("storage") or {}
+    return system_path(storage["rootDir"], storage.get("homeDir") or "/", path)
+
+
+def work_path(job: Job, system: dict[str, Any]) -> str:
+    """``<scratchDir|workDir>/<owner>/job-<id>-<slug>`` on the execution system (spec §10.1)."""
+    base = system.get("scratchDir") or system.get("workDir") or ""
+    path = posixpath.join("/" + clean_relative(base), clean_relative(job.owner), f"job-{job.id}-{slug(job.name)}")
+    return path[:255]
+
+
+def _job(job_id: str) -> Job:
+    job = store.get_job(job_id)
+    if job is None:
+        raise StepError(f"No job found with job id {job_id}.")
+    if JobStatus(job.status) in TERMINAL:
+        raise JobAlreadyFinal(f"Job {job_id} is already {job.status}.")
+    return job
+
+
+# ---------------------------------------------------------------- stage
+
+
+def resolve_input(uri: str, owner: str) -> tuple[dict[str, Any], str]:
+    """An input value -> (storage system, path on it). Relative paths are on the owner's default storage."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "agave":
+        system = _system(parts.netloc)
+        # agave://sys/rel is under homeDir, agave://sys//abs under rootDir (spec §4.2)
+        path = "/" + parts.path.lstrip("/") if parts.path.startswith("//") else parts.path.lstrip("/")
+        return system, path
+    if scheme in ("", "file"):
+        system = registry.default_storage(owner)
+        if system is None:
+            raise StepError(f"No default storage system to resolve the input path {uri}.")
+        return system, uri
+    raise StepError(f"Inputs with the {scheme} scheme cannot be staged by this release yet: {uri}")
+
+
+def stage(job_id: str) -> None:
+    job = _job(job_id)
+    system = _system(job.execution_system)
+    transport = _transport(system)
+    wpath = work_path(job, system)
+    host_dir = _host_path(system, wpath)
+    if not job.inputs:
+        transport.makedirs(host_dir)
+        transition(job_id, S.STAGED, "Skipping staging. No input data associated with this job.", work_path=wpath)
+        return
+    transition(job_id, S.PROCESSING_INPUTS, "Attempt 1 to stage job inputs", work_path=wpath)
+    transport.makedirs(host_dir)
+    sources = []
+    for input_id, values in (job.inputs or {}).items():
+        for uri in values:
+            storage, path = resolve_input(uri, job.owner)
+            src_host = _host_path(storage, path)
+            src_transport = _transport(storage)
+            if not src_transport.exists(src_host):
+                raise StepError(f"Input {input_id}: {uri} does not exist on {storage['id']} ({path}).")
+            sources.append((input_id, uri, src_transport, src_host))
+    total = len(sources)
+    transition(job_id, S.STAGING_INPUTS, f"Transferring {total} input file(s) to {system['id']}")
+    done_bytes = 0
+    for n, (input_id, uri, src_transport, src_host) in enumerate(sources, 1):
+        name = posixpath.basename(src_host.rstrip("/"))
+        copied = src_transport.copy_in(src_host, os.path.join(host_dir, name))
+        done_bytes += copied
+        transition(
+            job_id,
+            S.STAGING_INPUTS,
+            f"Copy of {uri} to agave://{system['id']}{wpath}/{name} completed ({copied} bytes)",
+            progress={"source": uri, "totalFiles": total, "totalActiveTransfers": total - n,
+                      "totalBytesTransferred": done_bytes},
+        )
+    transition(job_id, S.STAGED, "Job inputs staged to execution system")
+
+
+# ---------------------------------------------------------------- submit
+
+
+def _render_context(job: Job, app: dict, system: dict, host_dir: str, header: str) -> RenderContext:
+    return RenderContext(
+        job={
+            "id": job.id, "name": job.name, "slug": slug(job.name), "owner": job.owner, "appId": job.app_id,
+            "executionSystem": job.execution_system, "batchQueue": job.batch_queue,
+            "nodeCount": job.node_count, "processorsPerNode": job.processors_per_node,
+            "memoryPerNode": job.memory_per_node, "maxRunTime": job.max_run_time,
+            "archive": job.archive, "archiveSystem": job.archive_system, "archivePath": job.archive_path,
+            "submitTime": iso(job.submit_time), "inputs": job.inputs or {}, "parameters": job.parameters or {},
+        },
+        app=app,
+        system=system,
+        work_dir=host_dir,
+        header=header,
+    )
+
+
+def submit(job_id: str) -> None:
+    job = _job(job_id)
+    system = _system(job.execution_system)
+    transport = _transport(system)
+    app = registry.get_app(job.app_id)
+    if app is None:
+        raise StepError(f"App {job.app_id} is no longer registered.")
+    transition(job_id, S.SUBMITTING, "Preparing job for execution and staging assets to execution system")
+    host_dir = _host_path(system, job.work_path or work_path(job, system))
+
+    deploy = _system(app.get("deploymentSystem") or system["id"])
+    deploy_transport = _transport(deploy)
+    assets = _host_path(deploy, app["deploymentPath"])
+    template_path = posixpath.join(assets, clean_relative(app["templatePath"]))
+    if not deploy_transport.exists(template_path):
+        raise StepError(
+            f"Wrapper template {app['templatePath']} of app {app['id']} not found at "
+            f"agave://{deploy['id']}/{app['deploymentPath'].strip('/')}/{app['templatePath']}"
+        )
+    template = deploy_transport.read_text(template_path)
+    manifest = []
+    if deploy_transport.is_dir(assets):
+        for name in deploy_transport.listdir(assets):
+            deploy_transport.copy_in(posixpath.join(assets, name), os.path.join(host_dir, name))
+            manifest.append(name)
+
+    scheduler = str(system.get("scheduler") or "FORK").upper()
+    if scheduler != "FORK":
+        raise StepError(f"Scheduler {scheduler} of system {system['id']} is not supported by this release yet.")
+    name = slug(job.name)
+    script = f"{name}.ipcexe"
+    text = render_wrapper(template, _render_context(job, app, system, host_dir, fork.header(name)))
+    transport.write_text(os.path.join(host_dir, script), text, mode=0o700)
+    transport.write_text(os.path.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))
+    rc, out, err = transport.run(fork.submit_command(host_dir, script, name))
+    if rc != 0:
+        raise StepError(f"Failed to start {script} on {system['id']}: {(err or out).strip()[:1000]}")
+    pid = fork.parse_submit(out)
+    transition(job_id, S.QUEUED, f"Job started on {system['id']} as process {pid}", local_id=pid)
+    transition(job_id, S.RUNNING, "Job started running")
+
+
+# ---------------------------------------------------------------- monitor
+
+
+@dataclass(frozen=True)
+class PollResult:
+    done: bool
+    exit_code: int | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "exit_code": self.exit_code, "detail": self.detail}
+
+
+def _pid_alive(pid: str | None) -> bool:
+    if not pid or not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def poll(job_id: str) -> PollResult:
+    """Observe the job on its host without changing it: finished when the exit-code file exists."""
+    job = store.get_job(job_id)
+    if job is None:
+        return PollResult(True, None, f"job {job_id} vanished")
+    if JobStatus(job.status) in TERMINAL:
+        return PollResult(True, job.exit_code, f"job is {job.status}")
+    system = _system(job.execution_system)
+    host_dir = _host_path(system, job.work_path or work_path(job, system))
+    code_file = os.path.join(host_dir, EXIT_CODE_FILE)
+    for attempt in range(2):
+        try:
+            with open(code_file) as f:
+                text = f.read().strip()
+            return PollResult(True, int(text) if text.lstrip("-").isdigit() else None, "exit code file found")
+        except FileNotFoundError:
+            pass
+        if attempt == 0 and not _pid_alive(job.local_id):
+            continue  # the process may have written the file just before exiting: read once more
+        if attempt == 0:
+            return PollResult(False)
+    return PollResult(True, None, f"process {job.local_id} ended without writing {EXIT_CODE_FILE}")
+
+
+def complete(job_id: str, result: dict[str, Any]) -> None:
+    """The job's process ended: CLEANING_UP on exit 0; FAILED with ``exitCode`` otherwise (D5)."""
+    job = _job(job_id)
+    code = result.get("exit_code")
+    if code == 0:
+        transition(job_id, S.CLEANING_UP, "Job completed execution", exit_code=0)
+        return
+    reason = (
+        f"Job failed: the app exited with code {code}." if code is not None
+        else f"Job failed: {result.get('detail') or 'the process ended without an exit code'}."
+    )
+    if job.archive_on_app_error and job.archive:
+        transition(job_id, S.CLEANING_UP, reason + " Archiving its outputs (archiveOnAppError).", exit_code=code)
+        return
+    fail(job_id, reason, exit_code=code)
+    raise StepError(reason)
+
+
+# ---------------------------------------------------------------- archive and finalize
+
+
+def archive(job_id: str) -> None:
+    job = _job(job_id)
+    if not job.archive or job.status != S.CLEANING_UP.value:
+        return
+    transition(job_id, S.ARCHIVING, "Transferring job output to archive system")
+    try:
+        system = _system(job.execution_system)
+        host_dir = _host_path(system, job.work_path or work_path(job, system))
+        storage = _system(job.archive_system or "")
+        dest_transport = _transport(storage)
+        dest = _host_path(storage, job.archive_path or "")
+        dest_transport.makedirs(dest)
+        src_transport = _transport(system)
+        manifest_path = os.path.join(host_dir, ARCHIVE_MANIFEST)
+        skip = {ARCHIVE_MANIFEST, EXIT_CODE_FILE}
+        if src_transport.exists(manifest_path):
+            skip |= {line.strip() for line in src_transport.read_text(manifest_path).splitlines() if line.strip()}
+        copied = 0
+        for name in src_transport.listdir(host_dir):
+            if name in skip:
+                continue
+            copied += src_transport.copy_in(os.path.join(host_dir, name), os.path.join(dest, name))
+    except Exception as e:
+        log.exception("archiving job %s failed", job_id)
+        transition(job_id, S.ARCHIVING_FAILED, f"Job archiving failed: {e}")
+        return
+    transition(
+        job_id, S.ARCHIVING_FINISHED,
+        f"Job archiving complete: {copied} bytes to agave://{storage['id']}/{job.archive_path}",
+    )
+
+
+def finalize(job_id: str) -> None:
+    job = _job(job_id)
+    status = JobStatus(job.status)
+    if job.exit_code not in (None, 0):
+        fail(job_id, f"Job failed: the app exited with code {job.exit_code}.")
+        return
+    if status is S.ARCHIVING_FAILED:
+        transition(job_id, S.FINISHED, "Job completed, but failed to archive output.")
+    elif status is S.CLEANING_UP and not job.archive:
+        transition(job_id, S.FINISHED, "Job completed. Skipping archiving at user request.")
+    else:
+        transition(job_id, S.FINISHED, "Job complete")
+
+
+STEPS: dict[str, Callable[[str], None]] = {
+    "stage": stage,
+    "submit": submit,
+    "archive": archive,
+    "notify": finalize,
+}
+
+
+def run_step(name: str, job_id: str, fn: Callable[[], Any] | None = None) -> Any:
+    """Run one step; on any exception the job ends FAILED with the error, then the error propagates."""
+    try:
+        return fn() if fn is not None else STEPS[name](job_id)
+    except JobAlreadyFinal:
+        raise
+    except Exception as e:
+        reason = str(e) if isinstance(e, StepError) else f"{name} failed: {type(e).__name__}: {e}"
+        fail(job_id, reason)
+        raise

@@ -1,0 +1,408 @@
+"""Turning a job request (spec §4) into a validated job row.
+
+Nothing here writes: ``build_job`` either returns an unsaved ``Job`` or raises ``BadRequest``/``Forbidden``
+naming the field and the reason, so a refused request never leaves a row behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from airjobs import registry
+from airjobs.errors import BadRequest, Forbidden
+from airjobs.models import Job
+from airjobs.statuses import JobStatus
+from airjobs.timeutil import new_job_id, now
+
+#: canonical field -> accepted legacy aliases (spec §4.1 Table 1)
+ALIASES = {
+    "name": ("name", "jobName"),
+    "appId": ("appId", "softwareName"),
+    "executionSystem": ("executionSystem", "executionHost"),
+    "batchQueue": ("batchQueue", "queue"),
+    "nodeCount": ("nodeCount",),
+    "processorsPerNode": ("processorsPerNode", "processorCount"),
+    "memoryPerNode": ("memoryPerNode", "maxMemory"),
+    "maxRunTime": ("maxRunTime", "requestedTime"),
+    "archive": ("archive",),
+    "archiveSystem": ("archiveSystem",),
+    "archivePath": ("archivePath",),
+    "archiveOnAppError": ("archiveOnAppError",),
+    "notifications": ("notifications",),
+    "callbackUrl": ("callbackUrl", "callbackURL"),
+    "inputs": ("inputs",),
+    "parameters": ("parameters",),
+    "dependencies": ("dependencies",),
+}
+KNOWN_FIELDS = {alias for names in ALIASES.values() for alias in names}
+
+RUNTIME_RE = re.compile(r"^([0-9]{1,4}):([0-5]\d):([0-5]\d)$")
+MEMORY_RE = re.compile(r"^([\d.]+)\s*([EPTGM]B)?$", re.IGNORECASE)
+_MEMORY_SCALE = {"MB": 1 / 1024, "GB": 1, "TB": 1024, "PB": 1024**2, "EB": 1024**3}
+TRUE_WORDS = {"true", "1", "on", "yes"}
+FALSE_WORDS = {"false", "0", "off", "no"}
+
+
+def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """Parse a JSON request body; anything that is not a JSON object is a 400."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"Unable to parse job request: malformed JSON ({e}).") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Unable to parse job request: the body must be a JSON object.")
+    return body
+
+
+FORM_EXTRA = "_formFields"
+
+
+def from_form(fields: dict[str, str]) -> dict[str, Any]:
+    """HTML form fields: job fields by name; any other field names an app input or parameter."""
+    body: dict[str, Any] = {}
+    extra: dict[str, str] = {}
+    for key, value in fields.items():
+        if key in KNOWN_FIELDS:
+            body[key] = value
+        else:
+            extra[key] = value
+    if extra:
+        body[FORM_EXTRA] = extra
+    return body
+
+
+def _pick(body: dict[str, Any], field: str) -> Any:
+    for alias in ALIASES[field]:
+        if alias in body and body[alias] is not None:
+            return body[alias]
+    return None
+
+
+def split_values(value: Any) -> list[Any]:
+    """D6: a JSON array, a single value, or a ``;``-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        out: list[Any] = []
+        for v in value:
+            if isinstance(v, (dict, list)):
+                raise BadRequest("Values must be strings, numbers or booleans, not nested objects.")
+            out.append(v)
+        return out
+    if isinstance(value, dict):
+        raise BadRequest("Values must be strings, numbers or booleans, not objects.")
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(";") if v.strip() != ""]
+    return [value]
+
+
+def _positive_int(value: Any, field: str) -> int:
+    try:
+        n = int(str(value).strip()) if not isinstance(value, bool) else 0
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise BadRequest(f"Invalid {field} value {value!r}. {field} must be a positive integer value.")
+    return n
+
+
+def parse_memory_gb(value: Any, field: str = "memoryPerNode") -> float:
+    """``###.#[EPTGM]B`` (a plain number is GB) -> GB."""
+    if isinstance(value, bool):
+        raise BadRequest(f"Invalid {field} {value!r}. It should be a postive value specified in ###.#[EPTGM]B format.")
+    text = str(value).replace(",", "").strip()
+    m = MEMORY_RE.match(text)
+    try:
+        amount = float(m.group(1)) if m else -1
+    except ValueError:
+        amount = -1
+    if not m or amount <= 0:
+        raise BadRequest(f"Invalid {field} {value!r}. It should be a postive value specified in ###.#[EPTGM]B format.")
+    return amount * _MEMORY_SCALE[(m.group(2) or "GB").upper()]
+
+
+def _bool(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise BadRequest(f"Invalid {field} value {value!r}: must be true or false.")
+
+
+def _number(value: Any, pid: str) -> int | float:
+    if isinstance(value, bool):
+        raise BadRequest(f"Invalid parameter value for {pid}. {pid} must be a number.")
+    if isinstance(value, (int, float)):
+        return value
+    text = str(value).strip()
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    try:
+        d = Decimal(text)
+        if not d.is_finite():
+            raise InvalidOperation
+        return float(d)
+    except InvalidOperation:
+        raise BadRequest(f"Invalid parameter value for {pid}. {pid} must be a number.") from None
+
+
+def _cardinality(kind: str, item: dict, values: list) -> None:
+    sem = item.get("semantics") or {}
+    lo = sem.get("minCardinality")
+    hi = sem.get("maxCardinality")
+    if lo is not None and lo > 0 and len(values) < lo:
+        raise BadRequest(f"{kind} {item['id']} requires at least {lo} values, {len(values)} given.")
+    if hi is not None and hi != -1 and len(values) > hi:
+        raise BadRequest(f"{kind} {item['id']} may have at most {hi} values, {len(values)} given.")
+
+
+def _validator(kind: str, item: dict, values: list) -> None:
+    pattern = (item.get("value") or {}).get("validator")
+    if not pattern:
+        return
+    for v in values:
+        if not re.search(pattern, str(v)):
+            raise BadRequest(f"Invalid {kind.lower()} value {v!r} for {item['id']}: it does not match {pattern!r}.")
+
+
+SUPPORTED_SCHEMES = ("agave", "http", "https", "sftp")
+
+
+def check_input_uri(input_id: str, value: str) -> None:
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    if "\x00" in value:
+        raise BadRequest(f"Invalid input value for {input_id}: it contains a NUL byte.")
+    if m and m.group(1).lower() not in SUPPORTED_SCHEMES:
+        raise BadRequest(
+            f"Invalid input value for {input_id}: URI with the {m.group(1)} scheme are not currently supported. "
+            "Please specify your input as a relative path, an Agave resource URL, or a URL with one of the "
+            "following schemes: http, https, sftp, or agave."
+        )
+
+
+def resolve_inputs(app: dict, given: dict[str, Any]) -> dict[str, list[str]]:
+    declared = {i["id"]: i for i in app.get("inputs") or []}
+    lower = {k.lower(): k for k in declared}
+    unknown = [k for k in given if k.lower() not in lower]
+    if unknown:
+        raise BadRequest(f"Unknown input {unknown[0]!r}: app {app['id']} has no such input.")
+    given = {lower[k.lower()]: v for k, v in given.items()}
+    out: dict[str, list[str]] = {}
+    for iid, item in declared.items():
+        value = item.get("value") or {}
+        visible = value.get("visible", True)
+        if not visible:
+            if iid in given:
+                raise BadRequest(f"Input {iid} is a fixed value that cannot be set manually.")
+            values = split_values(value.get("default"))
+        else:
+            values = split_values(given.get(iid))
+        values = [str(v) for v in values]
+        for v in values:
+            check_input_uri(iid, v)
+        if not values:
+            if value.get("required", not visible) and visible:
+                raise BadRequest(f"No input specified for {iid}")
+            if not values:
+                continue
+        _cardinality("Input", item, values)
+        _validator("Input", item, values)
+        out[iid] = values
+    return out
+
+
+def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
+    declared = {p["id"]: p for p in app.get("parameters") or []}
+    lower = {k.lower(): k for k in declared}
+    unknown = [k for k in given if k.lower() not in lower]
+    if unknown:
+        raise BadRequest(f"Unknown parameter {unknown[0]!r}: app {app['id']} has no such parameter.")
+    given = {lower[k.lower()]: v for k, v in given.items()}
+    out: dict[str, Any] = {}
+    for pid, item in declared.items():
+        value = item.get("value") or {}
+        ptype = str(value.get("type") or "string").lower()
+        visible = value.get("visible", True)
+        if not visible:
+            if pid in given:
+                raise BadRequest(f"Parameter {pid} is a fixed value that cannot be set manually.")
+            raw = value.get("default")
+            if raw is None and ptype in ("bool", "flag"):
+                raw = False
+        else:
+            raw = given.get(pid)
+        values = split_values(raw)
+        if not values:
+            if visible and value.get("required", True):
+                raise BadRequest(f"No input parameter specified for {pid}")
+            continue
+        if ptype in ("bool", "flag"):
+            if len(values) != 1:
+                raise BadRequest(f"Invalid parameter value for {pid}. {pid} takes a single true or false value.")
+            out[pid] = _bool(values[0], pid)
+            continue
+        _cardinality("Parameter", item, values)
+        if ptype == "number":
+            typed: list[Any] = [_number(v, pid) for v in values]
+        elif ptype == "enumeration":
+            allowed = []
+            for e in value.get("enumValues") or value.get("enum_values") or []:
+                allowed.extend(e.keys() if isinstance(e, dict) else [e])
+            allowed = [str(a) for a in allowed]
+            for v in values:
+                if str(v) not in allowed:
+                    raise BadRequest(f"Invalid parameter value for {pid}. Value must be one of: {', '.join(allowed)}")
+            typed = [str(v) for v in values]
+        else:
+            typed = [v if isinstance(v, str) else json.dumps(v) for v in values]
+        if ptype in ("string", "number"):
+            _validator("Parameter", item, typed)
+        out[pid] = typed[0] if len(typed) == 1 else typed
+    return out
+
+
+def _pick_queue(system: dict, app: dict, requested: str | None) -> str | None:
+    queues = system.get("queues") or []
+    names = [q.get("name") for q in queues]
+    if requested:
+        if requested not in names:
+            raise BadRequest(
+                f"Invalid batchQueue. No batch queue named {requested} is defined on system {system['id']}"
+            )
+        return requested
+    if app.get("defaultQueue"):
+        return _pick_queue(system, app, app["defaultQueue"])
+    for q in queues:
+        if q.get("default"):
+            return q["name"]
+    return names[0] if names else None
+
+
+def build_job(body: dict[str, Any], owner: str) -> Job:
+    """Validate a job request for ``owner`` and return the unsaved PENDING job."""
+    if _pick(body, "dependencies") is not None:
+        raise BadRequest("Job dependencies are not yet supported.")
+
+    name = _pick(body, "name")
+    if name is None or str(name).strip() == "":
+        raise BadRequest("Job name cannot be empty. Please specify a name for this job.")
+    name = str(name).strip()
+    if len(name) > 64:
+        raise BadRequest("Job name must be less than 64 characters.")
+
+    app_id = _pick(body, "appId")
+    if app_id is None or str(app_id).strip() == "":
+        raise BadRequest("appId cannot be empty. Please specify the app to run as appId.")
+    app_id = str(app_id).strip()
+    if len(app_id) > 80:
+        raise BadRequest("Invalid appId. App ids are at most 80 characters.")
+    app = registry.get_app(app_id)
+    if app is None:
+        raise BadRequest(f"No app found matching {app_id}")
+    if not app.get("isPublic") and app.get("owner") not in (None, owner) and owner not in app.get("users", []):
+        raise Forbidden(f"Permission denied. You do not have permission to run app {app_id}")
+
+    system_id = app["executionSystem"]
+    requested_system = _pick(body, "executionSystem")
+    if requested_system is not None and str(requested_system) != system_id:
+        raise Forbidden(
+            "Invalid execution system. Apps are registered to run on a specific execution system. "
+            f"App {app_id} runs on {system_id}, not {requested_system}."
+        )
+    system = registry.get_system(system_id)
+    if system is None:
+        raise BadRequest(f"Execution system {system_id} of app {app_id} is not registered.")
+
+    inputs_raw = _pick(body, "inputs") or {}
+    params_raw = _pick(body, "parameters") or {}
+    if not isinstance(inputs_raw, dict):
+        raise BadRequest("Invalid inputs: must be an object mapping input ids to values.")
+    if not isinstance(params_raw, dict):
+        raise BadRequest("Invalid parameters: must be an object mapping parameter ids to values.")
+    extra = body.get(FORM_EXTRA) or {}
+    if extra:
+        input_ids = {i["id"].lower() for i in app.get("inputs") or []}
+        param_ids = {p["id"].lower() for p in app.get("parameters") or []}
+        inputs_raw, params_raw = dict(inputs_raw), dict(params_raw)
+        for key, value in extra.items():
+            if key.lower() in input_ids:
+                inputs_raw[key] = value
+            elif key.lower() in param_ids:
+                params_raw[key] = value
+            else:
+                raise BadRequest(f"Unknown field {key!r}: it is neither a job field nor an input or parameter of {app_id}.")
+    inputs = resolve_inputs(app, inputs_raw)
+    parameters = resolve_parameters(app, params_raw)
+
+    queue = _pick_queue(system, app, _pick(body, "batchQueue"))
+    node_count = _pick(body, "nodeCount")
+    node_count = _positive_int(node_count, "nodeCount") if node_count is not None else max(1, int(app.get("defaultNodeCount") or 1))
+    ppn = _pick(body, "processorsPerNode")
+    ppn = _positive_int(ppn, "processorsPerNode") if ppn is not None else max(1, int(app.get("defaultProcessorsPerNode") or 1))
+    mem = _pick(body, "memoryPerNode")
+    if mem is None:
+        mem = app.get("defaultMemoryPerNode")
+    memory = parse_memory_gb(mem) if mem not in (None, "", -1) else 0.0
+    run_time = _pick(body, "maxRunTime") or app.get("defaultMaxRunTime")
+    if run_time is not None:
+        run_time = str(run_time).strip()
+        if not RUNTIME_RE.match(run_time):
+            raise BadRequest(f"Invalid maxRunTime {run_time!r}. maxRunTime should be in hh:mm:ss format.")
+
+    archive_raw = _pick(body, "archive")
+    archive = True if archive_raw is None else _bool(archive_raw, "archive")
+    archive_on_error = _pick(body, "archiveOnAppError")
+    archive_on_error = False if archive_on_error is None else _bool(archive_on_error, "archiveOnAppError")
+
+    job_id = new_job_id()
+    archive_system = archive_path = None
+    if archive:
+        wanted = _pick(body, "archiveSystem")
+        if wanted:
+            storage = registry.get_system(str(wanted))
+            if storage is None or storage.get("type") != "STORAGE":
+                raise BadRequest(f"No storage system found matching {wanted}")
+        else:
+            storage = registry.default_storage(owner)
+            if storage is None:
+                raise BadRequest(
+                    "No default storage system found for archiving. Specify an archiveSystem or set archive to false."
+                )
+        archive_system = storage["id"]
+        archive_path = str(_pick(body, "archivePath") or f"{owner}/archive/jobs/job-{job_id}")
+
+    notifications = _pick(body, "notifications") or []
+    t = now()
+    return Job(
+        id=job_id,
+        name=name,
+        owner=owner,
+        app_id=app_id,
+        execution_system=system_id,
+        batch_queue=queue,
+        node_count=node_count,
+        processors_per_node=ppn,
+        memory_per_node=memory,
+        max_run_time=run_time,
+        archive=archive,
+        archive_system=archive_system,
+        archive_path=archive_path,
+        archive_on_app_error=archive_on_error,
+        retries=0,
+        status=JobStatus.PENDING.value,
+        message=JobStatus.PENDING.description,
+        submit_time=t,
+        created=t,
+        last_updated=t,
+        inputs=inputs,
+        parameters=parameters,
+        notifications=notifications if isinstance(notifications, list) else [notifications],
+        request=body,
+        visible=True,
+    )

@@ -1,0 +1,62 @@
+"""The local host as an execution and storage system, confined to a root directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+
+class LocalTransport:
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+
+    def _inside(self, path: str) -> str:
+        real = os.path.realpath(path)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise PermissionError(f"{path} is outside the system root {self.root}")
+        return real
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str, str]:
+        p = subprocess.run(
+            ["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+        return p.returncode, p.stdout, p.stderr
+
+    def makedirs(self, path: str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self._inside(path)
+
+    def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        self._inside(os.path.dirname(path))
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    def read_text(self, path: str) -> str:
+        with open(self._inside(path), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path) and bool(self._inside(path))
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(self._inside(path))
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(self._inside(path)))
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(self._inside(path))
+
+    def copy_in(self, src: str, dst: str) -> int:
+        """Copy a file or tree from this host into ``dst``; returns bytes copied."""
+        src = self._inside(src)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+            return sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
+        shutil.copyfile(src, dst)
+        return os.path.getsize(dst)

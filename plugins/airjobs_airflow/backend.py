@@ -1,0 +1,110 @@
+"""The REST facade's Backend on Airflow: FAB users and roles, the api-server's own JWTs, trigger_dag."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+from airjobs.api.app import User
+from airjobs.errors import AgaveError, Unauthorized
+from airjobs.models import Job
+from airjobs_airflow import LIFECYCLE_DAG_ID
+
+REFRESH_TYPE = "airjobs-refresh"
+REFRESH_LIFETIME = 14 * 24 * 3600
+
+
+def _flask_app():
+    from airflow.providers.fab.auth_manager.api_fastapi.routes.login import _get_flask_app
+
+    return _get_flask_app()
+
+
+def _conf():
+    from airflow.configuration import conf
+
+    return conf
+
+
+class AirflowBackend:
+    def __init__(self) -> None:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        self._get_auth_manager = get_auth_manager
+
+    @property
+    def auth_manager(self):
+        return self._get_auth_manager()
+
+    # ------------------------------------------------------------ authentication
+
+    async def authenticate(self, token: str) -> User:
+        from jwt import ExpiredSignatureError, InvalidTokenError
+
+        try:
+            native = await self.auth_manager.get_user_from_token(token)
+        except ExpiredSignatureError:
+            raise Unauthorized("Token expired. Log in again at /token.") from None
+        except (InvalidTokenError, ValueError, KeyError):
+            raise Unauthorized("Invalid bearer token.") from None
+        if native is None or not getattr(native, "is_active", True):
+            raise Unauthorized("Invalid bearer token: the user is unknown or inactive.")
+        roles = {getattr(r, "name", str(r)) for r in (getattr(native, "roles", None) or [])}
+        return User(name=native.get_name(), is_admin="Admin" in roles, native=native)
+
+    def _token_for(self, native: Any) -> dict[str, Any]:
+        lifetime = _conf().getint("api_auth", "jwt_expiration_time")
+        access = self.auth_manager.generate_jwt(user=native, expiration_time_in_seconds=lifetime)
+        refresh = jwt.encode(
+            {"sub": native.get_name(), "typ": REFRESH_TYPE, "exp": int(time.time()) + REFRESH_LIFETIME},
+            _conf().get("api_auth", "jwt_secret"),
+            algorithm="HS512",
+        )
+        return {"access_token": access, "refresh_token": refresh, "expires_in": lifetime}
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        with _flask_app().app_context():
+            try:
+                native = self.auth_manager.create_token(headers={}, body={"username": username, "password": password})
+            except ValueError as e:
+                raise Unauthorized(str(e)) from None
+            if native is None:
+                raise Unauthorized("Invalid user name or password.")
+            return self._token_for(native)
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        try:
+            claims = jwt.decode(refresh_token, _conf().get("api_auth", "jwt_secret"), algorithms=["HS512"])
+        except jwt.PyJWTError:
+            raise Unauthorized("Invalid or expired refresh token.") from None
+        if claims.get("typ") != REFRESH_TYPE:
+            raise Unauthorized("Invalid refresh token.")
+        with _flask_app().app_context():
+            native = self.auth_manager.security_manager.find_user(username=claims.get("sub"))
+            if native is None or not native.is_active:
+                raise Unauthorized("The user of this refresh token is unknown or inactive.")
+            return self._token_for(native)
+
+    # ------------------------------------------------------------ authorization (D15)
+
+    def authorize(self, user: User, method: str, resource: str) -> bool:
+        return bool(self.auth_manager.is_authorized_custom_view(method=method, resource_name=resource, user=user.native))
+
+    # ------------------------------------------------------------ the lifecycle run
+
+    def launch(self, job: Job) -> None:
+        from airflow.api.common.trigger_dag import trigger_dag
+        from airflow.utils.types import DagRunTriggeredByType
+
+        try:
+            trigger_dag(
+                LIFECYCLE_DAG_ID,
+                run_id=job.id,
+                conf={"job_id": job.id},
+                triggered_by=DagRunTriggeredByType.REST_API,
+                triggering_user_name=job.owner,
+            )
+        except Exception as e:
+            raise AgaveError(f"{type(e).__name__}: {e}", 500) from e
