@@ -3,15 +3,11 @@ dag-processor, triggerer) for end-to-end tests. Nothing of Airflow is mocked."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
@@ -45,14 +41,6 @@ def pg():
     demo.register()
     yield
     pgserver.stop()  # idempotent: the service fixture, torn down first, may have stopped it already
-
-
-def _wait_for_exit(proc: subprocess.Popen, timeout: float) -> None:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 class Service:
@@ -92,28 +80,13 @@ class Service:
 @pytest.fixture(scope="session")
 def service(pg):
     """The real service, started like `make run` (embedded PostgreSQL, all four Airflow components)."""
-    env = dict(os.environ)
-    env["AIRJOBS_ADMIN_PASSWORD"] = USERS["admin"][0]
-    args = [sys.executable, "-m", "airjobs.service", "run"]
-    for name, (pw, role) in USERS.items():
-        if name != "admin":
-            args += ["--user", f"{name}:{pw}:{role}"]
-    log = open(VAR / "service-test.log", "ab")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            cwd=CHECKOUT)
-    base = f"http://127.0.0.1:{PORT}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service exited early; see {VAR / 'service-test.log'}")
-        if b"[airjobs] ready." in (VAR / "service-test.log").read_bytes():
-            break
-        time.sleep(0.5)
-    else:
-        raise RuntimeError(f"service not ready in 300s; see {VAR / 'service-test.log'}")
-    yield Service(base)
-    os.killpg(proc.pid, signal.SIGTERM)
-    _wait_for_exit(proc, 60)
+    from airjobs import service as runner
+
+    env = {**os.environ, "AIRJOBS_ADMIN_PASSWORD": USERS["admin"][0]}
+    users = [f"{name}:{pw}:{role}" for name, (pw, role) in USERS.items() if name != "admin"]
+    proc = runner.spawn(users, VAR / "service-test.log", env)
+    yield Service(f"http://127.0.0.1:{PORT}")
+    runner.terminate(proc)
 
 
 def pytest_sessionfinish(session, exitstatus):

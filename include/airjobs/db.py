@@ -26,7 +26,9 @@ def engine(url: str | None = None) -> Engine:
             if eng is None:
                 kwargs = {}
                 if make_url(url).get_backend_name() == "postgresql":
-                    kwargs = dict(pool_size=20, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
+                    # no pre-ping (a round trip per checkout); a dropped connection invalidates the pool
+                    # and ``retrying`` runs the unit of work once more
+                    kwargs = dict(pool_size=20, max_overflow=20, pool_recycle=1800)
                 eng = _engines[url] = create_engine(url, **kwargs)
     return eng
 
@@ -47,6 +49,18 @@ def transaction(url: str | None = None) -> Iterator[Session]:
     """One database transaction: commits on success, rolls back on any exception."""
     with session(url) as s, s.begin():
         yield s
+
+
+def retrying(fn, *args, **kwargs):
+    """Run a read or write unit of work; once more if the database connection had gone away."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return fn(*args, **kwargs)
+    except DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        return fn(*args, **kwargs)
 
 
 def create_database(url: str | None = None) -> None:

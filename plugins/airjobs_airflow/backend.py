@@ -14,6 +14,8 @@ from airjobs_airflow import LIFECYCLE_DAG_ID
 
 REFRESH_TYPE = "airjobs-refresh"
 REFRESH_LIFETIME = 14 * 24 * 3600
+#: a token revoked through Airflow's logout is refused by the facade within this many seconds
+REVOCATION_CACHE_SECONDS = 2.0
 
 
 def _flask_app():
@@ -33,6 +35,7 @@ class AirflowBackend:
         from airflow.api_fastapi.app import get_auth_manager
 
         self._get_auth_manager = get_auth_manager
+        self._revocation_checked: dict[str, float] = {}
 
     @property
     def auth_manager(self):
@@ -41,17 +44,45 @@ class AirflowBackend:
     # ------------------------------------------------------------ authentication
 
     async def authenticate(self, token: str) -> User:
+        """Validate the token's signature in the event loop, then do the database part (the revocation
+        check and loading the user, as ``get_user_from_token`` does) in a worker thread, so a slow query
+        never blocks the api-server's event loop."""
+        from anyio import to_thread
         from jwt import ExpiredSignatureError, InvalidTokenError
 
         try:
-            native = await self.auth_manager.get_user_from_token(token)
+            claims = await self.auth_manager._get_token_validator().avalidated_claims(token)
         except ExpiredSignatureError:
             raise Unauthorized("Token expired. Log in again at /token.") from None
         except (InvalidTokenError, ValueError, KeyError):
             raise Unauthorized("Invalid bearer token.") from None
-        if native is None or not getattr(native, "is_active", True):
-            raise Unauthorized("Invalid bearer token: the user is unknown or inactive.")
+        return await to_thread.run_sync(self._user_from_claims, claims)
+
+    def _not_revoked(self, jti: str) -> bool:
+        """Airflow's revocation check (one query), remembered for REVOCATION_CACHE_SECONDS per token."""
+        from airflow.models.revoked_token import RevokedToken
+
+        now = time.monotonic()
+        checked = self._revocation_checked.get(jti)
+        if checked is not None and now - checked < REVOCATION_CACHE_SECONDS:
+            return True
+        if RevokedToken.is_revoked(jti):
+            self._revocation_checked.pop(jti, None)
+            return False
+        if len(self._revocation_checked) > 10_000:
+            self._revocation_checked.clear()
+        self._revocation_checked[jti] = now
+        return True
+
+    def _user_from_claims(self, claims: dict[str, Any]) -> User:
+        if (jti := claims.get("jti")) and not self._not_revoked(jti):
+            raise Unauthorized("Invalid bearer token: it has been revoked.")
+        try:
+            native = self.auth_manager.deserialize_user(claims)
+        except (ValueError, KeyError):
+            raise Unauthorized("Invalid bearer token: the user is unknown or inactive.") from None
         roles = {getattr(r, "name", str(r)) for r in (getattr(native, "roles", None) or [])}
+        native.perms  # noqa: B018  (load the permission set now, in this thread, not in the event loop)
         return User(name=native.get_name(), is_admin="Admin" in roles, native=native)
 
     def _token_for(self, native: Any) -> dict[str, Any]:

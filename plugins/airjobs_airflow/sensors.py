@@ -9,6 +9,8 @@ from airflow.sdk import BaseSensorOperator
 
 from airjobs_airflow.triggers import JobStatusTrigger
 
+INLINE_POLL_SECONDS = 0.05
+
 
 class JobMonitorSensor(BaseSensorOperator):
     """Waits for a submitted job's process to end, then records how it ended (``steps.complete``).
@@ -34,15 +36,13 @@ class JobMonitorSensor(BaseSensorOperator):
 
         inline = config.monitor_inline_seconds() if self.inline_seconds is None else self.inline_seconds
         deadline = time.monotonic() + inline
-        delay = 0.05
-        while True:
+        while True:  # a check costs a file stat and a row read: 20 a second is cheap and catches short jobs
             result = steps.run_step("monitor", self.job_id, lambda: steps.poll(self.job_id))
             if result.done:
                 return self._complete(result.as_dict())
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + INLINE_POLL_SECONDS > deadline:
                 break
-            time.sleep(delay)
-            delay = min(delay * 2, 0.4)
+            time.sleep(INLINE_POLL_SECONDS)
         self.defer(trigger=JobStatusTrigger(self.job_id), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:

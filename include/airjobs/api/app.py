@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airjobs import SERVICE_VERSION, registry, representation as rep, store, submission
+from airjobs import SERVICE_VERSION, db, registry, representation as rep, store, submission
 from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound, Unauthorized
 from airjobs.lifecycle import fail
 from airjobs.models import Job
@@ -46,7 +46,8 @@ class Backend(Protocol):
         """A new access token for a refresh token; raises ``Unauthorized``."""
 
     def authorize(self, user: User, method: str, resource: str) -> bool:
-        """May ``user`` do ``method`` (GET/POST/PUT/DELETE) on ``resource``?"""
+        """May ``user`` do ``method`` (GET/POST/PUT/DELETE) on ``resource``? Called in the event loop:
+        it must not do I/O (``authenticate`` loads what it needs)."""
 
     def launch(self, job: Job) -> None:
         """Start the job's lifecycle run; raises on failure."""
@@ -110,6 +111,11 @@ def _page(request: Request) -> tuple[int, int]:
     return out[0], out[1]
 
 
+async def read(fn: Callable[..., Any], *args: Any) -> Any:
+    """A read-only unit of work in a worker thread (retried once if the database connection dropped)."""
+    return await to_thread.run_sync(db.retrying, fn, *args)
+
+
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -145,7 +151,7 @@ def create_app(backend: Backend) -> FastAPI:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("No bearer token given. Log in at /token and send Authorization: Bearer <token>.")
         user = await backend.authenticate(token.strip())
-        if not await to_thread.run_sync(backend.authorize, user, method, resource):
+        if not backend.authorize(user, method, resource):  # in memory: the permission set is loaded
             raise Forbidden(f"User {user.name} is not permitted to {method} {resource}.")
         return user
 
@@ -220,13 +226,13 @@ def create_app(backend: Backend) -> FastAPI:
         user = await current_user(request, "GET", JOBS)
         limit, offset = _page(request)
         full = bool(request.query_params.get("filter"))
-        jobs = await to_thread.run_sync(lambda: store.list_jobs(user.name, user.is_admin, limit=limit, offset=offset))
+        jobs = await read(lambda: store.list_jobs(user.name, user.is_admin, limit=limit, offset=offset))
         base = base_url(request)
         return envelope(request, [rep.job_json(j, base) if full else rep.job_summary(j, base) for j in jobs])
 
     async def _readable(request: Request, job_id: str) -> tuple[User, Job]:
         user = await current_user(request, "GET", JOBS)
-        job = await to_thread.run_sync(store.readable_job, job_id, user.name, user.is_admin)
+        job = await read(store.readable_job, job_id, user.name, user.is_admin)
         return user, job
 
     @route("/jobs/v2/{job_id}", ["GET"])
@@ -243,7 +249,7 @@ def create_app(backend: Backend) -> FastAPI:
     async def job_history(request: Request, job_id: str) -> Response:
         _, job = await _readable(request, job_id)
         limit, offset = _page(request)
-        events = await to_thread.run_sync(lambda: store.history(job.id, limit=limit, offset=offset))
+        events = await read(lambda: store.history(job.id, limit=limit, offset=offset))
         return envelope(request, [rep.event_json(e) for e in events])
 
     # ------------------------------------------------------------ apps and systems (read-only here)
@@ -251,14 +257,14 @@ def create_app(backend: Backend) -> FastAPI:
     @route("/apps/v2", ["GET"])
     async def list_apps(request: Request) -> Response:
         user = await current_user(request, "GET", APPS)
-        apps = await to_thread.run_sync(registry.list_apps, None if user.is_admin else user.name)
+        apps = await read(registry.list_apps, None if user.is_admin else user.name)
         base = base_url(request)
         return envelope(request, [_app_summary(a, base) for a in apps])
 
     @route("/apps/v2/{app_id}", ["GET"])
     async def get_app(request: Request, app_id: str) -> Response:
         user = await current_user(request, "GET", APPS)
-        app_doc = await to_thread.run_sync(registry.get_app, app_id)
+        app_doc = await read(registry.get_app, app_id)
         if app_doc is None or not (user.is_admin or app_doc.get("isPublic") or app_doc.get("owner") == user.name):
             raise NotFound(f"No software found matching {app_id}")
         return envelope(request, app_doc)
@@ -266,14 +272,14 @@ def create_app(backend: Backend) -> FastAPI:
     @route("/systems/v2", ["GET"])
     async def list_systems(request: Request) -> Response:
         user = await current_user(request, "GET", SYSTEMS)
-        systems = await to_thread.run_sync(registry.list_systems, None if user.is_admin else user.name)
+        systems = await read(registry.list_systems, None if user.is_admin else user.name)
         base = base_url(request)
         return envelope(request, [_system_summary(s, base) for s in systems])
 
     @route("/systems/v2/{system_id}", ["GET"])
     async def get_system(request: Request, system_id: str) -> Response:
         user = await current_user(request, "GET", SYSTEMS)
-        doc = await to_thread.run_sync(registry.get_system, system_id)
+        doc = await read(registry.get_system, system_id)
         if doc is None or not (user.is_admin or doc.get("public") or doc.get("owner") == user.name):
             raise NotFound(f"No system found matching {system_id}")
         return envelope(request, doc)
