@@ -184,7 +184,9 @@ def main() -> int:
             print(json.dumps(results["c_burst"], indent=1), flush=True)
         if args.no_http:
             return 0
+        time.sleep(args.settle)  # let the burst's last runs finish
         results["d_http_1_client"] = b.http_latency(probe, clients=1, per_client=200)
+        time.sleep(args.settle)  # let the jobs the submissions started finish
         results["d_http_20_clients"] = b.http_latency(probe, clients=20, per_client=50)
         d20 = results["d_http_20_clients"]
         results["d_status_throughput_vs_airflow_version"] = round(

@@ -56,7 +56,20 @@ class AirflowBackend:
             raise Unauthorized("Token expired. Log in again at /token.") from None
         except (InvalidTokenError, ValueError, KeyError):
             raise Unauthorized("Invalid bearer token.") from None
+        if self._cached(claims):  # nothing to look up: no thread hop
+            return self._user_from_claims(claims)
         return await to_thread.run_sync(self._user_from_claims, claims)
+
+    def _cached(self, claims: dict[str, Any]) -> bool:
+        """True when both the revocation check and the user are remembered (no database access needed)."""
+        jti = claims.get("jti")
+        checked = self._revocation_checked.get(jti) if jti else None
+        if jti and (checked is None or time.monotonic() - checked >= REVOCATION_CACHE_SECONDS):
+            return False
+        try:
+            return int(claims["sub"]) in self.auth_manager.cache
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return False
 
     def _not_revoked(self, jti: str) -> bool:
         """Airflow's revocation check (one query), remembered for REVOCATION_CACHE_SECONDS per token."""
