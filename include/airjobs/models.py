@@ -89,3 +89,13 @@ class App(Base):
     document: Mapped[Any] = mapped_column(JSON)
     created: Mapped[datetime]
     last_updated: Mapped[datetime]
+
+
+class UserDefault(Base):
+    """A user's own default system of a type (``PUT /systems/v2/{id}`` with ``action=setDefault``)."""
+
+    __tablename__ = "airjobs_user_default"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    system_id: Mapped[str] = mapped_column(ForeignKey("airjobs_system.id", ondelete="CASCADE"))

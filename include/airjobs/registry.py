@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from airjobs import db
-from airjobs.models import App, System
+from airjobs.errors import BadRequest, Forbidden, NotFound
+from airjobs.models import App, System, UserDefault
 from airjobs.timeutil import now
 
 
@@ -41,14 +42,97 @@ def list_apps(user: str | None) -> list[dict[str, Any]]:
 
 
 def default_storage(owner: str) -> dict[str, Any] | None:
-    """The owner's default storage system: their own marked default, else a public global default."""
+    """The owner's default storage system: their own choice (setDefault), else a public global default."""
     with db.session() as s:
+        mine = s.get(UserDefault, (owner, "STORAGE"))
+        if mine is not None:
+            row = s.get(System, mine.system_id)
+            if row is not None:
+                return dict(row.document)
         rows = s.scalars(
             select(System).where(System.type == "STORAGE", System.global_default.is_(True))
             .where(or_(System.owner == owner, System.is_public.is_(True)))
         ).all()
     rows.sort(key=lambda r: (r.owner != owner, r.id))
     return dict(rows[0].document) if rows else None
+
+
+def set_default(system_id: str, user: str, is_admin: bool, on: bool) -> dict[str, Any]:
+    """Make (or stop making) a visible system the user's own default of its type."""
+    doc = visible_system(system_id, user, is_admin)
+    with db.transaction() as s:
+        current = s.get(UserDefault, (user, doc["type"]))
+        if on:
+            if current is None:
+                s.add(UserDefault(owner=user, type=doc["type"], system_id=system_id))
+            else:
+                current.system_id = system_id
+        elif current is not None and current.system_id == system_id:
+            s.delete(current)
+    return doc
+
+
+def user_default_id(user: str, system_type: str) -> str | None:
+    with db.session() as s:
+        row = s.get(UserDefault, (user, system_type))
+        return row.system_id if row else None
+
+
+def visible_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
+    doc = get_system(system_id)
+    if doc is None or not (is_admin or doc.get("public") or doc.get("owner") == user):
+        raise NotFound(f"No system found matching {system_id}")
+    return doc
+
+
+def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
+    doc = get_app(app_id)
+    if doc is None or not (is_admin or doc.get("isPublic") or doc.get("owner") == user):
+        raise NotFound(f"No software found matching {app_id}")
+    return doc
+
+
+def _owned(existing: dict[str, Any] | None, kind: str, ident: str, user: str, is_admin: bool) -> None:
+    if existing is not None and not is_admin and existing.get("owner") != user:
+        raise Forbidden(f"The {kind} id {ident} is already in use by another user.")
+
+
+def register_system(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[str, Any], bool]:
+    """Create, or update when the caller owns it; returns (document, created)."""
+    existing = get_system(doc["id"])
+    _owned(existing, "system", doc["id"], user, is_admin)
+    owner = existing["owner"] if existing else user
+    if existing and existing["type"] != doc["type"]:
+        raise BadRequest(f"Invalid type: system {doc['id']} is a {existing['type']} system.")
+    put_system(doc, owner)
+    return get_system(doc["id"]), existing is None
+
+
+def register_app(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[str, Any], bool]:
+    existing = get_app(doc["id"])
+    _owned(existing, "app", doc["id"], user, is_admin)
+    put_app(doc, existing["owner"] if existing else user)
+    return get_app(doc["id"]), existing is None
+
+
+def delete_system(system_id: str, user: str, is_admin: bool) -> None:
+    doc = visible_system(system_id, user, is_admin)
+    if not is_admin and doc.get("owner") != user:
+        raise Forbidden(f"Permission denied: you do not own system {system_id}.")
+    with db.transaction() as s:
+        users = s.scalars(select(App.id).where(App.execution_system == system_id)).all()
+        deployed = [r.id for r in s.scalars(select(App)) if (r.document or {}).get("deploymentSystem") == system_id]
+        if users or deployed:
+            raise BadRequest(f"System {system_id} is used by app {(users or deployed)[0]}: delete or move the app first.")
+        s.delete(s.get(System, system_id))
+
+
+def delete_app(app_id: str, user: str, is_admin: bool) -> None:
+    doc = visible_app(app_id, user, is_admin)
+    if not is_admin and doc.get("owner") != user:
+        raise Forbidden(f"Permission denied: you do not own app {app_id}.")
+    with db.transaction() as s:
+        s.delete(s.get(App, app_id))
 
 
 def put_system(doc: dict[str, Any], owner: str) -> None:
@@ -62,7 +146,7 @@ def put_system(doc: dict[str, Any], owner: str) -> None:
         row.type = doc["type"]
         row.owner = owner
         row.is_public = bool(doc.get("public"))
-        row.global_default = bool(doc.get("globalDefault") or doc.get("default"))
+        row.global_default = bool(doc.get("globalDefault"))
         row.document = doc
         row.last_updated = t
 

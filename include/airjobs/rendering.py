@@ -66,59 +66,164 @@ def job_macros(ctx: RenderContext) -> dict[str, str]:
 
 
 def _prefixed(item: dict, values: list[str]) -> list[str]:
+    """``showArgument`` puts ``argument`` (no space added) before the first value, or every value with
+    ``repeatArgument`` (spec §10.2)."""
     details = item.get("details") or {}
     arg = str(details.get("argument") or "")
-    quoted = [quote(v) for v in values]
-    if not details.get("showArgument") or not arg:
-        return quoted
+    if not details.get("showArgument") or not arg.strip():
+        return list(values)
+
+    def with_arg(v: str) -> list[str]:
+        # "-i " (trailing space) is its own word; "--name=" or "-n" is glued to the value
+        return [arg.strip(), v] if arg[-1].isspace() else [arg + v]
+
     if details.get("repeatArgument"):
-        return [arg + q for q in quoted]
-    return [arg + quoted[0], *quoted[1:]] if quoted else []
+        return [w for v in values for w in with_arg(v)]
+    return [*with_arg(values[0]), *values[1:]] if values else []
 
 
-def render_parameter(item: dict, value: Any) -> str:
+def parameter_words(item: dict, value: Any) -> list[str]:
+    """The words a parameter contributes to the command line (spec §10.2 rules)."""
     ptype = str((item.get("value") or {}).get("type") or "string").lower()
     details = item.get("details") or {}
     if ptype == "flag":
-        return str(details.get("argument") or "") if value is True else ""
+        arg = str(details.get("argument") or "")
+        return [arg.strip()] if value is True and arg.strip() else []
     if ptype == "bool":
-        bit = "1" if value is True else "0"
-        return _prefixed(item, [bit])[0]
+        return _prefixed(item, ["1" if value is True else "0"])
     if value is None:
-        return ""
+        return []
     values = value if isinstance(value, list) else [value]
-    return " ".join(_prefixed(item, [str(v) for v in values]))
+    return _prefixed(item, [str(v) for v in values])
 
 
-def render_input(item: dict, values: list[str] | None) -> str:
-    if not values:
-        return ""
-    names = [posixpath.basename(v.rstrip("/")) for v in values]
-    return " ".join(_prefixed(item, names))
+def input_words(item: dict, values: list[str] | None) -> list[str]:
+    """Inputs become the base names of their staged files."""
+    return _prefixed(item, [posixpath.basename(v.rstrip("/")) for v in values or []])
 
 
-def render_template(template: str, ctx: RenderContext) -> str:
-    """Replace app ids (case-insensitively) and job macros; leave other ``${NAME}`` to the shell."""
-    values: dict[str, str] = {}
+# ------------------------------------------------------------------ context-aware substitution
+#
+# A value never becomes shell code: every macro's words are stored once in a bash array at the top of the
+# wrapper (each word shlex-quoted), and the macro itself is replaced by an expansion of that array that
+# fits where it stands in the template:
+#   unquoted             -> "${AGAVE_V_x[@]}"   one argument per word, no splitting, no globbing
+#   inside "..." / here  -> ${AGAVE_V_x[*]}     the words joined by spaces
+#   inside '...'         -> '"${AGAVE_V_x[*]}"' close the quote, expand, reopen
+#   in a comment         -> ${AGAVE_V_x[*]}     inert
+# Expansion results are never parsed again, so $( ), backticks, ;, |, newlines and quotes in a value are
+# just characters.
+
+UNQUOTED, DOUBLE, SINGLE, COMMENT, HEREDOC, HEREDOC_LITERAL = range(6)
+
+
+def _var(key: str) -> str:
+    return "AGAVE_V_" + re.sub(r"[^A-Za-z0-9_]", "_", key)
+
+
+def _expansion(var: str, state: int) -> str:
+    if state == UNQUOTED:
+        return f'"${{{var}[@]}}"'
+    if state == SINGLE:
+        return f"'\"${{{var}[*]}}\"'"
+    return f"${{{var}[*]}}"
+
+
+def substitute(template: str, words: dict[str, list[str]]) -> tuple[str, dict[str, list[str]]]:
+    """Replace ``${key}`` (case-insensitive keys of ``words``) according to its shell context; returns the
+    new text and the arrays it references."""
+    out: list[str] = []
+    used: dict[str, list[str]] = {}
+    state, i, n = UNQUOTED, 0, len(template)
+    heredocs: list[tuple[str, bool]] = []  # pending (delimiter, literal) after the current line
+    delimiter, line_start = "", True
+    while i < n:
+        c = template[i]
+        if state in (HEREDOC, HEREDOC_LITERAL) and line_start:
+            end = template.find("\n", i)
+            line = template[i:] if end == -1 else template[i:end]
+            if line.lstrip("\t") == delimiter:
+                out.append(line)
+                i += len(line)
+                state = UNQUOTED
+                if heredocs:
+                    delimiter, literal = heredocs.pop(0)
+                    state = HEREDOC_LITERAL if literal else HEREDOC
+                line_start = False
+                continue
+        m = _MACRO.match(template, i) if c == "$" else None
+        if m and m.group(1).lower() in words and state != HEREDOC_LITERAL:
+            key = m.group(1).lower()
+            var = _var(key)
+            used[var] = words[key]
+            out.append(_expansion(var, state))
+            i = m.end()
+            line_start = False
+            continue
+        if state == UNQUOTED:
+            if c == "\\" and i + 1 < n:
+                out.append(template[i:i + 2])
+                i += 2
+                line_start = False
+                continue
+            if c == "'":
+                state = SINGLE
+            elif c == '"':
+                state = DOUBLE
+            elif c == "#" and (i == 0 or template[i - 1] in " \t\n;&|("):
+                state = COMMENT
+            elif c == "<" and template.startswith("<<", i) and not template.startswith("<<<", i):
+                hm = re.match(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", template[i:])
+                if hm:
+                    heredocs.append((hm.group(2), bool(hm.group(1))))
+                    out.append(hm.group(0))
+                    i += len(hm.group(0))
+                    continue
+        elif state == SINGLE and c == "'":
+            state = UNQUOTED
+        elif state == DOUBLE:
+            if c == "\\" and i + 1 < n:
+                out.append(template[i:i + 2])
+                i += 2
+                continue
+            if c == '"':
+                state = UNQUOTED
+        out.append(c)
+        i += 1
+        line_start = c == "\n"
+        if c == "\n":
+            if state == COMMENT:
+                state = UNQUOTED
+            if state == UNQUOTED and heredocs:
+                delimiter, literal = heredocs.pop(0)
+                state = HEREDOC_LITERAL if literal else HEREDOC
+    return "".join(out), used
+
+
+def template_words(ctx: RenderContext) -> dict[str, list[str]]:
+    """Every macro a template may use -> its words (parameters, inputs, then job macros)."""
+    words: dict[str, list[str]] = {}
+    for key, value in job_macros(ctx).items():
+        words[key.lower()] = [value]
+    for item in ctx.app.get("inputs") or []:
+        words[item["id"].lower()] = input_words(item, ctx.job["inputs"].get(item["id"]))
     for item in ctx.app.get("parameters") or []:
         ptype = str((item.get("value") or {}).get("type") or "string").lower()
         v = ctx.job["parameters"].get(item["id"])
         if v is None and ptype == "bool":
             v = False
-        values[item["id"].lower()] = render_parameter(item, v)
-    for item in ctx.app.get("inputs") or []:
-        values[item["id"].lower()] = render_input(item, ctx.job["inputs"].get(item["id"]))
-    macros = {k.lower(): quote(v) for k, v in job_macros(ctx).items()}
+        words[item["id"].lower()] = parameter_words(item, v)
+    return words
 
-    def sub(m: re.Match) -> str:
-        key = m.group(1).lower()
-        if key in values:
-            return values[key]
-        if key in macros:
-            return macros[key]
-        return m.group(0)
 
-    return _MACRO.sub(sub, template)
+def declarations(used: dict[str, list[str]]) -> list[str]:
+    return [f"{var}=({' '.join(quote(w) for w in used[var])})" for var in sorted(used)]
+
+
+def render_template(template: str, ctx: RenderContext) -> str:
+    """The app template with its macros substituted, preceded by the arrays they expand."""
+    text, used = substitute(template, template_words(ctx))
+    return "\n".join([*declarations(used), text]) if used else text
 
 
 def render_wrapper(template: str, ctx: RenderContext) -> str:
@@ -137,6 +242,16 @@ def render_wrapper(template: str, ctx: RenderContext) -> str:
     for key, value in sorted(ctx.extra_env.items()):
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             lines.append(f"export {key}={quote(value)}")
+    startup = ctx.system.get("startupScript")
+    if startup:
+        home = str(startup).startswith("~/")
+        rest = str(startup)[2:] if home else str(startup)
+        script, used = substitute(rest, {k.lower(): [v] for k, v in job_macros(ctx).items()})
+        lines.append("")
+        lines.append("# execution system startup script (its output goes to the log)")
+        lines.extend(declarations(used))
+        lines.append(f'__agave_startup={"$HOME/" if home else ""}{script if used else quote(script)}')
+        lines.append('if [ -f "$__agave_startup" ]; then . "$__agave_startup" >> "$AGAVE_LOG_FILE" 2>&1; fi')
     modules = ctx.app.get("modules") or []
     if modules:
         lines.append("")

@@ -12,8 +12,43 @@ from airjobs.models import Job, JobEvent
 from airjobs.statuses import JobStatus
 
 
-def create_job(job: Job, *, created_by: str) -> tuple[Job, bool]:
-    """Insert a PENDING job and its first history event in one transaction.
+ACTIVE = tuple(s.value for s in JobStatus if s.value not in {"FINISHED", "KILLED", "STOPPED", "FAILED", "HEARTBEAT"})
+
+
+def check_quotas(s, job: Job, system: dict) -> None:
+    """Spec §4.3/§11.2 limits, counted over the system's active (non-terminal) jobs. Runs inside the
+    inserting transaction under a per-system advisory lock, so concurrent submissions cannot overshoot."""
+    from sqlalchemy import text
+
+    from airjobs.errors import BadRequest
+
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "airjobs-quota:" + job.execution_system})
+    queue = next((q for q in system.get("queues") or [] if q.get("name") == job.batch_queue), {})
+    checks = [
+        (system.get("maxSystemJobs", -1), {}, f"system {system['id']} allows at most {{n}} active jobs"),
+        (system.get("maxSystemJobsPerUser", -1), {"owner": True},
+         f"system {system['id']} allows at most {{n}} active jobs per user"),
+        (queue.get("maxJobs", -1), {"queue": True}, f"queue {job.batch_queue} allows at most {{n}} active jobs"),
+        (queue.get("maxUserJobs", -1), {"owner": True, "queue": True},
+         f"queue {job.batch_queue} allows at most {{n}} active jobs per user"),
+    ]
+    for limit, scope, text_ in checks:
+        if limit in (None, -1, "-1"):
+            continue
+        q = select(func.count()).select_from(Job).where(Job.execution_system == job.execution_system,
+                                                        Job.status.in_(ACTIVE))
+        if scope.get("owner"):
+            q = q.where(Job.owner == job.owner)
+        if scope.get("queue"):
+            q = q.where(Job.batch_queue == job.batch_queue)
+        if int(s.scalar(q) or 0) >= int(limit):
+            raise BadRequest(f"Quota exceeded: {text_.format(n=limit)}. Try again when some have finished.")
+
+
+def create_job(job: Job, *, created_by: str, system: dict | None = None) -> tuple[Job, bool]:
+    """Insert a PENDING job and its first history event in one transaction, after the quota check when
+    the execution system is given.
 
     With an idempotency key that this owner used before, nothing is written and the first job is
     returned; the boolean says whether the job is new.
@@ -24,6 +59,8 @@ def create_job(job: Job, *, created_by: str) -> tuple[Job, bool]:
             return existing, False
     try:
         with db.transaction() as s:
+            if system is not None:
+                check_quotas(s, job, system)
             s.add(job)
             s.flush()
             record_event(s, job, JobStatus.PENDING.value, JobStatus.PENDING.description, created_by=created_by)

@@ -81,6 +81,23 @@ def _pick(body: dict[str, Any], field: str) -> Any:
     return None
 
 
+MAX_VALUE_CHARS = 65536
+
+
+def check_text(field: str, value: Any) -> None:
+    """Values are stored and passed as text: NUL bytes, unpaired surrogates and huge values are refused."""
+    if not isinstance(value, str):
+        return
+    if "\x00" in value:
+        raise BadRequest(f"Invalid value for {field}: it contains a NUL byte.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"Invalid value for {field}: it is not valid UTF-8 text.") from None
+    if len(value) > MAX_VALUE_CHARS:
+        raise BadRequest(f"Invalid value for {field}: at most {MAX_VALUE_CHARS} characters.")
+
+
 def split_values(value: Any) -> list[Any]:
     """D6: a JSON array, a single value, or a ``;``-separated string."""
     if value is None:
@@ -178,6 +195,9 @@ def check_input_uri(input_id: str, value: str) -> None:
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
     if "\x00" in value:
         raise BadRequest(f"Invalid input value for {input_id}: it contains a NUL byte.")
+    path = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*", "", value)
+    if ".." in path.replace("\\", "/").split("/"):
+        raise BadRequest(f"Invalid input value for {input_id}: the path {value!r} may not contain '..'.")
     if m and m.group(1).lower() not in SUPPORTED_SCHEMES:
         raise BadRequest(
             f"Invalid input value for {input_id}: URI with the {m.group(1)} scheme are not currently supported. "
@@ -205,6 +225,7 @@ def resolve_inputs(app: dict, given: dict[str, Any]) -> dict[str, list[str]]:
             values = split_values(given.get(iid))
         values = [str(v) for v in values]
         for v in values:
+            check_text(iid, v)
             check_input_uri(iid, v)
         if not values:
             if value.get("required", not visible) and visible:
@@ -238,6 +259,8 @@ def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
         else:
             raw = given.get(pid)
         values = split_values(raw)
+        for v in values:
+            check_text(pid, v)
         if not values:
             if visible and value.get("required", True):
                 raise BadRequest(f"No input parameter specified for {pid}")
@@ -267,21 +290,91 @@ def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pick_queue(system: dict, app: dict, requested: str | None) -> str | None:
+def hms_seconds(hms: str) -> int:
+    h, m, sec = (int(x) for x in hms.split(":"))
+    return h * 3600 + m * 60 + sec
+
+
+def _limit(queue: dict, field: str) -> float:
+    """A queue limit as a number; -1 (or missing) is unlimited."""
+    value = queue.get(field, -1)
+    if value in (None, -1, "-1", ""):
+        return float("inf")
+    if field == "maxMemoryPerNode":
+        return parse_memory_gb(value, "maxMemoryPerNode")
+    if field == "maxRequestedTime":
+        return float(hms_seconds(str(value)))
+    return float(value)
+
+
+def fits(queue: dict, nodes: int, ppn: int, memory_gb: float, run_time: str | None) -> bool:
+    """Spec §4.3: every requested amount within the queue's limit (a missing run time counts as 00:00:01)."""
+    seconds = hms_seconds(run_time) if run_time else 1
+    return (nodes <= _limit(queue, "maxNodes") and ppn <= _limit(queue, "maxProcessorsPerNode")
+            and memory_gb <= _limit(queue, "maxMemoryPerNode") and seconds <= _limit(queue, "maxRequestedTime"))
+
+
+def choose_queue(system: dict, app: dict, requested: str | None, nodes: int, ppn: int, memory_gb: float,
+                 run_time: str | None) -> dict | None:
+    """Spec §4.3: the user's queue, else the app's default, else the system default if the request fits,
+    else the smallest queue that fits; the chosen queue must then fit the request."""
     queues = system.get("queues") or []
-    names = [q.get("name") for q in queues]
+    by_name = {q.get("name"): q for q in queues}
+    if not queues:
+        return None
+    chosen = None
     if requested:
-        if requested not in names:
+        chosen = by_name.get(requested)
+        if chosen is None:
             raise BadRequest(
                 f"Invalid batchQueue. No batch queue named {requested} is defined on system {system['id']}"
             )
-        return requested
-    if app.get("defaultQueue"):
-        return _pick_queue(system, app, app["defaultQueue"])
-    for q in queues:
-        if q.get("default"):
-            return q["name"]
-    return names[0] if names else None
+    elif app.get("defaultQueue"):
+        chosen = by_name.get(app["defaultQueue"])
+        if chosen is None:
+            raise BadRequest(
+                f"Invalid batchQueue. The app's default queue {app['defaultQueue']} is not defined on "
+                f"system {system['id']}"
+            )
+    else:
+        default = next((q for q in queues if q.get("default")), None)
+        if default is not None and fits(default, nodes, ppn, memory_gb, run_time):
+            chosen = default
+        else:
+            key = lambda q: (_limit(q, "maxNodes"), _limit(q, "maxMemoryPerNode"),  # noqa: E731
+                             _limit(q, "maxProcessorsPerNode"), _limit(q, "maxRequestedTime"), q.get("name"))
+            chosen = next((q for q in sorted(queues, key=key)
+                           if q is not default and fits(q, nodes, ppn, memory_gb, run_time)), default)
+    if chosen is None or not fits(chosen, nodes, ppn, memory_gb, run_time):
+        raise BadRequest(
+            f"Invalid batchQueue. No queue found on execution system {system['id']} to support jobs requiring "
+            f"{nodes} nodes with {memory_gb:g} GB memory and {ppn} processors per node, and a max run time of "
+            f"{run_time or '00:00:01'}."
+        )
+    return chosen
+
+
+ARCHIVE_MACROS = ("APP_ID", "EXECUTION_SYSTEM", "BATCH_QUEUE", "JOB_NAME", "JOB_ID", "JOB_NODE_COUNT",
+                  "JOB_PROCESSORS_PER_NODE", "JOB_MEMORY_PER_NODE", "JOB_CREATED_TIME", "JOB_OWNER",
+                  "ARCHIVE_SYSTEM", "TENANT_ID")
+
+
+def resolve_archive_path(template: str, values: dict[str, str]) -> str:
+    """Resolve the ``${MACRO}`` names of spec §4.1 in an archivePath; the result must stay in its root."""
+    from airjobs.paths import clean_relative
+
+    def sub(m: re.Match) -> str:
+        key = m.group(1).upper()
+        return values[key] if key in values else m.group(0)
+
+    resolved = re.sub(r"\$\{([A-Za-z_]+)\}", sub, template)
+    if "\x00" in resolved or ".." in resolved.replace("\\", "/").split("/"):
+        raise BadRequest(f"Invalid archivePath {template!r}: it may not contain '..'.")
+    absolute = resolved.startswith("/")
+    rel = clean_relative(resolved)
+    if not rel:
+        raise BadRequest(f"Invalid archivePath {template!r}: it names no folder.")
+    return ("/" if absolute else "") + rel
 
 
 def build_job(body: dict[str, Any], owner: str) -> Job:
@@ -293,6 +386,7 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
     if name is None or str(name).strip() == "":
         raise BadRequest("Job name cannot be empty. Please specify a name for this job.")
     name = str(name).strip()
+    check_text("name", name)
     if len(name) > 64:
         raise BadRequest("Job name must be less than 64 characters.")
 
@@ -340,20 +434,28 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
     inputs = resolve_inputs(app, inputs_raw)
     parameters = resolve_parameters(app, params_raw)
 
-    queue = _pick_queue(system, app, _pick(body, "batchQueue"))
     node_count = _pick(body, "nodeCount")
-    node_count = _positive_int(node_count, "nodeCount") if node_count is not None else max(1, int(app.get("defaultNodeCount") or 1))
+    node_count = (_positive_int(node_count, "nodeCount") if node_count is not None
+                  else max(1, int(app.get("defaultNodeCount") or 1)))
     ppn = _pick(body, "processorsPerNode")
-    ppn = _positive_int(ppn, "processorsPerNode") if ppn is not None else max(1, int(app.get("defaultProcessorsPerNode") or 1))
+    ppn = (_positive_int(ppn, "processorsPerNode") if ppn is not None
+           else max(1, int(app.get("defaultProcessorsPerNode") or 1)))
     mem = _pick(body, "memoryPerNode")
     if mem is None:
         mem = app.get("defaultMemoryPerNode")
-    memory = parse_memory_gb(mem) if mem not in (None, "", -1) else 0.0
+    memory = parse_memory_gb(mem) if mem not in (None, "", -1, "-1") else None
     run_time = _pick(body, "maxRunTime") or app.get("defaultMaxRunTime")
     if run_time is not None:
         run_time = str(run_time).strip()
         if not RUNTIME_RE.match(run_time):
             raise BadRequest(f"Invalid maxRunTime {run_time!r}. maxRunTime should be in hh:mm:ss format.")
+    chosen = choose_queue(system, app, _pick(body, "batchQueue"), node_count, ppn, memory or 0.0, run_time)
+    queue = chosen.get("name") if chosen else None
+    if memory is None:  # spec §4.1: the queue's maximum
+        limit = _limit(chosen, "maxMemoryPerNode") if chosen else float("inf")
+        memory = 0.0 if limit == float("inf") else limit
+    if run_time is None and chosen and chosen.get("maxRequestedTime"):
+        run_time = str(chosen["maxRequestedTime"])
 
     archive_raw = _pick(body, "archive")
     archive = True if archive_raw is None else _bool(archive_raw, "archive")
@@ -366,8 +468,9 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
         wanted = _pick(body, "archiveSystem")
         if wanted:
             storage = registry.get_system(str(wanted))
-            if storage is None or storage.get("type") != "STORAGE":
-                raise BadRequest(f"No storage system found matching {wanted}")
+            visible = storage is not None and (storage.get("public") or storage.get("owner") == owner)
+            if not visible or storage.get("type") != "STORAGE":
+                raise BadRequest(f"Invalid archiveSystem. No storage system found matching {wanted}")
         else:
             storage = registry.default_storage(owner)
             if storage is None:
@@ -375,7 +478,15 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
                     "No default storage system found for archiving. Specify an archiveSystem or set archive to false."
                 )
         archive_system = storage["id"]
-        archive_path = str(_pick(body, "archivePath") or f"{owner}/archive/jobs/job-{job_id}")
+        template = _pick(body, "archivePath")
+        if template is not None and not isinstance(template, str):
+            raise BadRequest("Invalid archivePath: must be a string.")
+        archive_path = resolve_archive_path(template or f"{owner}/archive/jobs/job-{job_id}", {
+            "APP_ID": app_id, "EXECUTION_SYSTEM": system_id, "BATCH_QUEUE": queue or "", "JOB_NAME": name,
+            "JOB_ID": job_id, "JOB_NODE_COUNT": str(node_count), "JOB_PROCESSORS_PER_NODE": str(ppn),
+            "JOB_MEMORY_PER_NODE": f"{memory:g}", "JOB_CREATED_TIME": now().strftime("%Y-%m-%dT%H-%M-%S"),
+            "JOB_OWNER": owner, "ARCHIVE_SYSTEM": storage["id"], "TENANT_ID": "airjobs",
+        })
 
     notifications = _pick(body, "notifications") or []
     t = now()

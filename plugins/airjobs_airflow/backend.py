@@ -152,3 +152,37 @@ class AirflowBackend:
             )
         except Exception as e:
             raise AgaveError(f"{type(e).__name__}: {e}", 500) from e
+
+    # ------------------------------------------------------------ credentials
+
+    def connection_exists(self, conn_id: str) -> bool:
+        from airflow.exceptions import AirflowNotFoundException
+        from airflow.models.connection import Connection
+
+        try:
+            Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            return False
+        return True
+
+    def put_connection(self, conn_id: str, conn_type: str, host: str, port: int, login: str | None,
+                       password: str | None, extra: dict) -> None:
+        import json
+
+        from sqlalchemy import select
+
+        from airflow.models.connection import Connection
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+            if conn is None:
+                conn = Connection(conn_id=conn_id)
+                session.add(conn)
+            conn.conn_type = conn_type
+            conn.host = host
+            conn.port = port
+            conn.login = login
+            conn.password = password
+            conn.extra = json.dumps(extra) if extra else None
+            conn.description = "created by airjobs from an Agave system description"

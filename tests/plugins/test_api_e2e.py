@@ -236,3 +236,18 @@ def test_burst_of_100_concurrent_submissions(service):
     jobs = store.jobs_by_ids(ids)
     assert len(jobs) == 100  # none lost
     assert [j.id for j in jobs if j.status != "FINISHED"] == []  # none stuck, none failed
+
+
+def test_the_curl_line_make_run_prints_submits_the_demo_job(service):
+    """The banner's literal curl line (what a new user copies) submits the demo job, which finishes."""
+    import subprocess
+
+    from conftest import VAR
+
+    log = (VAR / "service-test.log").read_text().splitlines()
+    line = log[log.index("  Submit the demo job:") + 1].strip()
+    assert line.startswith("TOKEN=$(curl") and "demo-job.json" in line
+    out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60, check=True).stdout
+    body = json.loads(out)
+    assert body["status"] == "success" and body["result"]["status"] == "PENDING"
+    assert service.wait_terminal(body["result"]["id"], user="admin")["status"] == "FINISHED"

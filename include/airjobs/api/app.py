@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airjobs import SERVICE_VERSION, db, registry, representation as rep, store, submission
-from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound, Unauthorized
+from airjobs import SERVICE_VERSION, db, registry, representation as rep, store, submission, validation
+from airjobs.errors import AgaveError, BadRequest, Forbidden, Unauthorized
 from airjobs.lifecycle import fail
 from airjobs.models import Job
 
@@ -51,6 +51,13 @@ class Backend(Protocol):
 
     def launch(self, job: Job) -> None:
         """Start the job's lifecycle run; raises on failure."""
+
+    def connection_exists(self, conn_id: str) -> bool:
+        """Is there a credential store entry (an Airflow Connection) with this id?"""
+
+    def put_connection(self, conn_id: str, conn_type: str, host: str, port: int, login: str | None,
+                       password: str | None, extra: dict) -> None:
+        """Create or replace a credential store entry."""
 
 
 # ---------------------------------------------------------------- envelopes
@@ -210,7 +217,7 @@ def create_app(backend: Backend) -> FastAPI:
             if len(key) > 255:
                 raise BadRequest("Idempotency-Key may be at most 255 characters.")
             job.idempotency_key = key
-        job, created = store.create_job(job, created_by=user.name)
+        job, created = store.create_job(job, created_by=user.name, system=registry.get_system(job.execution_system))
         if not created:
             return job, False
         try:
@@ -252,7 +259,7 @@ def create_app(backend: Backend) -> FastAPI:
         events = await read(lambda: store.history(job.id, limit=limit, offset=offset))
         return envelope(request, [rep.event_json(e) for e in events])
 
-    # ------------------------------------------------------------ apps and systems (read-only here)
+    # ------------------------------------------------------------ apps and systems
 
     @route("/apps/v2", ["GET"])
     async def list_apps(request: Request) -> Response:
@@ -264,25 +271,106 @@ def create_app(backend: Backend) -> FastAPI:
     @route("/apps/v2/{app_id}", ["GET"])
     async def get_app(request: Request, app_id: str) -> Response:
         user = await current_user(request, "GET", APPS)
-        app_doc = await read(registry.get_app, app_id)
-        if app_doc is None or not (user.is_admin or app_doc.get("isPublic") or app_doc.get("owner") == user.name):
-            raise NotFound(f"No software found matching {app_id}")
-        return envelope(request, app_doc)
+        return envelope(request, await read(registry.visible_app, app_id, user.name, user.is_admin))
+
+    @route("/apps/v2", ["POST"])
+    async def register_app(request: Request) -> Response:
+        user = await current_user(request, "POST", APPS)
+        body = await _document(request, "app")
+
+        def work() -> tuple[dict, bool]:
+            doc = validation.validate_app(body, owner=user.name, get_system=registry.get_system,
+                                          default_storage=registry.default_storage, is_admin=user.is_admin)
+            return registry.register_app(doc, user.name, user.is_admin)
+
+        doc, created = await to_thread.run_sync(work)
+        headers = {"Location": f"{base_url(request)}/apps/v2/{doc['id']}"}
+        return envelope(request, doc, status_code=201 if created else 200, headers=headers)
+
+    @route("/apps/v2/{app_id}", ["PUT", "POST"])
+    async def update_app(request: Request, app_id: str) -> Response:
+        user = await current_user(request, "PUT", APPS)
+        body = await _document(request, "app")
+
+        def work() -> dict:
+            existing = registry.visible_app(app_id, user.name, user.is_admin)
+            doc = validation.validate_app(body, owner=existing["owner"], get_system=registry.get_system,
+                                          default_storage=registry.default_storage, is_admin=user.is_admin)
+            if doc["id"] != app_id:
+                raise BadRequest(f"Invalid name/version: this is app {app_id}, the description says {doc['id']}.")
+            return registry.register_app(doc, user.name, user.is_admin)[0]
+
+        return envelope(request, await to_thread.run_sync(work))
+
+    @route("/apps/v2/{app_id}", ["DELETE"])
+    async def delete_app(request: Request, app_id: str) -> Response:
+        user = await current_user(request, "DELETE", APPS)
+        await to_thread.run_sync(registry.delete_app, app_id, user.name, user.is_admin)
+        return envelope(request, None, message=f"App {app_id} deleted.")
 
     @route("/systems/v2", ["GET"])
     async def list_systems(request: Request) -> Response:
         user = await current_user(request, "GET", SYSTEMS)
-        systems = await read(registry.list_systems, None if user.is_admin else user.name)
+        wanted = request.query_params.get("type", "").upper()
+
+        def work() -> tuple[list[dict], str | None]:
+            default = registry.default_storage(user.name)
+            return registry.list_systems(None if user.is_admin else user.name), default["id"] if default else None
+
+        systems, default_id = await read(work)
         base = base_url(request)
-        return envelope(request, [_system_summary(s, base) for s in systems])
+        return envelope(request, [_system_summary(s, base, default_id) for s in systems
+                                  if not wanted or s.get("type") == wanted])
 
     @route("/systems/v2/{system_id}", ["GET"])
     async def get_system(request: Request, system_id: str) -> Response:
         user = await current_user(request, "GET", SYSTEMS)
-        doc = await read(registry.get_system, system_id)
-        if doc is None or not (user.is_admin or doc.get("public") or doc.get("owner") == user.name):
-            raise NotFound(f"No system found matching {system_id}")
-        return envelope(request, doc)
+        return envelope(request, await read(registry.visible_system, system_id, user.name, user.is_admin))
+
+    @route("/systems/v2", ["POST"])
+    async def register_system(request: Request) -> Response:
+        user = await current_user(request, "POST", SYSTEMS)
+        body = await _document(request, "system")
+
+        def work() -> tuple[dict, bool]:
+            existing = registry.get_system(str(body.get("id") or ""))
+            if existing is not None and not user.is_admin and existing.get("owner") != user.name:
+                raise Forbidden(f"The system id {body['id']} is already in use by another user.")
+            doc = validation.extract_credentials(body, backend.put_connection, backend.connection_exists,
+                                                 new=existing is None)
+            doc = validation.validate_system(doc, check=backend.connection_exists, is_admin=user.is_admin)
+            return registry.register_system(doc, user.name, user.is_admin)
+
+        doc, created = await to_thread.run_sync(work)
+        headers = {"Location": f"{base_url(request)}/systems/v2/{doc['id']}"}
+        return envelope(request, doc, status_code=201 if created else 200, headers=headers)
+
+    @route("/systems/v2/{system_id}", ["PUT", "POST"])
+    async def update_system(request: Request, system_id: str) -> Response:
+        user = await current_user(request, "PUT", SYSTEMS)
+        body = await _document(request, "system")
+        action = str(body.get("action") or "").strip()
+
+        def work() -> dict:
+            if action:
+                if action not in ("setDefault", "unsetDefault"):
+                    raise BadRequest(f"Invalid action {action}: use setDefault or unsetDefault, or send a description.")
+                return registry.set_default(system_id, user.name, user.is_admin, action == "setDefault")
+            registry.visible_system(system_id, user.name, user.is_admin)
+            doc = validation.extract_credentials({**body, "id": body.get("id", system_id)}, backend.put_connection,
+                                                 backend.connection_exists, new=False)
+            doc = validation.validate_system(doc, check=backend.connection_exists, is_admin=user.is_admin)
+            if doc["id"] != system_id:
+                raise BadRequest(f"Invalid id: this is system {system_id}, the description says {doc['id']}.")
+            return registry.register_system(doc, user.name, user.is_admin)[0]
+
+        return envelope(request, await to_thread.run_sync(work))
+
+    @route("/systems/v2/{system_id}", ["DELETE"])
+    async def delete_system(request: Request, system_id: str) -> Response:
+        user = await current_user(request, "DELETE", SYSTEMS)
+        await to_thread.run_sync(registry.delete_system, system_id, user.name, user.is_admin)
+        return envelope(request, None, message=f"System {system_id} deleted.")
 
     return app
 
@@ -296,13 +384,37 @@ def _app_summary(app: dict[str, Any], base: str) -> dict[str, Any]:
     }
 
 
-def _system_summary(system: dict[str, Any], base: str) -> dict[str, Any]:
+def _system_summary(system: dict[str, Any], base: str, default_id: str | None) -> dict[str, Any]:
     return {
         "id": system["id"], "name": system.get("name"), "type": system.get("type"),
         "description": system.get("description"), "status": system.get("status", "UP"),
-        "public": bool(system.get("public")), "default": bool(system.get("globalDefault")),
+        "public": bool(system.get("public")), "default": system["id"] == default_id,
         "_links": {"self": {"href": f"{base}/systems/v2/{system['id']}"}},
     }
+
+
+async def _document(request: Request, what: str) -> dict[str, Any]:
+    """A JSON description, or one uploaded as ``fileToUpload``, or (for actions) form fields."""
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data") or ctype.startswith("application/x-www-form-urlencoded"):
+        try:
+            form = await request.form()
+        except Exception as e:
+            raise BadRequest(f"Unable to parse {what} description: malformed form data ({e}).") from None
+        upload = form.get("fileToUpload")
+        if upload is not None and hasattr(upload, "read"):
+            raw = await upload.read()
+        else:
+            return {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        raw = await request.body()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"Unable to parse {what} description: malformed JSON ({e}).") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"Unable to parse {what} description: it must be a JSON object.")
+    return body
 
 
 async def _job_request(request: Request) -> dict[str, Any]:

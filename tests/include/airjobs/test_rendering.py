@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from airjobs.rendering import EXIT_CODE_FILE, RenderContext, render_template, render_wrapper
+from airjobs.rendering import EXIT_CODE_FILE, RenderContext, render_wrapper
 from airjobs.schedulers import fork
 
 APP = {
@@ -28,12 +28,46 @@ def ctx(work_dir, **params):
                          header=fork.header("My-job"))
 
 
+def _run(tmp_path, template, **params):
+    script = render_wrapper(template, ctx(tmp_path, **params))
+    (tmp_path / "w.sh").write_text(script)
+    p = subprocess.run(["bash", str(tmp_path / "w.sh")], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return (tmp_path / "My-job.out").read_text() if (tmp_path / "My-job.out").exists() else p.stdout
+
+
 def test_macros_and_rules(tmp_path):
-    text = render_template(
-        "run ${DATA} ${label} ${verbose} ${FAST} ${n} ${AGAVE_JOB_ID} ${IPLANT_CORES_REQUESTED} ${HOME}",
-        ctx(tmp_path, label="a b", verbose=True, fast=False, n=[1, 2]),
+    out = _run(
+        tmp_path,
+        "printf '[%s]' ${DATA} ${label} ${verbose} ${FAST} ${n} ${AGAVE_JOB_ID} ${IPLANT_CORES_REQUESTED}\n",
+        label="a b", verbose=True, fast=False, n=[1, 2],
     )
-    assert text == "run -i 'in put.txt' 'a b' --verbose 0 -n1 -n2 1-ab-0001-007 6 ${HOME}"
+    assert out == "[-i][in put.txt][a b][--verbose][0][-n1][-n2][1-ab-0001-007][6]"
+
+
+def test_quoting_contexts(tmp_path):
+    template = (
+        'echo "label=${label}"\n'
+        "echo 'single ${label} end'\n"
+        "# a comment with ${label}\n"
+        "cat <<EOF\nheredoc ${label}\nEOF\n"
+        "cat <<'RAW'\nraw ${label}\nRAW\n"
+        "echo n=${n}\n"
+    )
+    out = _run(tmp_path, template, label="it's $(x) a\nb", n=[1, 2])
+    assert out.splitlines() == [
+        "label=it's $(x) a", "b",
+        "single it's $(x) a", "b end",
+        "heredoc it's $(x) a", "b",
+        "raw ${label}",
+        "n=-n1 -n2",
+    ]
+
+
+def test_missing_optional_values_vanish(tmp_path):
+    assert _run(tmp_path, "printf '[%s]' start ${label} ${verbose} end\n") == "[start][end]"
+    out = _run(tmp_path, "set -- ${label} ${verbose}; echo $#\n")
+    assert out.strip() == "0"
 
 
 def test_injection_values_stay_literal(tmp_path):

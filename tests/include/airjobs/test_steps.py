@@ -75,9 +75,16 @@ def test_missing_input_fails_staging_with_host_and_path(pg):
     assert job.status == "FAILED" and "samples/none.txt" in job.message and "demo-storage" in job.message
 
 
-def test_path_escape_is_refused(pg):
-    body = {"name": "escape", "appId": "wc-1.0", "inputs": {"inputFile": "agave://demo-storage/../../etc/passwd"}}
-    job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
-    with pytest.raises(Exception):
+def test_path_escape_is_refused_at_submission_and_again_at_staging(pg):
+    from airjobs.errors import BadRequest
+
+    escape = "agave://demo-storage/../../etc/passwd"
+    with pytest.raises(BadRequest, match="may not contain"):
+        submission.build_job({"name": "escape", "appId": "wc-1.0", "inputs": {"inputFile": escape}}, "dave")
+    # defence in depth: a row that somehow carries such a path still cannot leave the storage root
+    job = submission.build_job({"name": "escape", "appId": "wc-1.0", "inputs": {"inputFile": "x.txt"}}, "dave")
+    job.inputs = {"inputFile": [escape]}
+    job, _ = store.create_job(job, created_by="dave")
+    with pytest.raises(Exception, match="may not leave its root"):
         steps.run_step("stage", job.id)
     assert store.get_job(job.id).status == "FAILED"
