@@ -89,6 +89,22 @@ def service(pg):
     runner.terminate(proc)
 
 
+def install_app(name: str, template: str, execution_system: str = "demo-fork", **fields) -> Path:
+    """Register a public app NAME-1.0 (as admin, straight into the registry) whose wrapper template is
+    TEMPLATE, deployed on demo-storage; returns the storage root."""
+    from airjobs import registry
+
+    root = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
+    (root / f"apps/{name}-1.0").mkdir(parents=True, exist_ok=True)
+    (root / f"apps/{name}-1.0/run.sh").write_text(template)
+    registry.put_app({
+        "name": name, "version": "1.0", "executionSystem": execution_system, "executionType": "CLI",
+        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
+        "deploymentPath": f"/apps/{name}-1.0", "templatePath": "run.sh", **fields,
+    }, "admin")
+    return root
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0 and not os.environ.get("AIRJOBS_TEST_VAR"):
         shutil.rmtree(VAR, ignore_errors=True)

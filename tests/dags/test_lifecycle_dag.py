@@ -47,7 +47,7 @@ def test_trigger_serialises_and_reports_a_finished_job(pg):
     fail(job.id, "ended elsewhere")
 
     async def first_event():
-        async for event in JobStatusTrigger(job.id, poll_interval=0.05).run():
+        async for event in JobStatusTrigger(job.id, poll_interval=0.05, min_wait=0).run():
             return event
 
     event = asyncio.run(asyncio.wait_for(first_event(), 10))

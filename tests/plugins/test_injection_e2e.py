@@ -23,19 +23,10 @@ cat -- ${file} > file-content.txt
 
 @pytest.fixture(scope="module")
 def echo_app(service):
-    from conftest import VAR
+    from conftest import VAR, install_app
 
-    storage = registry.get_system("demo-storage")
-    root = Path(storage["storage"]["rootDir"])
-    (root / "apps/echo-1.0").mkdir(parents=True, exist_ok=True)
-    (root / "apps/echo-1.0/echo.sh").write_text(TEMPLATE)
-    registry.put_app({
-        "name": "echo", "version": "1.0", "executionSystem": "demo-fork", "executionType": "CLI",
-        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-        "deploymentPath": "/apps/echo-1.0", "templatePath": "echo.sh",
-        "inputs": [{"id": "file", "value": {"required": True}}],
-        "parameters": [{"id": "msg", "value": {"type": "string", "required": False}}],
-    }, "admin")
+    root = install_app("echo", TEMPLATE, inputs=[{"id": "file", "value": {"required": True}}],
+                       parameters=[{"id": "msg", "value": {"type": "string", "required": False}}])
     (root / "corpus").mkdir(exist_ok=True)
     marker = VAR / "pwned"
     return root, marker

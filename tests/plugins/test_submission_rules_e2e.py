@@ -3,10 +3,9 @@ names, and that no job row was written; the valid cases run to FINISHED."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
 
 import pytest
-
 from airjobs import registry, store
 
 pytestmark = pytest.mark.e2e
@@ -27,20 +26,16 @@ def limits(service):
          "maxMemoryPerNode": "1GB", "maxRequestedTime": "01:00:00"},
     ])
     registry.put_system(fork, "admin")
-    root = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
-    (root / "apps/limits-1.0").mkdir(parents=True, exist_ok=True)
-    (root / "apps/limits-1.0/run.sh").write_text(TEMPLATE)
-    registry.put_app({
-        "name": "limits", "version": "1.0", "executionSystem": "limits-fork", "executionType": "CLI",
-        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-        "deploymentPath": "/apps/limits-1.0", "templatePath": "run.sh",
-        "inputs": [
+    from conftest import install_app
+
+    install_app("limits", TEMPLATE, execution_system="limits-fork",
+        inputs=[
             {"id": "data", "value": {"required": True, "validator": r"\.txt$"},
              "semantics": {"minCardinality": 1, "maxCardinality": 2}},
             {"id": "opt", "value": {"required": False}},
             {"id": "fixed", "value": {"visible": False, "default": ZEN}},
         ],
-        "parameters": [
+        parameters=[
             {"id": "word", "value": {"type": "string", "required": False, "validator": "[a-z]{3}"}},
             {"id": "count", "value": {"type": "number", "required": False}},
             {"id": "level", "value": {"type": "enumeration", "required": False, "enumValues": ["low", "high"]}},
@@ -51,7 +46,7 @@ def limits(service):
              "semantics": {"minCardinality": 2, "maxCardinality": 3}},
             {"id": "sleep", "value": {"type": "number", "required": False, "default": 0}},
         ],
-    }, "admin")
+    )
     return "limits-1.0"
 
 
@@ -193,3 +188,23 @@ def test_max_user_jobs_counts_active_jobs(service, limits):
         assert again.status_code == 201, again.text
     service.wait_terminal(again.json()["result"]["id"])
     service.wait_terminal(other.json()["result"]["id"], user="bob")
+
+
+def test_a_job_longer_than_the_inline_check_defers_and_finishes(service, limits):
+    """The monitor hands a 5 s job to the triggerer; it resumes and the run succeeds (no stale-event race)."""
+    import httpx
+
+    with service.client("alice") as c:
+        r = c.post("/jobs/v2", json=body(parameters={"sleep": 5}))
+        assert r.status_code == 201, r.text
+        job_id = r.json()["result"]["id"]
+    assert service.wait_terminal(job_id)["status"] == "FINISHED"
+    headers = {"Authorization": f"Bearer {service.airflow_token()}"}
+    url = f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/{job_id}/taskInstances/monitor"
+    for _ in range(60):
+        ti = httpx.get(url, headers=headers).json()
+        if ti["state"] in ("success", "failed"):
+            break
+        time.sleep(0.5)
+    assert ti["state"] == "success", ti
+    assert ti["duration"] >= 5  # it waited (in the triggerer) rather than finishing inline
