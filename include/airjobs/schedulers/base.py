@@ -1,0 +1,126 @@
+"""What the batch-scheduler modules share: the job request they render, and a few pure helpers (spec §10.6, §10.7)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from shlex import quote
+
+from airjobs.statuses import JobStatus
+
+SHEBANG = "#!/bin/bash\n"
+
+_TOKEN = re.compile(r"[A-Za-z0-9._+-]+")  # slugs and Agave job ids
+_QUEUE = re.compile(r"[A-Za-z0-9._@+:-]+")  # mapped queue names (SGE allows ``all.q@host``)
+_HMS = re.compile(r"(?:(\d+)-)?(\d+):([0-5]?\d):([0-5]?\d)")  # [D-]HH:MM:SS, hours may exceed 24
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job's scheduler-relevant fields; validated so no value can break a directive line."""
+
+    name: str  # slug of the job name (spec §10.6: prefixed ``agave-`` by the caller if it starts with a digit)
+    job_id: str  # the Agave job id, used in the ``<name>-<job_id>.out/.err`` file names
+    work_dir: str  # absolute remote work directory
+    queue: str | None = None  # the queue's mappedName (or name)
+    node_count: int = 1
+    processors_per_node: int = 1
+    memory_gb: float = 0.0  # per node; 0 = unset
+    max_run_time: str | None = None  # "HH:MM:SS"
+    custom_directives: str | None = None  # the queue's customDirectives, one directive per line
+
+    def __post_init__(self) -> None:
+        for field, value in (("name", self.name), ("job_id", self.job_id)):
+            if not _TOKEN.fullmatch(value or ""):
+                raise ValueError(f"invalid {field} for a scheduler directive: {value!r}")
+        if self.queue and not _QUEUE.fullmatch(self.queue):
+            raise ValueError(f"invalid queue name: {self.queue!r}")
+        if not self.work_dir or any(c in self.work_dir for c in "\n\r\0"):
+            raise ValueError(f"invalid work directory: {self.work_dir!r}")
+        if self.node_count < 1 or self.processors_per_node < 1 or self.memory_gb < 0:
+            raise ValueError("node_count and processors_per_node must be >= 1 and memory_gb >= 0")
+        if self.max_run_time:
+            hms_to_seconds(self.max_run_time)
+
+    @property
+    def out(self) -> str:
+        return f"{self.name}-{self.job_id}.out"
+
+    @property
+    def err(self) -> str:
+        return f"{self.name}-{self.job_id}.err"
+
+    @property
+    def memory_mb(self) -> int:
+        return math.ceil(self.memory_gb * 1024)
+
+
+def hms_to_seconds(value: str) -> int:
+    m = _HMS.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"invalid run time {value!r}, expected HH:MM:SS")
+    days, h, mi, s = (int(g or 0) for g in m.groups())
+    return ((days * 24 + h) * 60 + mi) * 60 + s
+
+
+def hms_to_minutes(value: str) -> int:
+    """Rounded up, so a limit is never shortened."""
+    return math.ceil(hms_to_seconds(value) / 60)
+
+
+def hms(value: str) -> str:
+    """Normalised ``HH:MM:SS`` (hours not wrapped into days), as SLURM, PBS and SGE all accept."""
+    s = hms_to_seconds(value)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def custom_lines(text: str | None, prefix: str) -> list[str]:
+    """The queue's customDirectives, one per line: a line starting with ``#`` is kept verbatim, any other line gets
+    the scheduler's prefix (Agave wrote ``#SBATCH `` + customDirectives, so ``-A TG-123`` keeps working)."""
+    lines = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line:
+            lines.append(line if line.startswith("#") else prefix + line)
+    return lines
+
+
+def render(prefix: str, lines: list[str], custom: str | None) -> str:
+    """Directive lines, then the custom ones, each ending in a newline."""
+    return "".join(f"{prefix}{x}\n" for x in lines) + "".join(f"{x}\n" for x in custom_lines(custom, prefix))
+
+
+def script_arg(script: str) -> str:
+    """The wrapper path as a quoted shell word that can never be read as an option."""
+    return quote(script if script.startswith("/") else "./" + script)
+
+
+def cd(work_dir: str) -> str:
+    return f"cd {quote(work_dir)} || exit 1; "
+
+
+_PENDING_WORDS = ("PEND", "QUEU", "WAIT", "HOLD", "HELD", "IDLE", "CONFIG", "PROV", "SUBMIT")
+
+
+def unknown_state(code: str) -> JobStatus:
+    """A state missing from a module's ``STATE_MAP``: QUEUED if its name looks pending, else RUNNING.
+
+    Never terminal and never an exception: the job stays polled, and the exit-code file or the expiry rule (spec §10.7)
+    settles it, which is safer than failing a job on a state a newer scheduler release invented."""
+    upper = code.upper()
+    return JobStatus.QUEUED if any(w in upper for w in _PENDING_WORDS) else JobStatus.RUNNING
+
+
+def to_int(value: str | None) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def submit_error(name: str, output: str) -> ValueError:
+    """The scheduler's own error lines (or its whole answer) as the message of a failed submission."""
+    text = output.strip()
+    errors = [ln.strip() for ln in text.splitlines() if re.search(r"error|not submitted|unable|invalid", ln, re.I)]
+    return ValueError(f"{name} submission failed: {(chr(10).join(errors) or text or '(no output)')[:500]}")

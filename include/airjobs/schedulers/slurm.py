@@ -1,0 +1,127 @@
+"""SLURM: ``#SBATCH`` header, ``sbatch`` / ``sacct`` + ``squeue`` / ``scancel`` (spec §10.6, §10.7)."""
+
+from __future__ import annotations
+
+import re
+from shlex import quote
+
+from airjobs.schedulers.base import (
+    SHEBANG,
+    JobRequest,
+    cd,
+    hms,
+    render,
+    script_arg,
+    submit_error,
+    to_int,
+    unknown_state,
+)
+from airjobs.statuses import JobStatus
+
+NAME = "SLURM"
+PREFIX = "#SBATCH "
+
+Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CLEANING_UP, JobStatus.FAILED
+
+#: Job state codes, long and short forms: https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES
+#: (sacct uses the same names: https://slurm.schedmd.com/sacct.html#SECTION_JOB-STATE-CODES)
+STATE_MAP: dict[str, JobStatus] = {
+    "PENDING": Q, "PD": Q,
+    "CONFIGURING": Q, "CF": Q,  # allocated, nodes booting
+    "REQUEUED": Q, "RQ": Q,
+    "REQUEUE_FED": Q, "RF": Q,
+    "REQUEUE_HOLD": Q, "RH": Q,
+    "RESV_DEL_HOLD": Q, "RD": Q,
+    "RUNNING": R, "R": R,
+    "COMPLETING": R, "CG": R,  # some processes still finishing
+    "RESIZING": R, "RS": R,
+    "SIGNALING": R, "SI": R,
+    "STAGE_OUT": R, "SO": R,
+    "SUSPENDED": P, "S": P,
+    "STOPPED": P, "ST": P,  # SIGSTOP, allocation kept
+    "COMPLETED": D, "CD": D,  # every process exited 0
+    "FAILED": F, "F": F,  # non-zero exit code or other failure
+    "CANCELLED": F, "CA": F,
+    "TIMEOUT": F, "TO": F,
+    "BOOT_FAIL": F, "BF": F,
+    "DEADLINE": F, "DL": F,
+    "NODE_FAIL": F, "NF": F,
+    "OUT_OF_MEMORY": F, "OOM": F,
+    "PREEMPTED": F, "PR": F,  # not requeued (a requeued job shows REQUEUED)
+    "REVOKED": F, "RV": F,
+    "SPECIAL_EXIT": F, "SE": F,
+}
+
+_LINE = re.compile(r"\s*([0-9][0-9_+.\[\]-]*)\|([^|]*)(?:\|([^|]*))?")
+
+
+def directives(req: JobRequest) -> str:
+    lines = [f"-J {req.name}", f"-o {req.out}", f"-e {req.err}"]
+    if req.max_run_time:
+        lines.append(f"-t {hms(req.max_run_time)}")
+    if req.queue:
+        lines.append(f"-p {req.queue}")
+    lines += [f"-N {req.node_count}", f"--ntasks-per-node={req.processors_per_node}"]
+    if req.memory_gb:
+        lines.append(f"--mem={req.memory_mb}M")  # per node
+    return render(PREFIX, lines, req.custom_directives)
+
+
+def header(req: JobRequest) -> str:
+    return SHEBANG + directives(req)
+
+
+def submit_command(work_dir: str, script: str) -> str:
+    s = script_arg(script)
+    return f"{cd(work_dir)}chmod +x {s} && sbatch {s}"
+
+
+def parse_submit(output: str) -> str:
+    """``Submitted batch job 12345`` (or the ``--parsable`` form ``12345[;cluster]``)."""
+    m = re.search(r"Submitted batch job (\d+)", output)
+    if m:
+        return m.group(1)
+    for line in output.splitlines():
+        m = re.fullmatch(r"\s*(\d+)(?:;\S+)?\s*", line)
+        if m:
+            return m.group(1)
+    raise submit_error(NAME, output)
+
+
+def status_command(ids: list[str]) -> str:
+    """``squeue`` first (works without accounting), then ``sacct``: a later line for the same id wins."""
+    if not ids:
+        return "true"
+    j = quote(",".join(ids))
+    return (
+        f"squeue -h -o {quote('%i|%T')} -j {j} 2>/dev/null; "
+        f"sacct -n -P -X -o JobID,State,ExitCode -j {j} 2>/dev/null; true"
+    )
+
+
+def _exit_code(field: str | None) -> int | None:
+    """sacct ``ExitCode`` is ``<code>:<signal>``; a signal death reads as 128+signal, as a shell reports it."""
+    if not field:
+        return None
+    code, _, sig = field.strip().partition(":")
+    code_i, sig_i = to_int(code), to_int(sig)
+    if code_i == 0 and sig_i:
+        return 128 + sig_i
+    return code_i
+
+
+def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
+    out: dict[str, tuple[JobStatus, int | None]] = {}
+    for line in output.splitlines():
+        m = _LINE.match(line)
+        if not m or not m.group(2).strip():
+            continue
+        state = m.group(2).split()[0].rstrip("+").upper()  # "CANCELLED by 1000"
+        status = STATE_MAP.get(state) or unknown_state(state)
+        # sacct shows "0:0" for jobs that have not ended: only an ended job has an exit code
+        out[m.group(1)] = (status, _exit_code(m.group(3)) if status in (D, F) else None)
+    return out
+
+
+def kill_command(remote_id: str) -> str:
+    return f"scancel {quote(remote_id)}"
