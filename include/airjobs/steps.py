@@ -8,13 +8,12 @@ archive, finalize). Each moves the job through its statuses with ``lifecycle.tra
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from airjobs import registry, store
+from airjobs import registry, store, transports
 from airjobs.errors import StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
@@ -23,7 +22,6 @@ from airjobs.rendering import ARCHIVE_MANIFEST, EXIT_CODE_FILE, RenderContext, r
 from airjobs.schedulers import fork
 from airjobs.statuses import TERMINAL, JobStatus
 from airjobs.timeutil import iso
-from airjobs.transports.local import LocalTransport
 
 log = logging.getLogger(__name__)
 S = JobStatus
@@ -41,14 +39,6 @@ def _system(system_id: str) -> dict[str, Any]:
     if system is None:
         raise StepError(f"System {system_id} is not registered.")
     return system
-
-
-def _transport(system: dict[str, Any]) -> LocalTransport:
-    storage = system.get("storage") or {}
-    protocol = str(storage.get("protocol") or (system.get("login") or {}).get("protocol") or "").upper()
-    if protocol != "LOCAL":
-        raise StepError(f"System {system['id']} uses protocol {protocol}, which this release cannot reach yet.")
-    return LocalTransport(storage["rootDir"])
 
 
 def _host_path(system: dict[str, Any], path: str) -> str:
@@ -95,7 +85,7 @@ def resolve_input(uri: str, owner: str) -> tuple[dict[str, Any], str]:
 def stage(job_id: str) -> None:
     job = _job(job_id)
     system = _system(job.execution_system)
-    transport = _transport(system)
+    transport = transports.execution(system)
     wpath = work_path(job, system)
     host_dir = _host_path(system, wpath)
     if not job.inputs:
@@ -109,7 +99,7 @@ def stage(job_id: str) -> None:
         for uri in values:
             storage, path = resolve_input(uri, job.owner)
             src_host = _host_path(storage, path)
-            src_transport = _transport(storage)
+            src_transport = transports.storage(storage)
             if not src_transport.exists(src_host):
                 raise StepError(f"Input {input_id}: {uri} does not exist on {storage['id']} ({path}).")
             sources.append((input_id, uri, src_transport, src_host))
@@ -118,7 +108,7 @@ def stage(job_id: str) -> None:
     done_bytes = 0
     for n, (input_id, uri, src_transport, src_host) in enumerate(sources, 1):
         name = posixpath.basename(src_host.rstrip("/"))
-        copied = src_transport.copy_in(src_host, os.path.join(host_dir, name))
+        copied = transports.copy(src_transport, src_host, transport, posixpath.join(host_dir, name))
         done_bytes += copied
         transition(
             job_id,
@@ -153,7 +143,7 @@ def _render_context(job: Job, app: dict, system: dict, host_dir: str, header: st
 def submit(job_id: str) -> None:
     job = _job(job_id)
     system = _system(job.execution_system)
-    transport = _transport(system)
+    transport = transports.execution(system)
     app = registry.get_app(job.app_id)
     if app is None:
         raise StepError(f"App {job.app_id} is no longer registered.")
@@ -161,7 +151,7 @@ def submit(job_id: str) -> None:
     host_dir = _host_path(system, job.work_path or work_path(job, system))
 
     deploy = _system(app.get("deploymentSystem") or system["id"])
-    deploy_transport = _transport(deploy)
+    deploy_transport = transports.storage(deploy)
     assets = _host_path(deploy, app["deploymentPath"])
     template_path = posixpath.join(assets, clean_relative(app["templatePath"]))
     if not deploy_transport.exists(template_path):
@@ -173,7 +163,7 @@ def submit(job_id: str) -> None:
     manifest = []
     if deploy_transport.is_dir(assets):
         for name in deploy_transport.listdir(assets):
-            deploy_transport.copy_in(posixpath.join(assets, name), os.path.join(host_dir, name))
+            transports.copy(deploy_transport, posixpath.join(assets, name), transport, posixpath.join(host_dir, name))
             manifest.append(name)
 
     scheduler = str(system.get("scheduler") or "FORK").upper()
@@ -182,8 +172,8 @@ def submit(job_id: str) -> None:
     name = slug(job.name)
     script = f"{name}.ipcexe"
     text = render_wrapper(template, _render_context(job, app, system, host_dir, fork.header(name)))
-    transport.write_text(os.path.join(host_dir, script), text, mode=0o700)
-    transport.write_text(os.path.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))
+    transport.write_text(posixpath.join(host_dir, script), text, mode=0o700)
+    transport.write_text(posixpath.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))
     rc, out, err = transport.run(fork.submit_command(host_dir, script, name))
     if rc != 0:
         raise StepError(f"Failed to start {script} on {system['id']}: {(err or out).strip()[:1000]}")
@@ -205,15 +195,11 @@ class PollResult:
         return {"done": self.done, "exit_code": self.exit_code, "detail": self.detail}
 
 
-def _pid_alive(pid: str | None) -> bool:
+def _pid_alive(transport: transports.Transport, pid: str | None) -> bool:
     if not pid or not pid.isdigit():
         return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return False
+    rc, out, _ = transport.run(fork.status_command([pid]), timeout=30)
+    return pid in fork.parse_status(out)
 
 
 def poll(job_id: str) -> PollResult:
@@ -224,16 +210,14 @@ def poll(job_id: str) -> PollResult:
     if JobStatus(job.status) in TERMINAL:
         return PollResult(True, job.exit_code, f"job is {job.status}")
     system = _system(job.execution_system)
+    transport = transports.execution(system)
     host_dir = _host_path(system, job.work_path or work_path(job, system))
-    code_file = os.path.join(host_dir, EXIT_CODE_FILE)
+    code_file = posixpath.join(host_dir, EXIT_CODE_FILE)
     for attempt in range(2):
-        try:
-            with open(code_file) as f:
-                text = f.read().strip()
+        if transport.exists(code_file):
+            text = transport.read_text(code_file).strip()
             return PollResult(True, int(text) if text.lstrip("-").isdigit() else None, "exit code file found")
-        except FileNotFoundError:
-            pass
-        if attempt == 0 and not _pid_alive(job.local_id):
+        if attempt == 0 and not _pid_alive(transport, job.local_id):
             continue  # the process may have written the file just before exiting: read once more
         if attempt == 0:
             return PollResult(False)
@@ -270,11 +254,11 @@ def archive(job_id: str) -> None:
         system = _system(job.execution_system)
         host_dir = _host_path(system, job.work_path or work_path(job, system))
         storage = _system(job.archive_system or "")
-        dest_transport = _transport(storage)
+        dest_transport = transports.storage(storage)
         dest = _host_path(storage, job.archive_path or "")
         dest_transport.makedirs(dest)
-        src_transport = _transport(system)
-        manifest_path = os.path.join(host_dir, ARCHIVE_MANIFEST)
+        src_transport = transports.execution(system)
+        manifest_path = posixpath.join(host_dir, ARCHIVE_MANIFEST)
         skip = {ARCHIVE_MANIFEST, EXIT_CODE_FILE}
         if src_transport.exists(manifest_path):
             skip |= {line.strip() for line in src_transport.read_text(manifest_path).splitlines() if line.strip()}
@@ -282,7 +266,8 @@ def archive(job_id: str) -> None:
         for name in src_transport.listdir(host_dir):
             if name in skip:
                 continue
-            copied += src_transport.copy_in(os.path.join(host_dir, name), os.path.join(dest, name))
+            copied += transports.copy(src_transport, posixpath.join(host_dir, name), dest_transport,
+                                      posixpath.join(dest, name))
     except Exception as e:
         log.exception("archiving job %s failed", job_id)
         transition(job_id, S.ARCHIVING_FAILED, f"Job archiving failed: {e}")

@@ -52,6 +52,13 @@ class LocalTransport:
     def size(self, path: str) -> int:
         return os.path.getsize(self._inside(path))
 
+    def open_read(self, path: str):
+        return open(self._inside(path), "rb")
+
+    def open_write(self, path: str):
+        self._inside(os.path.dirname(path))
+        return open(path, "wb")
+
     def copy_in(self, src: str, dst: str) -> int:
         """Copy a file or tree from this host into ``dst``; returns bytes copied."""
         src = self._inside(src)

@@ -1,0 +1,89 @@
+"""A non-admin user's own SSH system (the real OpenSSH server of .ci/infra-up.sh) and app, registered through
+the REST API, run a job end to end: inputs staged over SFTP, FORK over SSH, outputs archived back.
+Skipped unless AIRJOBS_INFRA_ENV names the infra.env that .ci/infra-up.sh wrote (`make test` as root)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from airjobs import registry
+
+pytestmark = pytest.mark.e2e
+
+ENV_FILE = os.environ.get("AIRJOBS_INFRA_ENV", "")
+
+
+def _infra() -> dict[str, str]:
+    if not ENV_FILE or not Path(ENV_FILE).exists():
+        pytest.skip("no test hosts (run `make test` as root, or set AIRJOBS_INFRA_ENV)")
+    env = {}
+    for line in Path(ENV_FILE).read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key.strip()] = value.strip().strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="module")
+def ssh_system(service):
+    infra = _infra()
+    conn_id = f"bob-infra-{time.time_ns()}"
+    headers = {"Authorization": f"Bearer {service.airflow_token()}"}
+    conn = {"connection_id": conn_id, "conn_type": "ssh", "host": infra["AIRJOBS_SSH_HOST"],
+            "port": int(infra["AIRJOBS_SSH_PORT"]), "login": infra["AIRJOBS_SSH_USER"],
+            "extra": '{"key_file": "%s", "no_host_key_check": true}' % infra["AIRJOBS_SSH_KEY"]}
+    r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
+    assert r.status_code == 201, r.text
+    home = f"/home/{infra['AIRJOBS_SSH_USER']}"
+    system = {
+        "id": "bob.infra.ssh", "name": "Bob's loopback host", "type": "EXECUTION", "executionType": "CLI",
+        "scheduler": "FORK",
+        "login": {"protocol": "SSH", "host": infra["AIRJOBS_SSH_HOST"], "port": int(infra["AIRJOBS_SSH_PORT"]),
+                  "connectionId": conn_id},
+        "storage": {"protocol": "SFTP", "host": infra["AIRJOBS_SSH_HOST"], "port": int(infra["AIRJOBS_SSH_PORT"]),
+                    "connectionId": conn_id, "rootDir": home, "homeDir": "/"},
+        "workDir": "/airjobs-work",
+        "queues": [{"name": "normal", "default": True}],
+    }
+    app = {k: v for k, v in registry.get_app("wc-1.0").items() if k not in ("id", "owner", "isPublic")}
+    app.update(name="bob-remote-wc", executionSystem="bob.infra.ssh", defaultQueue="normal")
+    with service.client("bob") as c:
+        r = c.post("/systems/v2", json=system)
+        assert r.status_code == 201, r.text
+        r = c.post("/apps/v2", json=app)
+        assert r.status_code == 201, r.text
+    return home
+
+
+def test_non_admin_system_and_app_run_a_job_over_ssh(service, ssh_system):
+    with service.client("bob") as c:
+        r = c.post("/jobs/v2", json={"name": "remote wc", "appId": "bob-remote-wc-1.0",
+                                     "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"},
+                                     "parameters": {"topN": 3}})
+        assert r.status_code == 201, r.text
+        job = service.wait_terminal(r.json()["result"]["id"], user="bob")
+        assert job["status"] == "FINISHED", job.get("message")
+        assert job["outputPath"].startswith("/airjobs-work/bob/job-")
+        history = [e["status"] for e in c.get(f"/jobs/v2/{job['id']}/history").json()["result"]]
+        assert history[-4:] == ["CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED", "FINISHED"]
+    storage = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
+    counts = (storage / job["archivePath"] / "counts.txt").read_text().splitlines()
+    assert len(counts) == 3 and counts[0].split() == ["10", "is"]
+    # the job really ran on the SSH host, as that host's user, in the work directory there
+    pid_file = Path(ssh_system + job["outputPath"]) / "remote-wc.pid"
+    assert pwd.getpwuid(pid_file.stat().st_uid).pw_name == _infra()["AIRJOBS_SSH_USER"]
+
+
+def test_remote_exit_code_ends_failed(service, ssh_system):
+    with service.client("bob") as c:
+        r = c.post("/jobs/v2", json={"name": "remote exit", "appId": "bob-remote-wc-1.0",
+                                     "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"},
+                                     "parameters": {"exitCode": 3}})
+        assert r.status_code == 201, r.text
+    job = service.wait_terminal(r.json()["result"]["id"], user="bob")
+    assert job["status"] == "FAILED" and job["exitCode"] == 3
