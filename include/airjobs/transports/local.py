@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -49,21 +48,9 @@ class LocalTransport:
     def listdir(self, path: str) -> list[str]:
         return sorted(os.listdir(self._inside(path)))
 
-    def size(self, path: str) -> int:
-        return os.path.getsize(self._inside(path))
-
     def open_read(self, path: str):
         return open(self._inside(path), "rb")
 
     def open_write(self, path: str):
         self._inside(os.path.dirname(path))
         return open(path, "wb")
-
-    def copy_in(self, src: str, dst: str) -> int:
-        """Copy a file or tree from this host into ``dst``; returns bytes copied."""
-        src = self._inside(src)
-        if os.path.isdir(src):
-            shutil.copytree(src, dst, dirs_exist_ok=True)
-            return sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
-        shutil.copyfile(src, dst)
-        return os.path.getsize(dst)
