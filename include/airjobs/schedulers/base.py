@@ -124,3 +124,23 @@ def submit_error(name: str, output: str) -> ValueError:
     text = output.strip()
     errors = [ln.strip() for ln in text.splitlines() if re.search(r"error|not submitted|unable|invalid", ln, re.I)]
     return ValueError(f"{name} submission failed: {(chr(10).join(errors) or text or '(no output)')[:500]}")
+
+
+def executable_submit(work_dir: str, script: str, command: str, target: str | None = None) -> str:
+    """``cd <work dir> && chmod +x <script> && <command> <target or script>``, every value quoted."""
+    return f"{cd(work_dir)}chmod +x {script_arg(script)} && {command} {script_arg(target or script)}"
+
+
+def find_id(name: str, output: str, message: str | None = None, line: str | None = None) -> str:
+    """The first group of ``message`` searched in the output, else of ``line`` matching a whole line;
+    otherwise the scheduler's own words as a ``ValueError``."""
+    if message:
+        m = re.search(message, output)
+        if m:
+            return m.group(1)
+    if line:
+        for text in output.splitlines():
+            m = re.fullmatch(line, text)
+            if m:
+                return m.group(1)
+    raise submit_error(name, output)

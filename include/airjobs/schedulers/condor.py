@@ -7,17 +7,15 @@ and a vanilla-universe job runs on one machine, so ``queue`` and ``node_count`` 
 
 from __future__ import annotations
 
-import re
 from shlex import quote
 
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
-    cd,
     custom_lines,
+    executable_submit,
+    find_id,
     hms_to_seconds,
-    script_arg,
-    submit_error,
     to_int,
     unknown_state,
 )
@@ -81,15 +79,12 @@ def submit_file(req: JobRequest, script: str) -> str:
 
 def submit_command(work_dir: str, script: str) -> str:
     """Submits ``submit_file_name(script)``, which the caller wrote beside the wrapper."""
-    return f"{cd(work_dir)}chmod +x {script_arg(script)} && condor_submit {script_arg(submit_file_name(script))}"
+    return executable_submit(work_dir, script, "condor_submit", submit_file_name(script))
 
 
 def parse_submit(output: str) -> str:
     """``1 job(s) submitted to cluster 42.`` -> ``42`` (the cluster id; the one job in it is ``42.0``)."""
-    m = re.search(r"submitted to cluster (\d+)", output)
-    if m:
-        return m.group(1)
-    raise submit_error(NAME, output)
+    return find_id(NAME, output, r"submitted to cluster (\d+)")
 
 
 def status_command(ids: list[str]) -> str:

@@ -9,10 +9,10 @@ from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
     cd,
+    find_id,
     hms_to_minutes,
     render,
     script_arg,
-    submit_error,
     to_int,
     unknown_state,
 )
@@ -66,10 +66,7 @@ def submit_command(work_dir: str, script: str) -> str:
 
 def parse_submit(output: str) -> str:
     """``Job <123> is submitted to queue <normal>.`` (or ``... to default queue <normal>.``)."""
-    m = re.search(r"Job <(\d+)> is submitted", output)
-    if m:
-        return m.group(1)
-    raise submit_error(NAME, output)
+    return find_id(NAME, output, r"Job <(\d+)> is submitted")
 
 
 def status_command(ids: list[str]) -> str:

@@ -12,11 +12,10 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
-    cd,
+    executable_submit,
+    find_id,
     hms,
     render,
-    script_arg,
-    submit_error,
     to_int,
     unknown_state,
 )
@@ -63,17 +62,12 @@ def header(req: JobRequest) -> str:
 
 
 def submit_command(work_dir: str, script: str) -> str:
-    s = script_arg(script)
-    return f"{cd(work_dir)}chmod +x {s} && qsub {s}"
+    return executable_submit(work_dir, script, "qsub")
 
 
 def parse_submit(output: str) -> str:
     """The job id alone on a line: ``1234.pbsserver`` (PBS Pro), ``1234.host.domain`` (Torque), ``12[].server``."""
-    for line in output.splitlines():
-        m = re.fullmatch(r"\s*(\d+(?:\[\d*\])?(?:\.[A-Za-z0-9._-]+)?)\s*", line)
-        if m:
-            return m.group(1)
-    raise submit_error(NAME, output)
+    return find_id(NAME, output, line=r"\s*(\d+(?:\[\d*\])?(?:\.[A-Za-z0-9._-]+)?)\s*")
 
 
 def status_command(ids: list[str]) -> str:

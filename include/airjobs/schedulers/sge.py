@@ -13,11 +13,10 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
-    cd,
+    executable_submit,
+    find_id,
     hms,
     render,
-    script_arg,
-    submit_error,
     unknown_state,
 )
 from airjobs.statuses import JobStatus
@@ -63,20 +62,12 @@ def header(req: JobRequest) -> str:
 
 
 def submit_command(work_dir: str, script: str) -> str:
-    s = script_arg(script)
-    return f"{cd(work_dir)}chmod +x {s} && qsub {s}"
+    return executable_submit(work_dir, script, "qsub")
 
 
 def parse_submit(output: str) -> str:
     """``Your job 123 ("name") has been submitted``, ``Your job-array 123.1-10:1 ...``, or ``-terse`` ``123``."""
-    m = re.search(r"Your job(?:-array)? (\d+)", output)
-    if m:
-        return m.group(1)
-    for line in output.splitlines():
-        m = re.fullmatch(r"\s*(\d+)(?:\.\S+)?\s*", line)
-        if m:
-            return m.group(1)
-    raise submit_error(NAME, output)
+    return find_id(NAME, output, r"Your job(?:-array)? (\d+)", r"\s*(\d+)(?:\.\S+)?\s*")
 
 
 def status_command(ids: list[str]) -> str:

@@ -8,11 +8,10 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
-    cd,
+    executable_submit,
+    find_id,
     hms,
     render,
-    script_arg,
-    submit_error,
     to_int,
     unknown_state,
 )
@@ -72,20 +71,12 @@ def header(req: JobRequest) -> str:
 
 
 def submit_command(work_dir: str, script: str) -> str:
-    s = script_arg(script)
-    return f"{cd(work_dir)}chmod +x {s} && sbatch {s}"
+    return executable_submit(work_dir, script, "sbatch")
 
 
 def parse_submit(output: str) -> str:
     """``Submitted batch job 12345`` (or the ``--parsable`` form ``12345[;cluster]``)."""
-    m = re.search(r"Submitted batch job (\d+)", output)
-    if m:
-        return m.group(1)
-    for line in output.splitlines():
-        m = re.fullmatch(r"\s*(\d+)(?:;\S+)?\s*", line)
-        if m:
-            return m.group(1)
-    raise submit_error(NAME, output)
+    return find_id(NAME, output, r"Submitted batch job (\d+)", r"\s*(\d+)(?:;\S+)?\s*")
 
 
 def status_command(ids: list[str]) -> str:
