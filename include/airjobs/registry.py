@@ -72,12 +72,6 @@ def set_default(system_id: str, user: str, is_admin: bool, on: bool) -> dict[str
     return doc
 
 
-def user_default_id(user: str, system_type: str) -> str | None:
-    with db.session() as s:
-        row = s.get(UserDefault, (user, system_type))
-        return row.system_id if row else None
-
-
 def visible_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_system(system_id)
     if doc is None or not (is_admin or doc.get("public") or doc.get("owner") == user):
@@ -92,7 +86,7 @@ def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     return doc
 
 
-def _owned(existing: dict[str, Any] | None, kind: str, ident: str, user: str, is_admin: bool) -> None:
+def check_owner(existing: dict[str, Any] | None, kind: str, ident: str, user: str, is_admin: bool) -> None:
     if existing is not None and not is_admin and existing.get("owner") != user:
         raise Forbidden(f"The {kind} id {ident} is already in use by another user.")
 
@@ -100,7 +94,7 @@ def _owned(existing: dict[str, Any] | None, kind: str, ident: str, user: str, is
 def register_system(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[str, Any], bool]:
     """Create, or update when the caller owns it; returns (document, created)."""
     existing = get_system(doc["id"])
-    _owned(existing, "system", doc["id"], user, is_admin)
+    check_owner(existing, "system", doc["id"], user, is_admin)
     owner = existing["owner"] if existing else user
     if existing and existing["type"] != doc["type"]:
         raise BadRequest(f"Invalid type: system {doc['id']} is a {existing['type']} system.")
@@ -110,7 +104,7 @@ def register_system(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dic
 
 def register_app(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[str, Any], bool]:
     existing = get_app(doc["id"])
-    _owned(existing, "app", doc["id"], user, is_admin)
+    check_owner(existing, "app", doc["id"], user, is_admin)
     put_app(doc, existing["owner"] if existing else user)
     return get_app(doc["id"]), existing is None
 

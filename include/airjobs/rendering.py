@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from shlex import quote
 from typing import Any
 
+from airjobs.timeutil import hms_to_seconds
+
 EXIT_CODE_FILE = ".agave.exitcode"
 ARCHIVE_MANIFEST = ".agave.archive"
 LOG_FILE = ".agave.log"
@@ -29,16 +31,9 @@ class RenderContext:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-def _hms_seconds(hms: str | None) -> int:
-    if not hms:
-        return 0
-    h, m, s = (int(x) for x in hms.split(":"))
-    return h * 3600 + m * 60 + s
-
-
 def job_macros(ctx: RenderContext) -> dict[str, str]:
     j = ctx.job
-    secs = _hms_seconds(j.get("maxRunTime"))
+    secs = hms_to_seconds(j["maxRunTime"]) if j.get("maxRunTime") else 0
     macros = {
         "AGAVE_JOB_NAME": j["slug"],
         "AGAVE_JOB_NAME_RAW": j["name"],

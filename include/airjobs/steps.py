@@ -214,8 +214,11 @@ def poll(job_id: str) -> PollResult:
     host_dir = _host_path(system, job.work_path or work_path(job, system))
     code_file = posixpath.join(host_dir, EXIT_CODE_FILE)
     for attempt in range(2):
-        if transport.exists(code_file):
+        try:  # one round trip: read, rather than stat then read
             text = transport.read_text(code_file).strip()
+        except FileNotFoundError:
+            pass
+        else:
             return PollResult(True, int(text) if text.lstrip("-").isdigit() else None, "exit code file found")
         if attempt == 0 and not _pid_alive(transport, job.local_id):
             continue  # the process may have written the file just before exiting: read once more

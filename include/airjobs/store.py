@@ -9,10 +9,10 @@ from airjobs import db
 from airjobs.errors import Forbidden, NotFound
 from airjobs.lifecycle import record_event
 from airjobs.models import Job, JobEvent
-from airjobs.statuses import JobStatus
+from airjobs.statuses import TERMINAL, JobStatus
 
 
-ACTIVE = tuple(s.value for s in JobStatus if s.value not in {"FINISHED", "KILLED", "STOPPED", "FAILED", "HEARTBEAT"})
+ACTIVE = tuple(s.value for s in JobStatus if s not in TERMINAL and s is not JobStatus.HEARTBEAT)
 
 
 def check_quotas(s, job: Job, system: dict) -> None:

@@ -15,7 +15,7 @@ from airjobs import registry
 from airjobs.errors import BadRequest, Forbidden
 from airjobs.models import Job
 from airjobs.statuses import JobStatus
-from airjobs.timeutil import new_job_id, now
+from airjobs.timeutil import hms_to_seconds, new_job_id, now
 
 #: canonical field -> accepted legacy aliases (spec §4.1 Table 1)
 ALIASES = {
@@ -290,11 +290,6 @@ def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def hms_seconds(hms: str) -> int:
-    h, m, sec = (int(x) for x in hms.split(":"))
-    return h * 3600 + m * 60 + sec
-
-
 def _limit(queue: dict, field: str) -> float:
     """A queue limit as a number; -1 (or missing) is unlimited."""
     value = queue.get(field, -1)
@@ -303,13 +298,13 @@ def _limit(queue: dict, field: str) -> float:
     if field == "maxMemoryPerNode":
         return parse_memory_gb(value, "maxMemoryPerNode")
     if field == "maxRequestedTime":
-        return float(hms_seconds(str(value)))
+        return float(hms_to_seconds(str(value)))
     return float(value)
 
 
 def fits(queue: dict, nodes: int, ppn: int, memory_gb: float, run_time: str | None) -> bool:
     """Spec §4.3: every requested amount within the queue's limit (a missing run time counts as 00:00:01)."""
-    seconds = hms_seconds(run_time) if run_time else 1
+    seconds = hms_to_seconds(run_time) if run_time else 1
     return (nodes <= _limit(queue, "maxNodes") and ppn <= _limit(queue, "maxProcessorsPerNode")
             and memory_gb <= _limit(queue, "maxMemoryPerNode") and seconds <= _limit(queue, "maxRequestedTime"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from datetime import datetime, timezone
@@ -19,6 +20,18 @@ def iso(dt: datetime | None) -> str | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.isoformat(timespec="milliseconds")
+
+
+_HMS = re.compile(r"(?:(\d+)-)?(\d+):([0-5]?\d):([0-5]?\d)")  # [D-]HH:MM:SS, hours may exceed 24
+
+
+def hms_to_seconds(value: str) -> int:
+    """``HH:MM:SS`` (or SLURM's ``D-HH:MM:SS``) -> seconds."""
+    m = _HMS.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"invalid run time {value!r}, expected HH:MM:SS")
+    days, h, mi, s = (int(g or 0) for g in m.groups())
+    return ((days * 24 + h) * 60 + mi) * 60 + s
 
 
 def new_job_id() -> str:

@@ -334,8 +334,7 @@ def create_app(backend: Backend) -> FastAPI:
 
         def work() -> tuple[dict, bool]:
             existing = registry.get_system(str(body.get("id") or ""))
-            if existing is not None and not user.is_admin and existing.get("owner") != user.name:
-                raise Forbidden(f"The system id {body['id']} is already in use by another user.")
+            registry.check_owner(existing, "system", str(body.get("id")), user.name, user.is_admin)
             doc = validation.extract_credentials(body, backend.put_connection, backend.connection_exists,
                                                  new=existing is None)
             doc = validation.validate_system(doc, check=backend.connection_exists, is_admin=user.is_admin)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from shlex import quote
 
 from airjobs.statuses import JobStatus
+from airjobs.timeutil import hms_to_seconds  # noqa: F401  (re-exported for the scheduler modules)
 
 SHEBANG = "#!/bin/bash\n"
 
 _TOKEN = re.compile(r"[A-Za-z0-9._+-]+")  # slugs and Agave job ids
 _QUEUE = re.compile(r"[A-Za-z0-9._@+:-]+")  # mapped queue names (SGE allows ``all.q@host``)
-_HMS = re.compile(r"(?:(\d+)-)?(\d+):([0-5]?\d):([0-5]?\d)")  # [D-]HH:MM:SS, hours may exceed 24
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,6 @@ class JobRequest:
     @property
     def memory_mb(self) -> int:
         return math.ceil(self.memory_gb * 1024)
-
-
-def hms_to_seconds(value: str) -> int:
-    m = _HMS.fullmatch(value.strip())
-    if not m:
-        raise ValueError(f"invalid run time {value!r}, expected HH:MM:SS")
-    days, h, mi, s = (int(g or 0) for g in m.groups())
-    return ((days * 24 + h) * 60 + mi) * 60 + s
 
 
 def hms_to_minutes(value: str) -> int:
