@@ -24,6 +24,8 @@ PORT = int(os.environ.get("AIRJOBS_TEST_PORT", "28080"))
 os.environ["AIRJOBS_VAR"] = str(VAR)
 os.environ["AIRJOBS_PORT"] = str(PORT)
 os.environ.pop("AIRJOBS_DB_URL", None)
+# status checks every second or two instead of Agave's 15 s, 30 s, 60 s, 5 min (airjobs.monitor.schedule)
+os.environ.setdefault("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")
 os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "xdg"))
 (VAR / "xdg").mkdir(parents=True, exist_ok=True, mode=0o700)
 os.chmod(VAR / "xdg", 0o700)
@@ -108,3 +110,29 @@ def install_app(name: str, template: str, execution_system: str = "demo-fork", *
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0 and not os.environ.get("AIRJOBS_TEST_VAR"):
         shutil.rmtree(VAR, ignore_errors=True)
+
+
+def read_infra() -> dict[str, str]:
+    """The test hosts' settings (.ci/infra-up.sh writes infra.env; `make test` as root names it in
+    AIRJOBS_INFRA_ENV); skips the test without them."""
+    path = os.environ.get("AIRJOBS_INFRA_ENV", "")
+    if not path or not Path(path).exists():
+        pytest.skip("no test hosts (run `make test` as root, or set AIRJOBS_INFRA_ENV)")
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.strip().startswith("#"):
+            env[key.strip()] = value.strip().strip("'\"")
+    return env
+
+
+def ssh_connection(service: Service, conn_id: str) -> dict[str, str]:
+    """An Airflow Connection (made through Airflow's own REST API) to the loopback OpenSSH test host."""
+    infra = read_infra()
+    headers = {"Authorization": f"Bearer {service.airflow_token()}"}
+    conn = {"connection_id": conn_id, "conn_type": "ssh", "host": infra["AIRJOBS_SSH_HOST"],
+            "port": int(infra["AIRJOBS_SSH_PORT"]), "login": infra["AIRJOBS_SSH_USER"],
+            "extra": '{"key_file": "%s", "no_host_key_check": true}' % infra["AIRJOBS_SSH_KEY"]}
+    r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
+    assert r.status_code in (201, 409), r.text
+    return infra

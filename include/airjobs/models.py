@@ -47,6 +47,13 @@ class Job(Base):
     request: Mapped[Any] = mapped_column(JSON, default=dict)
     visible: Mapped[bool] = mapped_column(Boolean, default=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: what was staged: [{"id", "source", "path", "size", "sha256"}] (spec §10.1)
+    staged_inputs: Mapped[Any | None] = mapped_column(JSON)
+    #: the scheduler's own name for the job's state at the last status check (e.g. SLURM ``PENDING``)
+    remote_status: Mapped[str | None] = mapped_column(String(64))
+    #: status checks so far and when the last one ran: the poll interval grows with them (spec §10.7)
+    status_checks: Mapped[int] = mapped_column(Integer, default=0)
+    last_polled: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_airjobs_job_owner_created", "owner", "created"),

@@ -7,19 +7,21 @@ archive, finalize). Each moves the job through its statuses with ``lifecycle.tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from airjobs import registry, store, transports
-from airjobs.errors import StepError
+from airjobs import monitor, registry, schedulers, store, transports
+from airjobs.errors import IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
 from airjobs.paths import clean_relative, slug, system_path
 from airjobs.rendering import ARCHIVE_MANIFEST, EXIT_CODE_FILE, RenderContext, render_wrapper
 from airjobs.schedulers import fork
+from airjobs.schedulers.base import JobRequest
 from airjobs.statuses import TERMINAL, JobStatus
 from airjobs.timeutil import iso
 
@@ -166,20 +168,50 @@ def submit(job_id: str) -> None:
             transports.copy(deploy_transport, posixpath.join(assets, name), transport, posixpath.join(host_dir, name))
             manifest.append(name)
 
-    scheduler = str(system.get("scheduler") or "FORK").upper()
-    if scheduler != "FORK":
-        raise StepError(f"Scheduler {scheduler} of system {system['id']} is not supported by this release yet.")
+    sched = monitor.scheduler_of(system)
     name = slug(job.name)
     script = f"{name}.ipcexe"
-    text = render_wrapper(template, _render_context(job, app, system, host_dir, fork.header(name)))
+    if schedulers.is_fork(sched):
+        header = fork.header(name)
+        command = fork.submit_command(host_dir, script, name)
+    else:
+        header = sched.header(_job_request(job, system, name, host_dir))
+        command = sched.submit_command(host_dir, script)
+    text = render_wrapper(template, _render_context(job, app, system, host_dir, header))
     transport.write_text(posixpath.join(host_dir, script), text, mode=0o700)
     transport.write_text(posixpath.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))
-    rc, out, err = transport.run(fork.submit_command(host_dir, script, name))
-    if rc != 0:
-        raise StepError(f"Failed to start {script} on {system['id']}: {(err or out).strip()[:1000]}")
-    pid = fork.parse_submit(out)
-    transition(job_id, S.QUEUED, f"Job started on {system['id']} as process {pid}", local_id=pid)
-    transition(job_id, S.RUNNING, "Job started running")
+    rc, out, err = monitor.run(system, command)
+    try:
+        remote_id = sched.parse_submit(out if schedulers.is_fork(sched) else f"{out}\n{err}")
+    except ValueError as e:
+        said = (err or out).strip()[:1000]
+        raise StepError(f"{sched.NAME} on {system['id']} refused the job: {said or e}") from None
+    if rc != 0 and not schedulers.is_fork(sched):
+        raise StepError(f"{sched.NAME} on {system['id']} refused the job ({rc}): {(err or out).strip()[:1000]}")
+    what = f"process {remote_id}" if schedulers.is_fork(sched) else f"{sched.NAME} job {remote_id}"
+    try:
+        transition(job_id, S.QUEUED, f"Job queued on {system['id']} as {what}", local_id=remote_id)
+        if schedulers.is_fork(sched):
+            transition(job_id, S.RUNNING, "Job started running")
+    except IllegalTransition:  # killed while submitting: the job must not stay behind on the host
+        job = store.get_job(job_id)
+        if job is not None and JobStatus(job.status) in TERMINAL:
+            job.local_id = remote_id
+            with contextlib.suppress(Exception):
+                monitor.kill_remote(job, system)
+            raise JobAlreadyFinal(f"Job {job_id} was {job.status} while it was being submitted.") from None
+        raise
+
+
+def _job_request(job: Job, system: dict[str, Any], name: str, host_dir: str) -> JobRequest:
+    queue = next((q for q in system.get("queues") or [] if q.get("name") == job.batch_queue), {})
+    return JobRequest(
+        name=name, job_id=job.id, work_dir=host_dir,
+        queue=queue.get("mappedName") or job.batch_queue or None,
+        node_count=job.node_count or 1, processors_per_node=job.processors_per_node or 1,
+        memory_gb=float(job.memory_per_node or 0), max_run_time=job.max_run_time,
+        custom_directives=queue.get("customDirectives"),
+    )
 
 
 # ---------------------------------------------------------------- monitor
@@ -200,6 +232,14 @@ def _pid_alive(transport: transports.Transport, pid: str | None) -> bool:
         return False
     rc, out, _ = transport.run(fork.status_command([pid]), timeout=30)
     return pid in fork.parse_status(out)
+
+
+def monitor_plan(job_id: str) -> tuple[str, bool]:
+    """(execution system id, whether the worker may watch the job briefly itself): only FORK jobs, whose
+    check is a file read, are watched inline; batch jobs go straight to the shared poller (D8)."""
+    job = _job(job_id)
+    system = _system(job.execution_system)
+    return system["id"], schedulers.is_fork(monitor.scheduler_of(system))
 
 
 def poll(job_id: str) -> PollResult:

@@ -35,7 +35,7 @@ def test_trigger_serialises_and_reports_a_finished_job(pg):
     from airjobs import store, submission
     from airjobs.lifecycle import fail
 
-    trigger = JobStatusTrigger("x-0001-007", poll_interval=0.1)
+    trigger = JobStatusTrigger("x-0001-007", "demo-fork", min_wait=0.5)
     path, kwargs = trigger.serialize()
     assert path == "airjobs_airflow.triggers.JobStatusTrigger"
     module, _, name = path.rpartition(".")
@@ -47,7 +47,7 @@ def test_trigger_serialises_and_reports_a_finished_job(pg):
     fail(job.id, "ended elsewhere")
 
     async def first_event():
-        async for event in JobStatusTrigger(job.id, poll_interval=0.05, min_wait=0).run():
+        async for event in JobStatusTrigger(job.id, "demo-fork", min_wait=0).run():
             return event
 
     event = asyncio.run(asyncio.wait_for(first_event(), 10))

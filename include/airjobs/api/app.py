@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airjobs import SERVICE_VERSION, db, registry, representation as rep, store, submission, validation
+from airjobs import SERVICE_VERSION, control, db, registry, representation as rep, store, submission, validation
 from airjobs.errors import AgaveError, BadRequest, Forbidden, Unauthorized
 from airjobs.lifecycle import fail
 from airjobs.models import Job
@@ -258,6 +258,24 @@ def create_app(backend: Backend) -> FastAPI:
         limit, offset = _page(request)
         events = await read(lambda: store.history(job.id, limit=limit, offset=offset))
         return envelope(request, [rep.event_json(e) for e in events])
+
+    @route("/jobs/v2/{job_id}", ["POST"])
+    async def job_action(request: Request, job_id: str) -> Response:
+        user = await current_user(request, "POST", JOBS)
+        body = await _document(request, "job action") if await request.body() else {}
+        action = str(body.get("action") or "").strip().lower()
+        if not action:
+            raise BadRequest("No action specified")
+        if action not in control.KILL_ACTIONS:
+            raise BadRequest(f"Invalid action {action}: this release supports stop, kill and cancel.")
+        await to_thread.run_sync(control.kill, job_id, user.name, user.is_admin)
+        return envelope(request, None)
+
+    @route("/jobs/v2/{job_id}/cancel", ["POST"])
+    async def cancel_job(request: Request, job_id: str) -> Response:
+        user = await current_user(request, "POST", JOBS)
+        await to_thread.run_sync(control.kill, job_id, user.name, user.is_admin)
+        return envelope(request, None)
 
     # ------------------------------------------------------------ apps and systems
 

@@ -1,0 +1,45 @@
+"""User actions on a job (spec §7, D1, D2): kill (``stop``/``cancel``)."""
+
+from __future__ import annotations
+
+import logging
+
+from airjobs import monitor, registry, store
+from airjobs.errors import AgaveError, IllegalTransition
+from airjobs.lifecycle import transition
+from airjobs.models import Job
+from airjobs.statuses import TERMINAL, JobStatus
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+KILL_ACTIONS = frozenset({"kill", "stop", "cancel"})
+#: states in which a remote job may exist and gets the scheduler's kill command
+_REMOTE = frozenset({S.SUBMITTING, S.QUEUED, S.RUNNING, S.PAUSED, S.CLEANING_UP, S.HEARTBEAT})
+
+
+def kill(job_id: str, user: str, is_admin: bool) -> Job:
+    """End the job STOPPED. Before it reached the host, staging and submission notice and stop; once it did,
+    the scheduler's kill command runs first (a FORK job's process group is killed). A host that cannot be
+    reached leaves the job as it was: 502, try again. A job that already ended is left alone."""
+    job = store.readable_job(job_id, user, is_admin)
+    if not is_admin and job.owner != user:
+        raise AgaveError("User does not have permission to kill this job", 403)
+    status = JobStatus(job.status)
+    if status in TERMINAL or status in (S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED):
+        return job
+    message = "Job cancelled by user."
+    if job.local_id and status in _REMOTE:
+        system = registry.get_system(job.execution_system)
+        if system is not None:
+            try:
+                what = monitor.kill_remote(job, system)
+            except Exception as e:
+                log.warning("kill of job %s on %s failed: %s", job_id, job.execution_system, e)
+                raise AgaveError(f"Unable to kill job {job_id}: {job.execution_system} is not reachable: {e}",
+                                 502) from None
+            message = f"Job cancelled by user: {what}."
+    try:
+        return transition(job_id, S.STOPPED, message, created_by=user)
+    except IllegalTransition:  # it ended on its own meanwhile
+        return store.get_job(job_id) or job

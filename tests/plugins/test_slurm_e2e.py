@@ -1,0 +1,156 @@
+"""Jobs on the real single-node SLURM of .ci/infra-up.sh, reached over the real loopback OpenSSH server:
+inputs staged over SFTP, sbatch, one shared squeue/sacct poll per cycle in the triggerer, kill, run-time limit.
+Skipped unless AIRJOBS_INFRA_ENV names the infra.env that .ci/infra-up.sh wrote (`make test` as root)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from airjobs import registry
+from conftest import read_infra, ssh_connection
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM, STORAGE, APP = "slurm.infra", "sftp.infra", "slurm-probe-1.0"
+TEMPLATE = """\
+for f in ${textFile}; do wc -w < "$f" | tr -d ' ' > "$(basename "$f").words"; done
+echo "on $(hostname) as SLURM job $SLURM_JOB_ID" > where.txt
+gate=${gate}
+if [ -n "$gate" ]; then while [ ! -e "$HOME/gates/$gate" ]; do sleep 1; done; fi
+secs=${seconds}
+code=${exitCode}
+sleep "${secs:-0}"
+exit "${code:-0}"
+"""
+
+
+def slurm(infra: dict, *args: str) -> str:
+    env = {"SLURM_CONF": infra["AIRJOBS_SLURM_CONF"], "PATH": "/usr/bin:/bin"}
+    return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=30).stdout
+
+
+@pytest.fixture(scope="module")
+def slurm_system(service):
+    infra = ssh_connection(service, "airjobs-test-ssh")
+    host, port = infra["AIRJOBS_SSH_HOST"], int(infra["AIRJOBS_SSH_PORT"])
+    home = f"/home/{infra['AIRJOBS_SSH_USER']}"
+    common = {"login": {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-test-ssh"},
+              "storage": {"protocol": "SFTP", "host": host, "port": port, "connectionId": "airjobs-test-ssh",
+                          "rootDir": home, "homeDir": "/"}}
+    registry.put_system({"id": STORAGE, "name": "SFTP on the test host", "type": "STORAGE", "isPublic": True,
+                         "storage": common["storage"]}, "admin")
+    partitions = infra["AIRJOBS_SLURM_PARTITIONS"].split(",")
+    registry.put_system({
+        "id": SYSTEM, "name": "single-node SLURM", "type": "EXECUTION", "executionType": "HPC",
+        "scheduler": "SLURM", "isPublic": True, **common, "workDir": "/slurm-work",
+        "startupScript": "~/fakes/slurm-count/env.sh",
+        "queues": [{"name": "debug", "mappedName": partitions[0], "default": True, "maxJobs": 1000,
+                    "maxUserJobs": 1000, "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
+                    "maxRequestedTime": "01:00:00"},
+                   {"name": "nowhere", "mappedName": "no-such-partition", "maxJobs": 10, "maxUserJobs": 10,
+                    "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
+                    "maxRequestedTime": "01:00:00"}],
+    }, "admin")
+    root = registry.get_system("demo-storage")["storage"]["rootDir"]
+    import pathlib
+
+    app_dir = pathlib.Path(root) / "apps/slurm-probe-1.0"
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "probe.sh").write_text(TEMPLATE)
+    registry.put_app({
+        "name": "slurm-probe", "version": "1.0", "executionSystem": SYSTEM, "executionType": "HPC",
+        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
+        "deploymentPath": "/apps/slurm-probe-1.0", "templatePath": "probe.sh", "defaultQueue": "debug",
+        "defaultMaxRunTime": "00:30:00",
+        "inputs": [{"id": "textFile", "value": {"required": False}, "semantics": {"maxCardinality": 4}}],
+        "parameters": [
+            {"id": "seconds", "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"}},
+            {"id": "exitCode", "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"}},
+            {"id": "gate", "value": {"type": "string", "default": "", "required": False, "validator": "^[a-z0-9-]{0,40}$"}},
+        ],
+    }, "admin")
+    # an input file on the SFTP storage system
+    subprocess.run(["install", "-d", "-o", infra["AIRJOBS_SSH_USER"], f"{home}/inputs", f"{home}/gates"], check=True)
+    with open(f"{home}/inputs/poem.txt", "w") as f:
+        f.write("the quick brown fox jumps over the lazy dog\n")
+    return infra | {"HOME": home}
+
+
+def _submit(service, user="alice", **fields) -> str:
+    body = {"name": fields.pop("name", "slurm probe"), "appId": APP, "archive": False, **fields}
+    with service.client(user) as c:
+        r = c.post("/jobs/v2", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["result"]["id"]
+
+
+def _history(service, job_id, user="alice") -> list[dict]:
+    with service.client(user) as c:
+        return c.get(f"/jobs/v2/{job_id}/history").json()["result"]
+
+
+def _wait_status(service, job_id, wanted, timeout=60, user="alice") -> dict:
+    deadline = time.monotonic() + timeout
+    with service.client(user) as c:
+        while time.monotonic() < deadline:
+            job = c.get(f"/jobs/v2/{job_id}").json()["result"]
+            if job["status"] in wanted:
+                return job
+            time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never reached {wanted}: {job['status']}")
+
+
+def test_a_job_runs_through_slurm_with_an_sftp_input(service, slurm_system):
+    job_id = _submit(service, inputs={"textFile": f"agave://{STORAGE}/inputs/poem.txt"}, parameters={"seconds": 3})
+    job = service.wait_terminal(job_id, timeout=120)
+    assert job["status"] == "FINISHED", job.get("message")
+    assert job["exitCode"] == 0 and job["localId"].isdigit()
+    statuses = [e["status"] for e in _history(service, job_id)]
+    assert statuses.index("QUEUED") < statuses.index("RUNNING") < statuses.index("CLEANING_UP")
+    work = slurm_system["HOME"] + job["outputPath"]
+    assert open(f"{work}/poem.txt.words").read().strip() == "9"
+    assert f"SLURM job {job['localId']}" in open(f"{work}/where.txt").read()
+    # SLURM itself ran it: its accounting knows the job and its exit code
+    assert slurm(slurm_system, "sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j",
+                 job["localId"]).split("|")[1:] == ["COMPLETED", "0:0\n"]
+
+
+def test_an_app_exiting_3_ends_failed_with_exit_code_3(service, slurm_system):
+    job = service.wait_terminal(_submit(service, parameters={"exitCode": 3}), timeout=120)
+    assert job["status"] == "FAILED" and job["exitCode"] == 3, job
+
+
+def test_a_submission_slurm_rejects_fails_with_sbatchs_message(service, slurm_system):
+    job = service.wait_terminal(_submit(service, batchQueue="nowhere"), timeout=120)
+    assert job["status"] == "FAILED"
+    assert "sbatch: error" in job["message"] and "partition" in job["message"].lower(), job["message"]
+
+
+def test_kill_while_running_stops_the_job_and_cancels_it_in_slurm(service, slurm_system):
+    job_id = _submit(service, parameters={"seconds": 120})
+    job = _wait_status(service, job_id, {"RUNNING"})
+    assert job["localId"] in slurm(slurm_system, "squeue", "-h", "-o", "%i")
+    with service.client("bob") as c:  # someone else's job: refused
+        assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 403
+    with service.client() as c:
+        r = c.post(f"/jobs/v2/{job_id}", json={"action": "kill"})
+        assert r.status_code == 200, r.text
+    job = service.wait_terminal(job_id, timeout=30)
+    assert job["status"] == "STOPPED"
+    deadline = time.monotonic() + 20
+    while job["localId"] in slurm(slurm_system, "squeue", "-h", "-o", "%i"):
+        assert time.monotonic() < deadline, "the SLURM job is still in squeue"
+        time.sleep(0.5)
+    assert "CANCELLED" in slurm(slurm_system, "sacct", "-n", "-P", "-X", "-o", "State", "-j", job["localId"])
+
+
+def test_max_run_time_exceeded_is_killed_by_the_service(service, slurm_system):
+    job_id = _submit(service, parameters={"seconds": 60}, maxRunTime="00:00:05")
+    job = service.wait_terminal(job_id, timeout=60)
+    assert job["status"] == "KILLED", job
+    assert "maximum run time" in _history(service, job_id)[-1]["description"]
+    assert job["localId"] not in slurm(slurm_system, "squeue", "-h", "-o", "%i")
+
