@@ -16,7 +16,7 @@
 # Settings (environment):
 #   AIRJOBS_SSH_PORT=2222  AIRJOBS_SSH_USER=airjobs-ssh
 #   AIRJOBS_SLURMCTLD_PORT=6817  AIRJOBS_SLURMD_PORT=6818  AIRJOBS_SLURMDBD_PORT=6819  AIRJOBS_DB_PORT=3306
-#   AIRJOBS_SLURM_CPUS (default: nproc)  AIRJOBS_INFRA_TIMEOUT=60 (seconds per readiness wait)
+#   AIRJOBS_SLURM_CPUS (default: 256)  AIRJOBS_INFRA_TIMEOUT=60 (seconds per readiness wait)
 set -euo pipefail
 
 CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -101,6 +101,22 @@ fi
 usermod -p '*' "$SSH_USER"
 SSH_HOME=$(getent passwd "$SSH_USER" | cut -d: -f6)
 [ -d "$SSH_HOME" ] || install -d -m 755 -o "$SSH_USER" -g "$SSH_USER" "$SSH_HOME"
+
+# ------------------------------------------------------------------------------------------- fake schedulers
+# tests/fakes -> ~/fakes of the ssh user, replaced on every run: fake PBS/Torque, SGE, LSF and HTCondor commands
+# (source ~/fakes/<sched>/env.sh; their job state is kept in ~/.fake-<sched>, which stays) and slurm-count
+# (source ~/fakes/slurm-count/env.sh: squeue/sacct wrappers logging each call to ~/fakes/slurm-count/calls.log).
+if [ -d "$CHECKOUT/tests/fakes" ]; then
+  t=$(date +%s%N)
+  rm -rf "$SSH_HOME/fakes.new"
+  cp -R "$CHECKOUT/tests/fakes" "$SSH_HOME/fakes.new"
+  find "$SSH_HOME/fakes.new" \( -name __pycache__ -o -name calls.log \) -prune -exec rm -rf {} +
+  chown -R "$SSH_USER:$SSH_USER" "$SSH_HOME/fakes.new"
+  chmod -R go-w "$SSH_HOME/fakes.new"
+  rm -rf "$SSH_HOME/fakes"
+  mv "$SSH_HOME/fakes.new" "$SSH_HOME/fakes"
+  log "fake schedulers and slurm-count installed in $SSH_HOME/fakes: $(ms_since "$t") ms"
+fi
 
 # ------------------------------------------------------------------------------------------- sshd
 install -d -m 755 "$SSHD"; LOGS+=("$SSHD/sshd.log")
@@ -199,10 +215,11 @@ log "mariadbd up on 127.0.0.1:$DB_PORT (pid $(cat "$DB/run/mariadbd.pid")): $(ms
 # ------------------------------------------------------------------------------------------- slurm config
 t=$(date +%s%N)
 HOST=$(hostname -s)
-# the real hardware as slurmd sees it (CPUs, sockets, cores, threads), unless AIRJOBS_SLURM_CPUS overrides it
+# 256 CPUs on a 2-core machine (config_overrides lets slurmd accept it), so hundreds of test jobs run at once;
+# AIRJOBS_SLURM_CPUS=0 keeps the real hardware as slurmd sees it (CPUs, sockets, cores, threads)
 HW=$(/usr/sbin/slurmd -C 2>/dev/null | head -n1 | grep -oE '(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=[0-9]+' | tr '\n' ' ' || true)
 [ -n "$HW" ] || HW="CPUs=$(nproc)"
-[ -z "${AIRJOBS_SLURM_CPUS:-}" ] || HW="CPUs=$AIRJOBS_SLURM_CPUS"
+[ "${AIRJOBS_SLURM_CPUS:-256}" = 0 ] || HW="CPUs=${AIRJOBS_SLURM_CPUS:-256} "
 CPUS=$(grep -oE 'CPUs=[0-9]+' <<<"$HW" | cut -d= -f2)
 MEM=$(( $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) * 8 / 10 ))
 install -d -m 755 -o slurm -g slurm "$S" "$S/state" "$S/log" "$S/run"

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 S = JobStatus
 
 
+#: statuses that mean the job reached its host (a task run again after one of them must not redo its work)
+AFTER_SUBMIT = frozenset({S.QUEUED, S.RUNNING, S.PAUSED, S.CLEANING_UP, S.ARCHIVING, S.ARCHIVING_FINISHED,
+                          S.ARCHIVING_FAILED, S.HEARTBEAT})
+AFTER_STAGING = AFTER_SUBMIT | {S.STAGED, S.SUBMITTING, S.STAGING_JOB}
+
+
 class JobAlreadyFinal(Exception):
     """The job reached a terminal status (stopped, failed) while the DAG run was still going."""
 
@@ -85,41 +91,10 @@ def resolve_input(uri: str, owner: str) -> tuple[dict[str, Any], str]:
 
 
 def stage(job_id: str) -> None:
-    job = _job(job_id)
-    system = _system(job.execution_system)
-    transport = transports.execution(system)
-    wpath = work_path(job, system)
-    host_dir = _host_path(system, wpath)
-    if not job.inputs:
-        transport.makedirs(host_dir)
-        transition(job_id, S.STAGED, "Skipping staging. No input data associated with this job.", work_path=wpath)
-        return
-    transition(job_id, S.PROCESSING_INPUTS, "Attempt 1 to stage job inputs", work_path=wpath)
-    transport.makedirs(host_dir)
-    sources = []
-    for input_id, values in (job.inputs or {}).items():
-        for uri in values:
-            storage, path = resolve_input(uri, job.owner)
-            src_host = _host_path(storage, path)
-            src_transport = transports.storage(storage)
-            if not src_transport.exists(src_host):
-                raise StepError(f"Input {input_id}: {uri} does not exist on {storage['id']} ({path}).")
-            sources.append((input_id, uri, src_transport, src_host))
-    total = len(sources)
-    transition(job_id, S.STAGING_INPUTS, f"Transferring {total} input file(s) to {system['id']}")
-    done_bytes = 0
-    for n, (input_id, uri, src_transport, src_host) in enumerate(sources, 1):
-        name = posixpath.basename(src_host.rstrip("/"))
-        copied = transports.copy(src_transport, src_host, transport, posixpath.join(host_dir, name))
-        done_bytes += copied
-        transition(
-            job_id,
-            S.STAGING_INPUTS,
-            f"Copy of {uri} to agave://{system['id']}{wpath}/{name} completed ({copied} bytes)",
-            progress={"source": uri, "totalFiles": total, "totalActiveTransfers": total - n,
-                      "totalBytesTransferred": done_bytes},
-        )
-    transition(job_id, S.STAGED, "Job inputs staged to execution system")
+    """Stage the job's inputs into its work directory (``airjobs.staging``)."""
+    from airjobs import staging  # staging builds on this module
+
+    staging.stage(job_id)
 
 
 # ---------------------------------------------------------------- submit
@@ -144,6 +119,9 @@ def _render_context(job: Job, app: dict, system: dict, host_dir: str, header: st
 
 def submit(job_id: str) -> None:
     job = _job(job_id)
+    if job.local_id and JobStatus(job.status) in AFTER_SUBMIT:  # the task ran again: never submit twice
+        log.warning("job %s is already %s as %s; not submitting it again", job_id, job.status, job.local_id)
+        return
     system = _system(job.execution_system)
     transport = transports.execution(system)
     app = registry.get_app(job.app_id)
@@ -175,8 +153,13 @@ def submit(job_id: str) -> None:
         header = fork.header(name)
         command = fork.submit_command(host_dir, script, name)
     else:
-        header = sched.header(_job_request(job, system, name, host_dir))
+        request = _job_request(job, system, name, host_dir)
+        header = sched.header(request)
         command = sched.submit_command(host_dir, script)
+        if hasattr(sched, "submit_file"):  # HTCondor: the settings go in a submit description beside the wrapper
+            transport.write_text(posixpath.join(host_dir, sched.submit_file_name(script)),
+                                 sched.submit_file(request, script))
+            manifest.append(sched.submit_file_name(script))
     text = render_wrapper(template, _render_context(job, app, system, host_dir, header))
     transport.write_text(posixpath.join(host_dir, script), text, mode=0o700)
     transport.write_text(posixpath.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))

@@ -4,6 +4,7 @@ Skipped unless AIRJOBS_INFRA_ENV names the infra.env that .ci/infra-up.sh wrote 
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import time
 
@@ -40,12 +41,12 @@ def slurm_system(service):
     common = {"login": {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-test-ssh"},
               "storage": {"protocol": "SFTP", "host": host, "port": port, "connectionId": "airjobs-test-ssh",
                           "rootDir": home, "homeDir": "/"}}
-    registry.put_system({"id": STORAGE, "name": "SFTP on the test host", "type": "STORAGE", "isPublic": True,
+    registry.put_system({"id": STORAGE, "name": "SFTP on the test host", "type": "STORAGE", "public": True,
                          "storage": common["storage"]}, "admin")
     partitions = infra["AIRJOBS_SLURM_PARTITIONS"].split(",")
     registry.put_system({
         "id": SYSTEM, "name": "single-node SLURM", "type": "EXECUTION", "executionType": "HPC",
-        "scheduler": "SLURM", "isPublic": True, **common, "workDir": "/slurm-work",
+        "scheduler": "SLURM", "public": True, **common, "workDir": "/slurm-work",
         "startupScript": "~/fakes/slurm-count/env.sh",
         "queues": [{"name": "debug", "mappedName": partitions[0], "default": True, "maxJobs": 1000,
                     "maxUserJobs": 1000, "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
@@ -103,8 +104,25 @@ def _wait_status(service, job_id, wanted, timeout=60, user="alice") -> dict:
     raise AssertionError(f"job {job_id} never reached {wanted}: {job['status']}")
 
 
-def test_a_job_runs_through_slurm_with_an_sftp_input(service, slurm_system):
-    job_id = _submit(service, inputs={"textFile": f"agave://{STORAGE}/inputs/poem.txt"}, parameters={"seconds": 3})
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """A real HTTP server on loopback serving one text file."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path_factory.mktemp("web")
+    (root / "web.txt").write_text("one two three four five\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_job_with_sftp_and_http_inputs_runs_through_slurm(service, slurm_system, web):
+    job_id = _submit(service, inputs={"textFile": [f"agave://{STORAGE}/inputs/poem.txt", f"{web}/web.txt"]},
+                     parameters={"seconds": 3})
     job = service.wait_terminal(job_id, timeout=120)
     assert job["status"] == "FINISHED", job.get("message")
     assert job["exitCode"] == 0 and job["localId"].isdigit()
@@ -112,6 +130,14 @@ def test_a_job_runs_through_slurm_with_an_sftp_input(service, slurm_system):
     assert statuses.index("QUEUED") < statuses.index("RUNNING") < statuses.index("CLEANING_UP")
     work = slurm_system["HOME"] + job["outputPath"]
     assert open(f"{work}/poem.txt.words").read().strip() == "9"
+    assert open(f"{work}/web.txt.words").read().strip() == "5"
+    from airjobs import store  # what was staged, with sizes and checksums, is on the job
+
+    staged = {s["source"]: s for s in store.get_job(job_id).staged_inputs}
+    web_bytes = b"one two three four five\n"
+    assert staged[f"{web}/web.txt"]["size"] == len(web_bytes)
+    assert staged[f"{web}/web.txt"]["sha256"] == hashlib.sha256(web_bytes).hexdigest()
+    assert staged[f"agave://{STORAGE}/inputs/poem.txt"]["size"] == 44
     assert f"SLURM job {job['localId']}" in open(f"{work}/where.txt").read()
     # SLURM itself ran it: its accounting knows the job and its exit code
     assert slurm(slurm_system, "sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j",
@@ -154,3 +180,65 @@ def test_max_run_time_exceeded_is_killed_by_the_service(service, slurm_system):
     assert "maximum run time" in _history(service, job_id)[-1]["description"]
     assert job["localId"] not in slurm(slurm_system, "squeue", "-h", "-o", "%i")
 
+
+def _airflow_count(service, **params) -> int:
+    import httpx
+
+    r = httpx.get(f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/~/taskInstances",
+                  params={"limit": 1, **params}, headers={"Authorization": f"Bearer {service.airflow_token()}"},
+                  timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["total_entries"]
+
+
+def _squeue_calls(home: str, since_ms: int) -> list[list[str]]:
+    """The job ids of each squeue call since ``since_ms``, from the counting wrapper on the SSH host."""
+    calls = []
+    try:
+        lines = open(f"{home}/fakes/slurm-count/calls.log").read().splitlines()
+    except FileNotFoundError:
+        return calls
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit() and int(parts[0]) >= since_ms and parts[1].endswith("squeue"):
+            ids = parts[parts.index("-j") + 1].split(",") if "-j" in parts else []
+            calls.append(ids)
+    return calls
+
+
+def test_200_running_jobs_hold_no_worker_slot_and_share_one_squeue_per_cycle(service, slurm_system):
+    n, gate = 200, f"g{time.time_ns()}"
+    try:
+        _many(service, slurm_system, n, gate)
+    finally:  # never leave jobs waiting in SLURM
+        open(f"{slurm_system['HOME']}/gates/{gate}", "w").close()
+
+
+def _many(service, slurm_system, n: int, gate: str) -> None:
+    ids = [_submit(service, name=f"many {i}", parameters={"gate": gate}) for i in range(n)]
+    deadline = time.monotonic() + 600
+    with service.client() as c:
+        while True:  # every job RUNNING in SLURM, seen by the poller, its monitor deferred
+            statuses = [c.get(f"/jobs/v2/{i}/status").json()["result"]["status"] for i in ids]
+            deferred = _airflow_count(service, task_id="monitor", state="deferred")
+            if statuses.count("RUNNING") == n and deferred >= n:
+                break
+            assert not {"FAILED", "STOPPED", "KILLED"} & set(statuses), statuses
+            assert time.monotonic() < deadline, (statuses.count("RUNNING"), deferred)
+            time.sleep(2)
+    # while they run: no task of theirs holds a worker slot
+    window_start = int(time.time() * 1000)
+    time.sleep(8)
+    assert _airflow_count(service, state="running") == 0
+    assert _airflow_count(service, task_id="monitor", state="deferred") >= n
+    running = slurm(slurm_system, "squeue", "-h", "-t", "RUNNING", "-o", "%i").split()
+    assert len(running) >= n
+    # one squeue per poll cycle for the system, each covering every one of its waiting jobs
+    calls = _squeue_calls(slurm_system["HOME"], window_start)
+    assert 1 <= len(calls) <= 8 / 1 + 2, len(calls)
+    assert all(len(set(call)) >= n for call in calls), [len(call) for call in calls]
+    # release them all: every one ends FINISHED
+    open(f"{slurm_system['HOME']}/gates/{gate}", "w").close()
+    for job_id in ids:
+        job = service.wait_terminal(job_id, timeout=600)
+        assert job["status"] == "FINISHED", (job_id, job.get("message"))

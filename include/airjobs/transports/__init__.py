@@ -4,7 +4,10 @@ Airflow. A transport works with absolute host paths already confined by ``airjob
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
+import time
 from typing import IO, Any, Callable, Protocol
 
 
@@ -51,19 +54,66 @@ def execution(system: dict[str, Any]) -> Transport:
 
 CHUNK = 1 << 20
 
+#: ``on_chunk(chunk, size)`` for ``copy``: called after each chunk is written; ``size`` is the length of
+#: the file being copied when its source can tell (else None). It may raise to abort the copy.
+OnChunk = Callable[[bytes, "int | None"], None]
 
-def copy(src: Transport, src_path: str, dst: Transport, dst_path: str) -> int:
+
+def copy(src: Transport, src_path: str, dst: Transport, dst_path: str, on_chunk: OnChunk | None = None) -> int:
     """Stream a file or a directory tree between two transports (never a whole file in memory)."""
     if src.is_dir(src_path):
         dst.makedirs(dst_path)
-        return sum(copy(src, posixpath.join(src_path, n), dst, posixpath.join(dst_path, n))
+        return sum(copy(src, posixpath.join(src_path, n), dst, posixpath.join(dst_path, n), on_chunk)
                    for n in src.listdir(src_path))
     total = 0
     with src.open_read(src_path) as r, dst.open_write(dst_path) as w:
+        size = length(r) if on_chunk is not None else None
         while chunk := r.read(CHUNK):
             w.write(chunk)
             total += len(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk, size)
     return total
+
+
+def length(f: Any) -> int | None:
+    """The size of an open source file if it can tell cheaply: ``length`` (HTTP Content-Length), an SFTP
+    file's ``stat()``, or ``fstat`` of a local file."""
+    if getattr(f, "length", None) is not None:
+        return int(f.length)
+    for probe in (lambda: f.stat().st_size, lambda: os.fstat(f.fileno()).st_size):
+        try:
+            return int(probe())
+        except Exception:
+            continue
+    return None
+
+
+class Meter:
+    """An ``on_chunk`` that counts and hashes the bytes as they pass, then calls ``tick(meter)``."""
+
+    def __init__(self, tick: Callable[[Meter], None] | None = None):
+        self.tick = tick
+        self.bytes = 0
+        self.size: int | None = None  # of the file being copied, when known
+        self.started = time.monotonic()
+        self._sha = hashlib.sha256()
+
+    def __call__(self, chunk: bytes, size: int | None) -> None:
+        self.bytes += len(chunk)
+        self.size = size
+        self._sha.update(chunk)
+        if self.tick is not None:
+            self.tick(self)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    @property
+    def rate(self) -> float:
+        """Average bytes per second so far."""
+        return self.bytes / max(time.monotonic() - self.started, 1e-6)
 
 
 def _local(system: dict[str, Any], section: str) -> Transport:

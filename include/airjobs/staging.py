@@ -1,0 +1,357 @@
+"""Input staging (spec §4.2 Table 2, §10.1): the first step of every job.
+
+``stage(job_id)`` copies every input value into the job's work directory on the execution system:
+
+* relative or absolute paths on the owner's default storage, ``agave://system/path`` (``//`` = absolute),
+  ``http(s)://`` URLs (redirects followed) and ``sftp://[user@]host[:port]/path``, which is read through a
+  registered SFTP system with that host, port (and ``storage.auth.username``, when the URL names a user)
+  that the owner may use: never with credentials from the URL;
+* each copy is streamed while its size and sha256 are computed; ``staged_inputs`` on the job records them
+  (a directory: its total size and ``sha256: null``);
+* STAGING_INPUTS events carry a ``progress`` dict: at each file's end and every 2 s or 64 MiB meanwhile;
+* up to 3 attempts, ``AIRJOBS_STAGING_BACKOFF_SECONDS`` (default 5) then twice that between them; a failed
+  attempt goes back to PENDING naming the error. Errors retrying cannot fix (missing input, permission,
+  unknown system, bad URL, HTTP 4xx) end the job FAILED at once;
+* a job stopped meanwhile (terminal status, checked at most every 0.5 s during a copy, between files and
+  before each attempt) makes staging remove the partial file and raise ``steps.JobAlreadyFinal``.
+
+History of a job staged at the third attempt::
+
+    PENDING            Job accepted and queued for submission.
+    PROCESSING_INPUTS  Attempt 1 to stage job inputs
+    STAGING_INPUTS     Staging 1 input(s) to agave://<exec system><work path>
+    PENDING            Attempt 1 to stage job inputs failed: <error>. Retrying in 5 s.
+    PROCESSING_INPUTS  Attempt 2 to stage job inputs
+    STAGING_INPUTS     Staging 1 input(s) to ...
+    PENDING            Attempt 2 to stage job inputs failed: <error>. Retrying in 10 s.
+    PROCESSING_INPUTS  Attempt 3 to stage job inputs
+    STAGING_INPUTS     Staging 1 input(s) to ...
+    STAGING_INPUTS     Copy in progress: <uri> (...)          (+progress; only for long copies)
+    STAGING_INPUTS     Copy of <uri> to agave://... completed (<n> bytes)   (+progress)
+    STAGED             Job inputs staged to execution system
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+import socket
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import select
+
+from airjobs import db, registry, transports
+from airjobs.errors import AgaveError, IllegalTransition, StepError
+from airjobs.lifecycle import fail, transition
+from airjobs.models import Job
+from airjobs.statuses import TERMINAL, JobStatus
+from airjobs.steps import AFTER_STAGING, JobAlreadyFinal, _host_path, _job, _system, resolve_input, work_path
+from airjobs.transports.http import ConnectFailed, HTTPSource, HTTPStatusError
+
+S = JobStatus
+log = logging.getLogger(__name__)
+ATTEMPTS = 3
+CHECK_EVERY = 0.5  # seconds between cancellation checks during a copy
+PROGRESS_EVERY = 2.0  # seconds between progress events during a copy ...
+PROGRESS_BYTES = 64 << 20  # ... or this many bytes, whichever comes first
+
+
+def backoff_seconds() -> float:
+    return float(os.environ.get("AIRJOBS_STAGING_BACKOFF_SECONDS", "5"))
+
+
+class InputError(StepError):
+    """A staging error with its message for the job; ``permanent`` when retrying cannot fix it."""
+
+    def __init__(self, message: str, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass
+class Source:
+    input_id: str
+    uri: str
+    name: str  # file name in the work directory
+    reader: Any  # a Transport, or the HTTPSource
+    path: str  # host path on the source system, or the URL
+    where: str  # host:port (and system) for messages
+    system_path: str = ""  # the path on the system (for messages)
+
+
+# ---------------------------------------------------------------- the job's status
+
+
+def _status(job_id: str) -> str | None:
+    with db.session() as s:
+        return s.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def check_cancelled(job_id: str) -> None:
+    """Raise JobAlreadyFinal when the job reached a terminal status (a user stopped it): one small query."""
+    status = _status(job_id)
+    if status is None or JobStatus(status) in TERMINAL:
+        raise JobAlreadyFinal(f"Job {job_id} is {status or 'gone'}: staging stopped.")
+
+
+def _move(job_id: str, status: JobStatus, message: str, **fields: Any) -> None:
+    try:
+        transition(job_id, status, message, **fields)
+    except IllegalTransition:
+        check_cancelled(job_id)
+        raise
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _reason(e: BaseException) -> str:
+    errors = getattr(e, "errors", None)  # paramiko's NoValidConnectionsError: {(host, port): OSError}
+    if isinstance(errors, dict) and errors:
+        return "; ".join(sorted({getattr(x, "strerror", None) or str(x) for x in errors.values()}))
+    return str(e) or type(e).__name__
+
+
+def _is_connect_error(e: BaseException) -> bool:
+    """Could not reach the host at all (as opposed to a failure in the middle of a transfer)."""
+    return isinstance(e, (ConnectFailed, ConnectionRefusedError, TimeoutError, socket.gaierror)) or isinstance(
+        getattr(e, "errors", None), dict)
+
+
+def _permanent(e: BaseException) -> bool:
+    if isinstance(e, InputError):
+        return e.permanent
+    if isinstance(e, HTTPStatusError):
+        return 400 <= e.status < 500 and e.status not in (408, 425, 429)
+    return isinstance(e, (StepError, AgaveError, FileNotFoundError, PermissionError, NotADirectoryError,
+                          IsADirectoryError))
+
+
+def _endpoint(system: dict[str, Any], section: str = "storage") -> str:
+    """``host:port (system id)`` for messages."""
+    part = system.get(section) or {}
+    if str(part.get("protocol") or "").upper() == "LOCAL":
+        return f"localhost (system {system['id']})"
+    return f"{part.get('host') or '?'}:{part.get('port') or 22} (system {system['id']})"
+
+
+def _explain(e: Exception, where: str, doing: str, input_id: str = "") -> InputError:
+    """``e`` as an InputError whose message says where (host:port, system), what failed and why."""
+    if isinstance(e, InputError):
+        return e
+    if isinstance(e, HTTPStatusError):
+        return InputError(f"Input {input_id}: {e}", _permanent(e))
+    if _is_connect_error(e):
+        return InputError(f"Unable to connect to {where} to {doing}: {_reason(e)}", False)
+    return InputError(f"Unable to {doing} on {where}: {_reason(e)}", _permanent(e))
+
+
+# ---------------------------------------------------------------- resolving inputs (no host is contacted)
+
+
+def _may_use(system: dict[str, Any], owner: str) -> bool:
+    return bool(system.get("public")) or system.get("owner") == owner
+
+
+def _sftp_system(uri: str, owner: str) -> tuple[dict[str, Any], str]:
+    parts = urlsplit(uri)
+    try:
+        host, port, user = (parts.hostname or "").lower(), parts.port or 22, parts.username
+    except ValueError:
+        raise InputError(f"Invalid input URL {uri}: bad port.", True) from None
+    if not host:
+        raise InputError(f"Invalid input URL {uri}: no host.", True)
+    for system in registry.list_systems(owner):
+        st = system.get("storage") or {}
+        if (str(st.get("protocol") or "").upper() == "SFTP" and str(st.get("host") or "").lower() == host
+                and int(st.get("port") or 22) == port and _may_use(system, owner)
+                and (user is None or (st.get("auth") or {}).get("username") == user)):
+            root = posixpath.normpath(st.get("rootDir") or "/")
+            path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
+            rel = posixpath.relpath(path, root)
+            if rel == ".." or rel.startswith("../"):
+                raise InputError(f"Permission denied: {path} is outside the root {root} of system {system['id']}.",
+                                 True)
+            return system, "/" + rel if rel != "." else "/"
+    who = f"{user}@{host}:{port}" if user else f"{host}:{port}"
+    raise InputError(f"No SFTP storage system that {owner} may use is registered for {who}, so {uri} "
+                     "cannot be read (credentials in URLs are never used).", True)
+
+
+def _name(input_id: str, uri: str) -> str:
+    name = posixpath.basename(urlsplit(uri).path.rstrip("/")) if "://" in uri else posixpath.basename(
+        uri.rstrip("/"))
+    if name in ("", ".", "..") or "\x00" in name:
+        raise InputError(f"Input {input_id}: {uri} names no file to stage (empty or '..' name).", True)
+    return name
+
+
+def resolve(input_id: str, uri: str, owner: str, http: HTTPSource) -> Source:
+    """An input value -> where to read it from. Raises a permanent InputError for anything unusable."""
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    name = _name(input_id, uri)
+    try:
+        if scheme in ("http", "https"):
+            parts = urlsplit(uri)
+            port = parts.port or (443 if scheme == "https" else 80)
+            return Source(input_id, uri, name, http, uri, f"{parts.hostname}:{port}")
+        if scheme == "sftp":
+            system, path = _sftp_system(uri, owner)
+        else:
+            system, path = resolve_input(uri, owner)
+        return Source(input_id, uri, name, transports.storage(system), _host_path(system, path), _endpoint(system),
+                      path)
+    except InputError:
+        raise
+    except (StepError, AgaveError, ValueError) as e:
+        raise InputError(f"Input {input_id}: {e}", True) from None
+
+
+# ---------------------------------------------------------------- copying
+
+
+class _Watch:
+    """Called after each chunk of one input: checks for cancellation (at most every CHECK_EVERY s) and
+    writes a progress event every PROGRESS_EVERY s or PROGRESS_BYTES bytes."""
+
+    def __init__(self, job_id: str, src: Source, files_done: int, files: int, whole: bool):
+        self.job_id, self.src, self.files_done, self.files = job_id, src, files_done, files
+        self.whole = whole  # False for a directory: the sizes of its files say nothing about the total
+        self.checked = self.reported = time.monotonic()
+        self.reported_bytes = 0
+
+    def progress(self, meter: transports.Meter) -> dict[str, Any]:
+        return {"source": self.src.uri, "totalBytesTransferred": meter.bytes,
+                "totalBytes": meter.size if self.whole else None, "averageRate": round(meter.rate),
+                "filesDone": self.files_done, "totalFiles": self.files,
+                "totalActiveTransfers": self.files - self.files_done}
+
+    def __call__(self, meter: transports.Meter) -> None:
+        now = time.monotonic()
+        if now - self.reported >= PROGRESS_EVERY or meter.bytes - self.reported_bytes >= PROGRESS_BYTES:
+            self.checked = self.reported = now  # the event's transition is a check too
+            self.reported_bytes = meter.bytes
+            of = f" of {meter.size}" if self.whole and meter.size is not None else ""
+            _move(self.job_id, S.STAGING_INPUTS, f"Copy in progress: {self.src.uri} ({meter.bytes}{of} bytes)",
+                  progress=self.progress(meter))
+        elif now - self.checked >= CHECK_EVERY:
+            self.checked = now
+            check_cancelled(self.job_id)
+
+
+def _remove(dest: transports.Transport, path: str) -> None:
+    try:
+        dest.run(f"rm -rf -- {shlex.quote(path)}", timeout=60)
+    except Exception:  # best effort: the destination may be what failed
+        pass
+
+
+def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int,
+          total: int) -> dict[str, Any]:
+    label = f"input {src.input_id} {src.uri}"
+    is_dir = False
+    if not isinstance(src.reader, HTTPSource):  # http URLs are only known by fetching them
+        try:
+            if not src.reader.exists(src.path):
+                raise InputError(f"Input {src.input_id}: {src.uri} does not exist: no {src.system_path} on "
+                                 f"{src.where}.", True)
+            is_dir = src.reader.is_dir(src.path)
+        except Exception as e:
+            raise _explain(e, src.where, f"read {label}", src.input_id) from e
+    watch = _Watch(job_id, src, n, total, whole=not is_dir)
+    meter = transports.Meter(watch)
+    try:
+        size = transports.copy(src.reader, src.path, dest, target, on_chunk=meter)
+    except BaseException as e:
+        _remove(dest, target)  # no partial file stays behind
+        if isinstance(e, (JobAlreadyFinal, KeyboardInterrupt, SystemExit)):
+            raise
+        doing = f"read {label}" if _is_connect_error(e) else f"copy {label} to {where}"
+        raise _explain(e, src.where, doing, src.input_id) from e
+    _move(job_id, S.STAGING_INPUTS, f"Copy of {src.uri} to {where} completed ({size} bytes)",
+          progress={**watch.progress(meter), "totalBytesTransferred": size, "totalBytes": size,
+                    "filesDone": n + 1, "totalActiveTransfers": total - n - 1})
+    return {"size": size, "sha256": None if is_dir else meter.sha256}
+
+
+def _attempt(job_id: str, job: Job, system: dict[str, Any], wpath: str, http: HTTPSource) -> list[dict[str, Any]]:
+    sources = [resolve(iid, uri, job.owner, http) for iid, values in (job.inputs or {}).items() for uri in values]
+    names: dict[str, str] = {}
+    for src in sources:
+        if names.setdefault(src.name, src.uri) != src.uri:
+            raise InputError(f"Inputs {names[src.name]} and {src.uri} would both be staged as {src.name}.", True)
+    dest = transports.execution(system)
+    host_dir = _host_path(system, wpath)
+    _move(job_id, S.STAGING_INPUTS, f"Staging {len(sources)} input(s) to agave://{system['id']}{wpath}")
+    try:
+        dest.makedirs(host_dir)
+    except Exception as e:
+        raise _explain(e, _endpoint(system, "login"), f"create the work directory {wpath}") from e
+    staged = []
+    for n, src in enumerate(sources):
+        check_cancelled(job_id)
+        path = posixpath.join(wpath, src.name)
+        record = _copy(job_id, src, dest, posixpath.join(host_dir, src.name), f"agave://{system['id']}{path}", n,
+                       len(sources))
+        staged.append({"id": src.input_id, "source": src.uri, "path": path, **record})
+    return staged
+
+
+# ---------------------------------------------------------------- the step
+
+
+def _sleep(job_id: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, CHECK_EVERY))
+        check_cancelled(job_id)
+
+
+def stage(job_id: str) -> None:
+    """Stage the job's inputs into its work directory; the job ends STAGED, or FAILED (StepError raised)."""
+    job = _job(job_id)
+    if JobStatus(job.status) in AFTER_STAGING:  # the task ran again after staging was done
+        log.warning("job %s is already %s; not staging it again", job_id, job.status)
+        return
+    if job.status == S.STAGING_INPUTS.value:  # an earlier run of the task died midway: start over
+        _move(job_id, S.PENDING, "Staging was interrupted; staging the job inputs again")
+    system = _system(job.execution_system)
+    wpath = work_path(job, system)
+    if not job.inputs:
+        transports.execution(system).makedirs(_host_path(system, wpath))
+        _move(job_id, S.STAGED, "Skipping staging. No input data associated with this job.", work_path=wpath,
+              staged_inputs=[])
+        return
+    with HTTPSource() as http:
+        for attempt in range(1, ATTEMPTS + 1):
+            check_cancelled(job_id)
+            _move(job_id, S.PROCESSING_INPUTS, f"Attempt {attempt} to stage job inputs", work_path=wpath)
+            try:
+                staged = _attempt(job_id, job, system, wpath, http)
+            except JobAlreadyFinal:
+                raise
+            except Exception as e:
+                check_cancelled(job_id)  # an error caused by the stop is no failure
+                err = e if isinstance(e, StepError) else InputError(f"Unable to stage job inputs: {_reason(e)}",
+                                                                    _permanent(e))
+                permanent = _permanent(err)
+                # a retry goes back to PENDING, which only STAGING_INPUTS may do: errors while resolving are final
+                if permanent or attempt == ATTEMPTS or _status(job_id) != S.STAGING_INPUTS.value:
+                    tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                    reason = str(err) if permanent else f"Unable to stage inputs after {tries}: {err}"
+                    done = fail(job_id, reason)
+                    if done is None or done.status != S.FAILED.value:  # stopped meanwhile
+                        raise JobAlreadyFinal(f"Job {job_id} ended while staging failed: {reason}") from e
+                    raise StepError(reason) from e
+                delay = backoff_seconds() * 2 ** (attempt - 1)
+                _move(job_id, S.PENDING, f"Attempt {attempt} to stage job inputs failed: {err}. "
+                                         f"Retrying in {delay:g} s.")
+                _sleep(job_id, delay)
+                continue
+            _move(job_id, S.STAGED, "Job inputs staged to execution system", staged_inputs=staged)
+            return

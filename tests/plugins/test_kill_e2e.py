@@ -1,0 +1,95 @@
+"""Kill (D1, D2) through the REST facade on the local FORK system: the job's process group dies, the job ends
+STOPPED, its DAG run ends without a task left running; bad requests get Agave errors."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def sleeper(service):
+    from conftest import install_app
+
+    install_app("sleeper", "sleep 120 &\nwait\n")
+    return "sleeper-1.0"
+
+
+def _run(service, app, user="alice") -> str:
+    with service.client(user) as c:
+        r = c.post("/jobs/v2", json={"name": "sleepy", "appId": app, "archive": False})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["result"]["id"]
+        deadline = time.monotonic() + 60
+        while c.get(f"/jobs/v2/{job_id}/status").json()["result"]["status"] != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    return job_id
+
+
+def _run_state(service, job_id) -> str:
+    r = httpx.get(f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/{job_id}",
+                  headers={"Authorization": f"Bearer {service.airflow_token()}"}, timeout=30)
+    return r.json()["state"]
+
+
+@pytest.mark.parametrize("how", ["action", "cancel"])
+def test_kill_a_running_fork_job(service, sleeper, how):
+    job_id = _run(service, sleeper)
+    with service.client() as c:
+        pid = int(c.get(f"/jobs/v2/{job_id}").json()["result"]["localId"])
+        assert _alive(pid)
+        if how == "action":
+            r = c.post(f"/jobs/v2/{job_id}", data={"action": "stop"})  # the CLI's form body
+        else:
+            r = c.post(f"/jobs/v2/{job_id}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+        job = c.get(f"/jobs/v2/{job_id}").json()["result"]
+        assert job["status"] == "STOPPED"
+        last = c.get(f"/jobs/v2/{job_id}/history").json()["result"][-1]
+        assert last["status"] == "STOPPED" and last["createdBy"] == "alice"
+        assert "cancelled by user" in last["description"]
+    deadline = time.monotonic() + 10
+    while _alive(pid):  # the wrapper and its children (the whole process group) are gone
+        assert time.monotonic() < deadline, "the job's process survived the kill"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while (state := _run_state(service, job_id)) not in ("success", "failed"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert state == "success"  # the monitor and the rest were skipped, nothing failed or kept running
+
+
+def test_kill_refusals(service, sleeper):
+    job_id = _run(service, sleeper)
+    try:
+        with service.client("bob") as c:
+            assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 403
+        with service.client() as c:
+            r = c.post(f"/jobs/v2/{job_id}", json={"action": "explode"})
+            assert r.status_code == 400 and "Invalid action" in r.json()["message"]
+            r = c.post(f"/jobs/v2/{job_id}", json={})
+            assert r.status_code == 400 and r.json()["message"] == "No action specified"
+            assert c.post("/jobs/v2/0000-nope-0001-007/cancel").status_code == 404
+            assert c.get(f"/jobs/v2/{job_id}/status").json()["result"]["status"] == "RUNNING"
+    finally:
+        with service.client() as c:
+            assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 200
+    with service.client() as c:  # killing a job that already ended changes nothing
+        r = c.post(f"/jobs/v2/{job_id}/cancel")
+        assert r.status_code == 200
+        history = c.get(f"/jobs/v2/{job_id}/history").json()["result"]
+        assert [e["status"] for e in history].count("STOPPED") == 1
