@@ -136,3 +136,41 @@ def ssh_connection(service: Service, conn_id: str) -> dict[str, str]:
     r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
     assert r.status_code in (201, 409), r.text
     return infra
+
+
+PROBE_TEMPLATE = """\
+for f in ${textFile}; do wc -w < "$f" | tr -d ' ' > "$(basename "$f").words"; done
+echo "on $(hostname) as SLURM job $SLURM_JOB_ID" > where.txt
+gate=${gate}
+if [ -n "$gate" ]; then while [ ! -e "$HOME/gates/$gate" ]; do sleep 1; done; fi
+secs=${seconds}
+code=${exitCode}
+sleep "${secs:-0}"
+exit "${code:-0}"
+"""
+
+
+def install_probe_app(name: str, system_id: str, queue: str) -> str:
+    """A public app NAME-1.0 on SYSTEM_ID: counts the words of its inputs (``textFile``, up to 4), optionally
+    waits for ``$HOME/gates/<gate>``, sleeps ``seconds``, exits ``exitCode``."""
+    from airjobs import registry
+
+    root = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
+    (root / f"apps/{name}-1.0").mkdir(parents=True, exist_ok=True)
+    (root / f"apps/{name}-1.0/probe.sh").write_text(PROBE_TEMPLATE)
+    registry.put_app({
+        "name": name, "version": "1.0", "executionSystem": system_id, "executionType": "HPC",
+        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
+        "deploymentPath": f"/apps/{name}-1.0", "templatePath": "probe.sh", "defaultQueue": queue,
+        "defaultMaxRunTime": "00:30:00",
+        "inputs": [{"id": "textFile", "value": {"required": False}, "semantics": {"maxCardinality": 4}}],
+        "parameters": [
+            {"id": "seconds", "value": {"type": "number", "default": 0, "required": False,
+                                        "validator": "^[0-9]{1,3}$"}},
+            {"id": "exitCode", "value": {"type": "number", "default": 0, "required": False,
+                                         "validator": "^[0-9]{1,3}$"}},
+            {"id": "gate", "value": {"type": "string", "default": "", "required": False,
+                                     "validator": "^[a-z0-9-]{0,40}$"}},
+        ],
+    }, "admin")
+    return f"{name}-1.0"

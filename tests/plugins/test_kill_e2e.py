@@ -93,3 +93,60 @@ def test_kill_refusals(service, sleeper):
         assert r.status_code == 200
         history = c.get(f"/jobs/v2/{job_id}/history").json()["result"]
         assert [e["status"] for e in history].count("STOPPED") == 1
+
+
+@pytest.fixture(scope="module")
+def slow_web():
+    """An HTTP server that trickles a 100 MB file (64 KiB every 0.1 s) and notes when a client hangs up."""
+    import http.server
+    import threading
+
+    hung_up = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(100 * 1024 * 1024))
+            self.end_headers()
+            try:
+                for _ in range(1600):
+                    self.wfile.write(b"x" * 65536)
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                hung_up.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/big.bin", hung_up
+    server.shutdown()
+
+
+def test_kill_during_staging_stops_the_transfer(service, slow_web):
+    from airjobs import registry
+
+    url, hung_up = slow_web
+    with service.client() as c:
+        r = c.post("/jobs/v2", json={"name": "slow input", "appId": "wc-1.0", "inputs": {"inputFile": url}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["result"]["id"]
+        deadline = time.monotonic() + 60
+        while (job := c.get(f"/jobs/v2/{job_id}").json()["result"])["status"] != "STAGING_INPUTS":
+            assert time.monotonic() < deadline, job["status"]
+            time.sleep(0.1)
+        time.sleep(1)  # some bytes on their way
+        assert c.post(f"/jobs/v2/{job_id}", json={"action": "cancel"}).status_code == 200
+        assert c.get(f"/jobs/v2/{job_id}/status").json()["result"]["status"] == "STOPPED"
+    assert hung_up.wait(10), "the transfer kept running after the kill"
+    deadline = time.monotonic() + 60
+    while (state := _run_state(service, job_id)) not in ("success", "failed"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    root = registry.get_system("demo-fork")["storage"]["rootDir"]
+    assert not os.path.exists(f"{root}{job['outputPath']}/big.bin"), "a partial input was left behind"
+    with service.client() as c:
+        history = [e["status"] for e in c.get(f"/jobs/v2/{job_id}/history").json()["result"]]
+    assert history[-1] == "STOPPED" and "STAGED" not in history and "SUBMITTING" not in history

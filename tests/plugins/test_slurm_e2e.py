@@ -11,21 +11,11 @@ import time
 import pytest
 
 from airjobs import registry
-from conftest import read_infra, ssh_connection
+from conftest import install_probe_app, read_infra, ssh_connection
 
 pytestmark = pytest.mark.e2e
 
 SYSTEM, STORAGE, APP = "slurm.infra", "sftp.infra", "slurm-probe-1.0"
-TEMPLATE = """\
-for f in ${textFile}; do wc -w < "$f" | tr -d ' ' > "$(basename "$f").words"; done
-echo "on $(hostname) as SLURM job $SLURM_JOB_ID" > where.txt
-gate=${gate}
-if [ -n "$gate" ]; then while [ ! -e "$HOME/gates/$gate" ]; do sleep 1; done; fi
-secs=${seconds}
-code=${exitCode}
-sleep "${secs:-0}"
-exit "${code:-0}"
-"""
 
 
 def slurm(infra: dict, *args: str) -> str:
@@ -55,24 +45,7 @@ def slurm_system(service):
                     "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
                     "maxRequestedTime": "01:00:00"}],
     }, "admin")
-    root = registry.get_system("demo-storage")["storage"]["rootDir"]
-    import pathlib
-
-    app_dir = pathlib.Path(root) / "apps/slurm-probe-1.0"
-    app_dir.mkdir(parents=True, exist_ok=True)
-    (app_dir / "probe.sh").write_text(TEMPLATE)
-    registry.put_app({
-        "name": "slurm-probe", "version": "1.0", "executionSystem": SYSTEM, "executionType": "HPC",
-        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-        "deploymentPath": "/apps/slurm-probe-1.0", "templatePath": "probe.sh", "defaultQueue": "debug",
-        "defaultMaxRunTime": "00:30:00",
-        "inputs": [{"id": "textFile", "value": {"required": False}, "semantics": {"maxCardinality": 4}}],
-        "parameters": [
-            {"id": "seconds", "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"}},
-            {"id": "exitCode", "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"}},
-            {"id": "gate", "value": {"type": "string", "default": "", "required": False, "validator": "^[a-z0-9-]{0,40}$"}},
-        ],
-    }, "admin")
+    install_probe_app("slurm-probe", SYSTEM, "debug")
     # an input file on the SFTP storage system
     subprocess.run(["install", "-d", "-o", infra["AIRJOBS_SSH_USER"], f"{home}/inputs", f"{home}/gates"], check=True)
     with open(f"{home}/inputs/poem.txt", "w") as f:
