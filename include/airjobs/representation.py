@@ -95,3 +95,28 @@ def event_json(ev: JobEvent) -> dict[str, Any]:
     if ev.progress is not None:
         out["progress"] = ev.progress
     return out
+
+
+def file_json(job: Job, path: str, info: Any, system_id: str, base: str) -> dict[str, Any]:
+    """An output file object (spec §3.6); ``path`` is relative to the job's output root, with a leading ``/``."""
+    from datetime import datetime, timezone
+    from urllib.parse import quote
+
+    from airjobs.outputs import mime_type
+
+    jobs = f"/jobs/v2/{job.id}"
+    return {
+        "name": info.name,
+        "path": path,
+        "lastModified": iso(datetime.fromtimestamp(info.mtime, timezone.utc)),
+        "length": 0 if info.is_dir else info.size,
+        "permission": "READ",
+        "mimeType": mime_type(info.name, info.is_dir),
+        "format": "folder" if info.is_dir else "unknown",
+        "type": "dir" if info.is_dir else "file",
+        "_links": {
+            "self": _href(base, f"{jobs}/outputs/media{quote(path)}"),
+            "system": _href(base, f"/systems/v2/{system_id}"),
+            "parent": _href(base, jobs),
+        },
+    }

@@ -289,19 +289,25 @@ def archive(job_id: str) -> None:
         if src_transport.exists(manifest_path):
             skip |= {line.strip() for line in src_transport.read_text(manifest_path).splitlines() if line.strip()}
         copied = 0
-        for name in src_transport.listdir(host_dir):
-            if name in skip:
-                continue
-            copied += transports.copy(src_transport, posixpath.join(host_dir, name), dest_transport,
-                                      posixpath.join(dest, name))
+        real_root = src_transport.realpath(host_dir).rstrip("/") + "/"
+        for entry in src_transport.scandir(host_dir):
+            path = posixpath.join(host_dir, entry.name)
+            if entry.name in skip or (entry.is_link and not src_transport.realpath(path).startswith(real_root)):
+                continue  # the manifest, and links that lead out of the work directory
+            copied += transports.copy(src_transport, path, dest_transport, posixpath.join(dest, entry.name))
     except Exception as e:
         log.exception("archiving job %s failed", job_id)
-        transition(job_id, S.ARCHIVING_FAILED, f"Job archiving failed: {e}")
+        where = f"agave://{job.archive_system}/{job.archive_path}"
+        transition(job_id, S.ARCHIVING_FAILED, f"Job archiving to {where} failed: {type(e).__name__}: {e}")
         return
     transition(
         job_id, S.ARCHIVING_FINISHED,
         f"Job archiving complete: {copied} bytes to agave://{storage['id']}/{job.archive_path}",
     )
+    try:  # the outputs now live in the archive (spec §10.8): the work directory goes
+        src_transport.remove_tree(host_dir)
+    except Exception as e:
+        log.warning("could not remove the work directory of job %s (%s): %s", job_id, host_dir, e)
 
 
 def finalize(job_id: str) -> None:

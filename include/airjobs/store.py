@@ -121,3 +121,9 @@ def count_jobs(*statuses: str) -> int:
 def jobs_by_ids(ids: list[str]) -> list[Job]:
     with db.session() as s:
         return list(s.scalars(select(Job).where(Job.id.in_(ids)))) if ids else []
+
+
+def has_event(job_id: str, status: str) -> bool:
+    with db.session() as s:
+        q = select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.status == status).limit(1)
+        return s.scalar(q) is not None

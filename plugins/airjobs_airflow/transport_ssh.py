@@ -10,6 +10,7 @@ otherwise), on an SFTP channel with a larger window and packet size than paramik
 
 from __future__ import annotations
 
+import socket
 import stat
 import threading
 from shlex import quote
@@ -19,6 +20,8 @@ import paramiko
 from paramiko.sftp import (CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, CMD_WRITE, SFTPError,
                            int64)
 
+from airjobs.transports import FileInfo
+
 #: SSH channel window of an SFTP session (paramiko: 2 MiB) and the largest data packet we accept on it
 #: (paramiko: 32 KiB): the server may send AHEAD bytes of replies without waiting for window adjustments
 WINDOW = 64 << 20
@@ -26,8 +29,9 @@ MAX_PACKET = 256 << 10
 #: read/write request size every SFTP server takes, and the most we use when the server takes more
 SAFE_BLOCK = 32768
 MAX_BLOCK = 256 << 10
-#: bytes of read requests in flight / of writes not yet acknowledged, per open file
+#: bytes of read requests in flight / of writes not yet acknowledged, per open file, in at most DEPTH requests
 AHEAD = 8 << 20
+DEPTH = 64
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
@@ -45,9 +49,19 @@ def _client(conn_id: str):
             hook = SSHHook(ssh_conn_id=conn_id, conn_retry_attempts=1)
             hook.compress = _compress(hook)
             client = hook.get_conn()
+            _nodelay(client)
             _clients[conn_id] = client
             _sftp.pop(conn_id, None)
         return client
+
+
+def _nodelay(client) -> None:
+    """TCP_NODELAY on the connection: SFTP requests and command set-up are small messages answered by the
+    server; with Nagle's algorithm each may wait for the (delayed, up to 40 ms) ACK of the one before."""
+    try:
+        client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # not a TCP socket (e.g. a ProxyCommand)
+        pass
 
 
 def _compress(hook) -> bool:
@@ -58,12 +72,56 @@ def _compress(hook) -> bool:
     return str(extra.get("compress", "false")).lower() == "true"
 
 
+class _SFTPClient(paramiko.SFTPClient):
+    """paramiko's SFTP client with linear-time packet I/O. paramiko reads each SFTP packet with two small
+    ``recv`` calls, and each one shifts all the data still buffered on the channel (``del buffer[:n]``): with
+    many replies in flight that is quadratic. Here the channel is drained in large reads and packets are cut
+    from a local buffer; writes send slices of a memoryview instead of re-copying the rest each time."""
+
+    RECV = 16 << 20  # at most this much per recv: usually all the channel holds
+
+    def __init__(self, sock):
+        self._in = bytearray()
+        self._in_pos = 0
+        super().__init__(sock)
+
+    def _read_packet(self):
+        while True:
+            have = len(self._in) - self._in_pos
+            if have >= 4:
+                start = self._in_pos
+                size = int.from_bytes(self._in[start:start + 4], "big")
+                if size >> 24:  # as paramiko: nothing sane is this large
+                    raise SFTPError("Garbage packet received")
+                if have >= 4 + size:
+                    self._in_pos = start + 4 + size
+                    if size == 0:
+                        return 0, b""
+                    with memoryview(self._in) as view:
+                        return view[start + 4], view[start + 5:start + 4 + size].tobytes()
+            if self._in_pos:
+                del self._in[:self._in_pos]  # what is left is less than one packet
+                self._in_pos = 0
+            data = self.sock.recv(self.RECV)
+            if not data:
+                raise EOFError()
+            self._in += data
+
+    def _write_all(self, out):
+        view = memoryview(out)
+        while len(view):
+            n = self.sock.send(view)
+            if n <= 0:
+                raise EOFError()
+            view = view[n:]
+
+
 class _Session:
     """An SFTP session, its lock and the request sizes its server takes."""
 
     def __init__(self, client):
-        self.sftp = paramiko.SFTPClient.from_transport(client.get_transport(), window_size=WINDOW,
-                                                       max_packet_size=MAX_PACKET)
+        self.sftp = _SFTPClient.from_transport(client.get_transport(), window_size=WINDOW,
+                                               max_packet_size=MAX_PACKET)
         self.lock = threading.RLock()
         self.read_block, self.write_block = _limits(self.sftp)
 
@@ -81,7 +139,7 @@ def _limits(sftp) -> tuple[int, int]:
             return SAFE_BLOCK, SAFE_BLOCK
         msg.get_int64()  # max packet length
         read, write = msg.get_int64(), msg.get_int64()
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError, SFTPError):
         return SAFE_BLOCK, SAFE_BLOCK
     return tuple(min(max(n, SAFE_BLOCK), MAX_BLOCK) if n else SAFE_BLOCK for n in (read, write))
 
@@ -116,7 +174,8 @@ def describe(conn_id: str) -> dict[str, Any]:
     if t is None:
         return {}
     return {"cipher_out": t.local_cipher, "cipher_in": t.remote_cipher, "mac_out": t.local_mac,
-            "mac_in": t.remote_mac, "server": t.remote_version}
+            "mac_in": t.remote_mac, "compression_out": t.local_compression,
+            "compression_in": t.remote_compression, "server": t.remote_version}
 
 
 class SSHTransport:
@@ -178,6 +237,36 @@ class SSHTransport:
     def listdir(self, path: str) -> list[str]:
         return sorted(self._do(lambda sftp: sftp.listdir(path)))
 
+    def realpath(self, path: str) -> str:
+        return self._do(lambda sftp: sftp.normalize(path))  # the server resolves symlinks
+
+    def stat(self, path: str) -> FileInfo:
+        def st(sftp):
+            try:
+                a = sftp.stat(path)
+            except OSError as e:
+                if getattr(e, "errno", None) == 2 or isinstance(e, FileNotFoundError):
+                    raise FileNotFoundError(path) from None
+                raise
+            return FileInfo(path.rstrip("/").rsplit("/", 1)[-1], a.st_size or 0, float(a.st_mtime or 0),
+                            stat.S_ISDIR(a.st_mode or 0))
+
+        return self._do(st)
+
+    def scandir(self, path: str) -> list[FileInfo]:
+        def ls(sftp):  # READDIR attributes describe a symlink itself, not its target
+            return [FileInfo(a.filename, a.st_size or 0, float(a.st_mtime or 0), stat.S_ISDIR(a.st_mode or 0),
+                             stat.S_ISLNK(a.st_mode or 0)) for a in sftp.listdir_attr(path)]
+
+        return sorted(self._do(ls), key=lambda f: f.name)
+
+    def remove_tree(self, path: str) -> None:
+        if path.rstrip("/").count("/") < 2:
+            raise PermissionError(f"refusing to remove {path!r}")
+        rc, out, err = self.run(f"rm -rf -- {quote(path)}")
+        if rc != 0:
+            raise OSError(f"rm -rf {path} failed on {self.conn_id}: {(err or out).strip()}")
+
     def open_read(self, path: str):
         return _Locked(self, path, "rb")
 
@@ -225,7 +314,7 @@ class _Reader:
 
     def __init__(self, sftp, f, block: int):
         self.sftp, self.f, self.handle, self.block = sftp, f, f.handle, block
-        self.depth = max(2, AHEAD // block)
+        self.depth = min(DEPTH, max(2, AHEAD // block))
         self._stat = f.stat()
         self.size = self._stat.st_size or 0  # requests go up to here, then one at a time until EOF
         self.pos = 0  # offset of the next byte read() returns
@@ -323,7 +412,7 @@ class _Writer:
 
     def __init__(self, sftp, f, block: int):
         self.sftp, self.f, self.handle, self.block = sftp, f, f.handle, block
-        self.depth = max(2, AHEAD // block)
+        self.depth = min(DEPTH, max(2, AHEAD // block))
         self.offset = 0
         self.pending: set[int] = set()
         self.error: BaseException | None = None

@@ -74,9 +74,8 @@ def test_non_admin_system_and_app_run_a_job_over_ssh(service, ssh_system):
     storage = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
     counts = (storage / job["archivePath"] / "counts.txt").read_text().splitlines()
     assert len(counts) == 3 and counts[0].split() == ["10", "is"]
-    # the job really ran on the SSH host, as that host's user, in the work directory there
-    pid_file = Path(ssh_system + job["outputPath"]) / "remote-wc.pid"
-    assert pwd.getpwuid(pid_file.stat().st_uid).pw_name == _infra()["AIRJOBS_SSH_USER"]
+    # archived: the outputs live in the archive now, the work directory on the SSH host is gone
+    assert not Path(ssh_system + job["outputPath"]).exists()
 
 
 def test_remote_exit_code_ends_failed(service, ssh_system):
@@ -87,3 +86,6 @@ def test_remote_exit_code_ends_failed(service, ssh_system):
         assert r.status_code == 201, r.text
     job = service.wait_terminal(r.json()["result"]["id"], user="bob")
     assert job["status"] == "FAILED" and job["exitCode"] == 3
+    # not archived (D5): the work directory stays; the job really ran on the SSH host, as that host's user
+    pid_file = Path(ssh_system + job["outputPath"]) / "remote-exit.pid"
+    assert pwd.getpwuid(pid_file.stat().st_uid).pw_name == _infra()["AIRJOBS_SSH_USER"]

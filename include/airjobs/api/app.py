@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+from email.utils import formatdate
+from urllib.parse import quote
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airjobs import SERVICE_VERSION, control, db, registry, representation as rep, store, submission, validation
+from airjobs import SERVICE_VERSION, control, db, outputs, registry, representation as rep, store, submission, validation
 from airjobs.errors import AgaveError, BadRequest, Forbidden, Unauthorized
 from airjobs.lifecycle import fail
 from airjobs.models import Job
@@ -276,6 +278,62 @@ def create_app(backend: Backend) -> FastAPI:
         user = await current_user(request, "POST", JOBS)
         await to_thread.run_sync(control.kill, job_id, user.name, user.is_admin)
         return envelope(request, None)
+
+    # ------------------------------------------------------------ outputs (spec §8)
+
+    @route("/jobs/v2/{job_id}/outputs/listings", ["GET"])
+    async def list_outputs_root(request: Request, job_id: str) -> Response:
+        return await list_outputs(request, job_id, "")
+
+    @route("/jobs/v2/{job_id}/outputs/listings/{path:path}", ["GET"])
+    async def list_outputs(request: Request, job_id: str, path: str) -> Response:
+        _, job = await _readable(request, job_id)
+        limit, offset = _page(request)
+
+        def work() -> tuple[outputs.Location, list]:
+            loc = outputs.locate(job)
+            host, rel = outputs.resolve(loc, path)
+            return loc, outputs.listing(loc, host, rel)[offset:offset + limit]
+
+        loc, entries = await read(work)
+        base = base_url(request)
+        return envelope(request, [rep.file_json(job, p, info, loc.system["id"], base) for p, info in entries])
+
+    @route("/jobs/v2/{job_id}/outputs/media/{path:path}", ["GET", "HEAD"])
+    async def download_output(request: Request, job_id: str, path: str) -> Response:
+        _, job = await _readable(request, job_id)
+
+        def work():
+            loc = outputs.locate(job)
+            host, rel = outputs.resolve(loc, path)
+            return loc, host, rel, loc.transport.stat(host)
+
+        loc, host, rel, info = await read(work)
+        if info.is_dir:
+            raise BadRequest(f"{rel} is a folder: list it with /jobs/v2/{job.id}/outputs/listings{rel}")
+        try:
+            span = outputs.parse_range(request.headers.get("range"), info.size)
+        except outputs.RangeNotSatisfiable as e:
+            return error(request, 416, e.message, headers={"Content-Range": f"bytes */{info.size}",
+                                                           "Accept-Ranges": "bytes"})
+        start, end = span if span else (0, info.size - 1)
+        length = max(end - start + 1, 0)
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Content-Length": str(length),
+            "Last-Modified": formatdate(info.mtime, usegmt=True),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(info.name)}",
+            # bytes as they are on disk: the api-server's gzip layer would drop Content-Length and ranges
+            "Content-Encoding": "identity",
+        }
+        if span:
+            headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        status = 206 if span else 200
+        media = outputs.mime_type(info.name)
+        if request.method == "HEAD" or length == 0:
+            return Response(status_code=status, headers=headers, media_type=media)
+        return StreamingResponse(outputs.read_range(loc, host, start, end), status_code=status, headers=headers,
+                                 media_type=media)
 
     # ------------------------------------------------------------ apps and systems
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import posixpath
 import time
+from dataclasses import dataclass
 from typing import IO, Any, Callable, Protocol
 
 
@@ -21,6 +22,19 @@ class Transport(Protocol):
     def listdir(self, path: str) -> list[str]: ...
     def open_read(self, path: str) -> IO[bytes]: ...
     def open_write(self, path: str) -> IO[bytes]: ...
+    def realpath(self, path: str) -> str: ...  # symlinks resolved (on the host)
+    def stat(self, path: str) -> "FileInfo": ...  # follows symlinks; FileNotFoundError when missing
+    def scandir(self, path: str) -> list["FileInfo"]: ...  # entries not followed (is_link set for symlinks)
+    def remove_tree(self, path: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch
+    is_dir: bool
+    is_link: bool = False
 
 
 Factory = Callable[[dict[str, Any], str], Transport]

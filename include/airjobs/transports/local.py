@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat as st
 import subprocess
 from pathlib import Path
+
+from airjobs.transports import FileInfo
 
 
 class LocalTransport:
@@ -54,3 +58,24 @@ class LocalTransport:
     def open_write(self, path: str):
         self._inside(os.path.dirname(path))
         return open(path, "wb")
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def stat(self, path: str) -> FileInfo:
+        s = os.stat(self._inside(path))
+        return FileInfo(os.path.basename(path.rstrip("/")), s.st_size, s.st_mtime, st.S_ISDIR(s.st_mode))
+
+    def scandir(self, path: str) -> list[FileInfo]:
+        out = []
+        with os.scandir(self._inside(path)) as it:
+            for e in it:
+                s = e.stat(follow_symlinks=False)
+                out.append(FileInfo(e.name, s.st_size, s.st_mtime, st.S_ISDIR(s.st_mode), st.S_ISLNK(s.st_mode)))
+        return sorted(out, key=lambda f: f.name)
+
+    def remove_tree(self, path: str) -> None:
+        real = self._inside(path)
+        if real == self.root:
+            raise PermissionError(f"refusing to remove the system root {self.root}")
+        shutil.rmtree(real)
