@@ -157,3 +157,27 @@ def test_traversal_corpus_serves_nothing_from_outside(service, app):
             assert b"root:" not in body and not any(s[:40] in body for s in secrets), (kind, attempt)
             outside += sum(body.count(s[:40]) for s in secrets)
     assert outside == 0
+
+
+def test_unreachable_archive_system_ends_archiving_failed_and_outputs_stay_in_the_work_dir(service, app):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {service.airflow_token()}"}
+    conn = {"connection_id": "nowhere-sftp", "conn_type": "ssh", "host": "127.0.0.1", "port": 1,
+            "login": "nobody", "extra": '{"no_host_key_check": true}'}
+    r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
+    assert r.status_code in (201, 409), r.text
+    registry.put_system({"id": "nowhere.storage", "name": "an SFTP server that is down", "type": "STORAGE",
+                         "public": True, "storage": {"protocol": "SFTP", "host": "127.0.0.1", "port": 1,
+                                                     "connectionId": "nowhere-sftp", "rootDir": "/data"}}, "admin")
+    job_id = _submit(service, app, archiveSystem="nowhere.storage", archivePath="alice/results")
+    job = service.wait_terminal(job_id)
+    assert job["status"] == "FINISHED"
+    with service.client() as c:
+        history = c.get(f"/jobs/v2/{job_id}/history").json()["result"]
+        failed = [e for e in history if e["status"] == "ARCHIVING_FAILED"]
+        assert failed and "127.0.0.1" in failed[0]["description"], history[-3:]
+        assert history[-1]["description"] == "Job completed, but failed to archive output."
+        names = {f["name"] for f in c.get(f"/jobs/v2/{job_id}/outputs/listings").json()["result"]}
+        assert {"blob.bin", "done.txt"} <= names  # still served from the work directory
+        assert c.get(f"/jobs/v2/{job_id}/outputs/media/done.txt").text == "done\n"
