@@ -215,3 +215,30 @@ def _many(service, slurm_system, n: int, gate: str) -> None:
     for job_id in ids:
         job = service.wait_terminal(job_id, timeout=600)
         assert job["status"] == "FINISHED", (job_id, job.get("message"))
+
+
+def test_outputs_of_a_slurm_job_over_sftp_while_running_and_after(service, slurm_system):
+    job_id = _submit(service, inputs={"textFile": f"agave://{STORAGE}/inputs/poem.txt"}, parameters={"seconds": 8})
+    _wait_status(service, job_id, {"RUNNING"})
+    with service.client() as c:
+        deadline = time.monotonic() + 30
+        while (r := c.get(f"/jobs/v2/{job_id}/outputs/media/where.txt")).status_code != 200:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.3)
+        assert c.get(f"/jobs/v2/{job_id}/status").json()["result"]["status"] == "RUNNING"
+        text = r.text
+        assert text.startswith("on ") and "SLURM job" in text
+        part = c.get(f"/jobs/v2/{job_id}/outputs/media/where.txt", headers={"Range": "bytes=3-5"})
+        assert part.status_code == 206 and part.content == text.encode()[3:6]
+        tail = c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt", headers={"Range": "bytes=-4"})
+        assert tail.status_code == 206 and tail.content == b"dog\n"
+        assert c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt",
+                     headers={"Range": "bytes=44-"}).status_code == 416
+        listing = {f["name"]: f for f in c.get(f"/jobs/v2/{job_id}/outputs/listings").json()["result"]}
+        assert listing["poem.txt"]["length"] == 44 and listing["poem.txt"]["type"] == "file"
+    job = service.wait_terminal(job_id, timeout=120)
+    assert job["status"] == "FINISHED"
+    with service.client() as c:
+        assert c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt.words").text.strip() == "9"
+        assert c.head(f"/jobs/v2/{job_id}/outputs/media/poem.txt").headers["content-length"] == "44"
+        assert c.get(f"/jobs/v2/{job_id}/outputs/media/../../../etc/passwd").status_code in (400, 404)
