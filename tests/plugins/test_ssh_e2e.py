@@ -4,7 +4,6 @@ Skipped unless AIRJOBS_INFRA_ENV names the infra.env that .ci/infra-up.sh wrote 
 
 from __future__ import annotations
 
-import os
 import pwd
 import time
 from pathlib import Path
@@ -16,17 +15,10 @@ from airjobs import registry
 
 pytestmark = pytest.mark.e2e
 
-ENV_FILE = os.environ.get("AIRJOBS_INFRA_ENV", "")
-
-
 def _infra() -> dict[str, str]:
-    if not ENV_FILE or not Path(ENV_FILE).exists():
-        pytest.skip("no test hosts (run `make test` as root, or set AIRJOBS_INFRA_ENV)")
-    env = {}
-    for line in Path(ENV_FILE).read_text().splitlines():
-        key, _, value = line.partition("=")
-        env[key.strip()] = value.strip().strip("'\"")
-    return env
+    from conftest import read_infra
+
+    return read_infra()
 
 
 @pytest.fixture(scope="module")

@@ -395,17 +395,10 @@ def test_stop_while_waiting_to_retry(roots, web, monkeypatch):
 # ---------------------------------------------------------------- SFTP over the real OpenSSH test host
 
 
-ENV_FILE = os.environ.get("AIRJOBS_INFRA_ENV", "")
-
-
 def _infra() -> dict[str, str]:
-    if not ENV_FILE or not Path(ENV_FILE).exists():
-        pytest.skip("no test hosts (run `make test` as root, or set AIRJOBS_INFRA_ENV)")
-    env = {}
-    for line in Path(ENV_FILE).read_text().splitlines():
-        key, _, value = line.partition("=")
-        env[key.strip()] = value.strip().strip("'\"")
-    return env
+    from conftest import read_infra
+
+    return read_infra()
 
 
 def _connection(conn_id: str, infra: dict, port: int) -> None:
