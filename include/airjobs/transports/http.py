@@ -72,7 +72,15 @@ class HTTPSource:
     """Reads URLs; ``close()`` it (or use ``with``) to release its connection pool."""
 
     def __init__(self, timeout: httpx.Timeout = TIMEOUT):
-        self.client = httpx.Client(follow_redirects=True, timeout=timeout)
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        """Made on first use: building one loads the CA bundle (~0.4 s), which jobs without URLs never need."""
+        if self._client is None:
+            self._client = httpx.Client(follow_redirects=True, timeout=self.timeout)
+        return self._client
 
     def exists(self, url: str) -> bool:  # known only by fetching it: open_read raises for a missing URL
         return True
@@ -95,7 +103,8 @@ class HTTPSource:
         return int(n) if n.isdigit() else None
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> HTTPSource:
         return self
