@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -288,13 +289,15 @@ def archive(job_id: str) -> None:
         skip = {ARCHIVE_MANIFEST, EXIT_CODE_FILE}
         if src_transport.exists(manifest_path):
             skip |= {line.strip() for line in src_transport.read_text(manifest_path).splitlines() if line.strip()}
-        copied = 0
         real_root = src_transport.realpath(host_dir).rstrip("/") + "/"
-        for entry in src_transport.scandir(host_dir):
-            path = posixpath.join(host_dir, entry.name)
-            if entry.name in skip or (entry.is_link and not src_transport.realpath(path).startswith(real_root)):
-                continue  # the manifest, and links that lead out of the work directory
-            copied += transports.copy(src_transport, path, dest_transport, posixpath.join(dest, entry.name))
+        entries = [e.name for e in src_transport.scandir(host_dir) if e.name not in skip and not (
+            e.is_link and not src_transport.realpath(posixpath.join(host_dir, e.name)).startswith(real_root))]
+        progress = _ArchiveProgress(job_id, len(entries))  # the manifest, and links leading out, stay behind
+        for name in entries:
+            transports.copy(src_transport, posixpath.join(host_dir, name), dest_transport,
+                            posixpath.join(dest, name), on_chunk=progress)
+            progress.file_done(name)
+        copied = progress.bytes
     except Exception as e:
         log.exception("archiving job %s failed", job_id)
         where = f"agave://{job.archive_system}/{job.archive_path}"
@@ -308,6 +311,31 @@ def archive(job_id: str) -> None:
         src_transport.remove_tree(host_dir)
     except Exception as e:
         log.warning("could not remove the work directory of job %s (%s): %s", job_id, host_dir, e)
+
+
+class _ArchiveProgress:
+    """ARCHIVING events with ``progress`` after each top-level entry and every ~2 s of a long copy."""
+
+    EVERY = 2.0
+
+    def __init__(self, job_id: str, total: int):
+        self.job_id, self.total, self.files, self.bytes = job_id, total, 0, 0
+        self.last = time.monotonic()
+
+    def __call__(self, chunk: bytes, size: int | None) -> None:
+        self.bytes += len(chunk)
+        if time.monotonic() - self.last >= self.EVERY:
+            self._event(f"Archiving in progress: {self.bytes} bytes copied")
+
+    def file_done(self, name: str) -> None:
+        self.files += 1
+        self._event(f"Copied {name} to the archive ({self.files} of {self.total}, {self.bytes} bytes so far)")
+
+    def _event(self, message: str) -> None:
+        self.last = time.monotonic()
+        transition(self.job_id, S.ARCHIVING, message,
+                   progress={"totalFiles": self.total, "filesDone": self.files, "totalBytesTransferred": self.bytes,
+                             "totalActiveTransfers": self.total - self.files})
 
 
 def finalize(job_id: str) -> None:

@@ -55,7 +55,8 @@ def test_demo_job_runs_to_finished_as_a_dag_run(service):
         assert final["exitCode"] == 0 and final["startTime"] and final["endTime"]
 
         history = c.get(f"/jobs/v2/{job['id']}/history").json()["result"]
-        assert [e["status"] for e in history] == HAPPY_PATH
+        statuses = [e["status"] for e in history]  # ARCHIVING repeats with progress, one event per output
+        assert [x for i, x in enumerate(statuses) if x != "ARCHIVING" or statuses[i - 1] != "ARCHIVING"] == HAPPY_PATH
         assert all(set(e) >= {"status", "created", "createdBy", "description"} for e in history)
         assert [e["created"] for e in history] == sorted(e["created"] for e in history)
 

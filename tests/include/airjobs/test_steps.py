@@ -34,9 +34,16 @@ def test_fork_job_runs_to_finished_and_archives(pg):
     _run_all(job_id)
     job = store.get_job(job_id)
     assert job.status == "FINISHED" and job.exit_code == 0 and job.local_id.isdigit()
-    statuses = [e.status for e in store.history(job_id, limit=100, offset=0)]
-    assert statuses == ["PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGING_INPUTS", "STAGED", "SUBMITTING",
-                        "QUEUED", "RUNNING", "CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED", "FINISHED"]
+    events = store.history(job_id, limit=100, offset=0)
+    statuses = [e.status for e in events]
+    archiving = statuses.index("ARCHIVING")
+    progress = [e.progress for e in events if e.status == "ARCHIVING" and e.progress]
+    assert progress and progress[-1]["filesDone"] == progress[-1]["totalFiles"] >= 3  # one event per entry
+    assert statuses[archiving:archiving + 1 + len(progress)] == ["ARCHIVING"] * (1 + len(progress))
+    assert [s for i, s in enumerate(statuses) if s != "ARCHIVING" or i == archiving] == [
+        "PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGING_INPUTS", "STAGED", "SUBMITTING",
+        "QUEUED", "RUNNING", "CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED", "FINISHED"]
+    assert progress[-1]["totalBytesTransferred"] > 0
     storage = registry.get_system("demo-storage")
     counts = (f"{storage['storage']['rootDir']}/{job.archive_path}/counts.txt")
     lines = open(counts).read().splitlines()
