@@ -242,3 +242,18 @@ def test_outputs_of_a_slurm_job_over_sftp_while_running_and_after(service, slurm
         assert c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt.words").text.strip() == "9"
         assert c.head(f"/jobs/v2/{job_id}/outputs/media/poem.txt").headers["content-length"] == "44"
         assert c.get(f"/jobs/v2/{job_id}/outputs/media/../../../etc/passwd").status_code in (400, 404)
+
+
+def test_archived_slurm_job_outputs_come_from_the_archive(service, slurm_system):
+    job_id = _submit(service, inputs={"textFile": f"agave://{STORAGE}/inputs/poem.txt"}, archive=True)
+    job = service.wait_terminal(job_id, timeout=120)
+    assert job["status"] == "FINISHED", job.get("message")
+    import os
+
+    assert not os.path.exists(slurm_system["HOME"] + job["outputPath"]), "the work dir on the host is removed"
+    with service.client() as c:
+        listing = {f["name"]: f for f in c.get(f"/jobs/v2/{job_id}/outputs/listings").json()["result"]}
+        assert {"poem.txt.words", "where.txt"} <= set(listing) and "slurm-probe.ipcexe" not in listing
+        assert listing["where.txt"]["_links"]["system"]["href"].endswith(f"/systems/v2/{job['archiveSystem']}")
+        words = c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt.words", headers={"Range": "bytes=0-0"})
+        assert words.status_code == 206 and words.content == b"9"
