@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from common import read_infra, sha256_file
+
 import httpx
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -49,26 +51,6 @@ SERVER_CONN = "ajb_outputs_ssh"  # made through Airflow's REST API, used by the 
 LOCAL_CONN = "ajb_outputs_local"  # AIRFLOW_CONN_<ID> in this process, for the direct SFTP reads
 TERMINAL = {"FINISHED", "FAILED", "STOPPED", "KILLED"}
 RANGE_BYTES = 1 << 20
-
-
-def read_infra() -> dict[str, str]:
-    path = Path(os.environ.get("AIRJOBS_INFRA_ENV") or CHECKOUT / "var/infra/infra.env")
-    if not path.exists():
-        sys.exit(f"no test hosts: {path} is missing (run .ci/infra-up.sh as root, or set AIRJOBS_INFRA_ENV)")
-    env = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.strip().startswith("#"):
-            env[key.strip()] = value.strip().strip("'\"")
-    return env
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def machine() -> dict:

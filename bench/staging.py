@@ -40,32 +40,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import read_infra, sha256_file
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(CHECKOUT / "include"), str(CHECKOUT / "plugins")]
 
 OWNER = "benchuser"
 APP = "stagebench-1.0"
 STORAGE_CONN, EXEC_CONN = "ajb_stage_storage", "ajb_stage_exec"
-
-
-def read_infra() -> dict[str, str]:
-    path = Path(os.environ.get("AIRJOBS_INFRA_ENV") or CHECKOUT / "var/infra/infra.env")
-    if not path.exists():
-        sys.exit(f"no test hosts: {path} is missing (run .ci/infra-up.sh as root, or set AIRJOBS_INFRA_ENV)")
-    env = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.strip().startswith("#"):
-            env[key.strip()] = value.strip().strip("'\"")
-    return env
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def make_input(path: Path, size: int, user: str) -> str:
