@@ -21,13 +21,13 @@ from shlex import quote
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from airjobs import db, registry, schedulers, store, transports
 from airjobs.errors import IllegalTransition, StepError
 from airjobs.lifecycle import transition
 from airjobs.models import Job
-from airjobs.paths import system_path
+from airjobs.paths import host_path
 from airjobs.rendering import EXIT_CODE_FILE
 from airjobs.statuses import EXECUTING, TERMINAL, JobStatus
 from airjobs.timeutil import hms_to_seconds, now
@@ -88,8 +88,7 @@ def startup_prefix(system: dict[str, Any]) -> str:
 
 
 def host_work_dir(job: Job, system: dict[str, Any]) -> str:
-    storage = system.get("storage") or {}
-    return system_path(storage.get("rootDir") or "/", storage.get("homeDir") or "/", job.work_path or "/")
+    return host_path(system, job.work_path or "/")
 
 
 def scheduler_of(system: dict[str, Any]) -> ModuleType:
@@ -274,6 +273,12 @@ def _record(rows: list[dict[str, Any]]) -> None:
             )
 
 
-def terminal_among(job_ids: list[str]) -> dict[str, Job]:
-    """The jobs of ``job_ids`` that reached a terminal status (killed, failed by the service): one query."""
-    return {j.id: j for j in store.jobs_by_ids(job_ids) if JobStatus(j.status) in TERMINAL}
+def terminal_among(job_ids: list[str]) -> dict[str, tuple[str, int | None]]:
+    """id -> (status, exit code) of the jobs of ``job_ids`` that reached a terminal status (killed, failed by the
+    service): one query reading three columns of those rows only, as the triggerer runs it every second."""
+    if not job_ids:
+        return {}
+    q = select(Job.id, Job.status, Job.exit_code).where(
+        Job.id.in_(job_ids), Job.status.in_([t.value for t in TERMINAL]))
+    with db.session() as s:
+        return {row.id: (row.status, row.exit_code) for row in s.execute(q)}

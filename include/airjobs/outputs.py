@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from airjobs import registry, store, transports
 from airjobs.errors import AgaveError, BadRequest, NotFound
 from airjobs.models import Job
-from airjobs.paths import clean_relative, system_path
+from airjobs.paths import clean_relative, host_path
 from airjobs.statuses import JobStatus
 from airjobs.transports import FileInfo, Transport
 
@@ -61,8 +61,7 @@ def locate(job: Job) -> Location:
         transport = transports.execution(system) if system else None
     if system is None or transport is None or not path:
         raise NotFound("Unable to locate job data. The job has no output folder yet.")
-    storage = system.get("storage") or {}
-    root = system_path(storage.get("rootDir") or "/", storage.get("homeDir") or "/", path)
+    root = host_path(system, path)
     try:
         if not transport.stat(root).is_dir:
             raise FileNotFoundError(root)

@@ -39,3 +39,9 @@ def system_path(root: str, home: str, path: str) -> str:
     if not (full == posixpath.normpath(root) or full.startswith(posixpath.normpath(root).rstrip("/") + "/")):
         raise BadRequest(f"Invalid path {path!r}: it may not leave its root directory.")
     return full
+
+
+def host_path(system: dict, path: str) -> str:
+    """Absolute host path of ``path`` on ``system`` (its ``storage.rootDir``/``homeDir`` rules, spec §11.2)."""
+    storage = system.get("storage") or {}
+    return system_path(storage.get("rootDir") or "/", storage.get("homeDir") or "/", path)

@@ -19,7 +19,8 @@ from airjobs import monitor, registry, schedulers, store, transports
 from airjobs.errors import IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
-from airjobs.paths import clean_relative, slug, system_path
+from airjobs.paths import clean_relative, slug
+from airjobs.paths import host_path as _host_path
 from airjobs.rendering import ARCHIVE_MANIFEST, EXIT_CODE_FILE, RenderContext, render_wrapper
 from airjobs.schedulers import fork
 from airjobs.schedulers.base import JobRequest
@@ -48,11 +49,6 @@ def _system(system_id: str) -> dict[str, Any]:
     if system is None:
         raise StepError(f"System {system_id} is not registered.")
     return system
-
-
-def _host_path(system: dict[str, Any], path: str) -> str:
-    storage = system.get("storage") or {}
-    return system_path(storage["rootDir"], storage.get("homeDir") or "/", path)
 
 
 def work_path(job: Job, system: dict[str, Any]) -> str:

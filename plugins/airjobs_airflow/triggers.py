@@ -81,9 +81,8 @@ class SystemPoller:
                     except asyncio.TimeoutError:
                         pass
                     ended = await asyncio.to_thread(monitor.terminal_among, list(self.waiting))
-                    for job_id, job in ended.items():
-                        self._resolve(job_id, {"done": True, "exit_code": job.exit_code,
-                                               "detail": f"job is {job.status}"})
+                    for job_id, (status, exit_code) in ended.items():
+                        self._resolve(job_id, {"done": True, "exit_code": exit_code, "detail": f"job is {status}"})
                     continue
                 ids = list(self.waiting)  # one query answers for every job of the system: ask about all
                 self.cycles += 1
