@@ -25,6 +25,15 @@ run: install
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m airjobs.service stop; fi
 
+# Add a user, or set the password of an existing one, on this checkout's service (running or not):
+#   make user NAME=carol PASSWORD='s3cret' [ROLE="Agave User"]
+# New users get the job-user role `Agave User` unless ROLE says otherwise (README.md, "Roles").
+.PHONY: user
+user: install
+	@NAME='$(subst ','\'',$(value NAME))' PASSWORD='$(subst ','\'',$(value PASSWORD))' ROLE='$(subst ','\'',$(or $(value ROLE),Agave User))'; \
+	  if [ -z "$$NAME" ] || [ -z "$$PASSWORD" ]; then echo 'usage: make user NAME=<name> PASSWORD=<password> [ROLE="Agave User"]' >&2; exit 2; fi; \
+	  $(PY) -m airjobs_airflow.fab_setup --service --user "$$NAME:$$PASSWORD:$$ROLE"
+
 # As root (CI), `make test` also brings up the real test hosts (.ci/infra-up.sh: OpenSSH on loopback and a
 # single-node SLURM, from Debian packages) and stops them afterwards; elsewhere those tests are skipped.
 INFRA := $(AIRJOBS_VAR)/infra

@@ -1,22 +1,40 @@
-"""The job lifecycle: one run per job (run_id = job id), each task one core step of ``airjobs.steps``."""
+"""The job lifecycle: one run per job (run_id = job id), each task one core step of ``airjobs.steps``.
+
+Every task first asks ``airjobs.runs.job_of_run``: a run triggered by hand (no conf, or a conf naming another
+job than the run id) fails at once and touches no job, so no job ever has a second run working on it.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airjobs import steps
-from airjobs.lifecycle import fail
+from airjobs import runs, steps
 from airjobs_airflow import LIFECYCLE_DAG_ID
 from airjobs_airflow.sensors import JobMonitorSensor
 
-JOB_ID = "{{ dag_run.conf['job_id'] }}"
+JOB_ID = "{{ run_id }}"  # a lifecycle run's id is its job's id (``_guard`` checks the conf agrees)
+
+log = logging.getLogger(__name__)
 
 
 def _job_id(context) -> str:
-    return context["dag_run"].conf["job_id"]
+    """The job of this run; AirflowFailException (no retry) when the run is not a job's lifecycle run."""
+    dag_run = context["dag_run"]
+    try:
+        return runs.job_of_run(dag_run.run_id, dag_run.conf)
+    except runs.NotALifecycleRun as e:
+        raise AirflowFailException(str(e)) from None
+
+
+def _guard(context) -> None:
+    """Every task's ``pre_execute`` (the monitor's too, also when it resumes from the triggerer): refuse a run
+    that is not a job's, and stop at once when Airflow stops the task (``runs.raise_on_sigterm``)."""
+    _job_id(context)
+    runs.raise_on_sigterm()
 
 
 def _run(name: str, context) -> None:
@@ -27,10 +45,23 @@ def _run(name: str, context) -> None:
 
 
 def _on_failure(context) -> None:
-    """Last line of defence (a killed or timed-out task): the job must not stay active."""
+    """Last line of defence (a task that failed without its step failing the job, a timed-out task, a task
+    Airflow found dead or failed on its own): the job must not stay active, nor run on its host (it is stopped
+    there first). Runs in the task's process or, when Airflow failed the task, in the dag-processor. A task
+    Airflow stopped (its run was ended or cleared in Airflow) fails no job: its next try goes on with the job,
+    or the reconciler ends it (``airjobs_airflow.reconcile``, which also says who ended the run)."""
     exc = context.get("exception")
     ti = context.get("task_instance") or context.get("ti")
-    fail(_job_id(context), f"Task {getattr(ti, 'task_id', '?')} failed: {exc or 'the task process ended'}")
+    dag_run = context.get("dag_run")
+    try:
+        job_id = runs.job_of_run(getattr(dag_run, "run_id", None), getattr(dag_run, "conf", None))
+    except runs.NotALifecycleRun as e:  # a run started by hand: it touched no job, it fails no job
+        log.warning("%s", e)
+        return
+    if runs.terminated() or isinstance(exc, runs.Terminated):
+        log.warning("task %s of job %s was stopped by Airflow; the job is left as it is", ti, job_id)
+        return
+    runs.fail_and_stop(job_id, f"Task {getattr(ti, 'task_id', '?')} failed: {exc or 'the task process ended'}")
 
 
 with DAG(
@@ -42,7 +73,7 @@ with DAG(
     max_active_tasks=1024,
     is_paused_upon_creation=False,
     tags=["airjobs"],
-    default_args={"retries": 0, "on_failure_callback": _on_failure},
+    default_args={"retries": 0, "on_failure_callback": _on_failure, "pre_execute": _guard},
     doc_md=__doc__,
 ) as dag:
 

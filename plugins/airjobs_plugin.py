@@ -2,7 +2,8 @@
 
 Airflow 3 serves Flask/FAB plugin views only under /pluginsv2 through a WSGI bridge, so the facade is a
 FastAPI app. A mount at /jobs/v2 would not receive the exact path /jobs/v2 (the UI catch-all answers it),
-so a root middleware hands every request under /jobs/v2, /apps/v2, /systems/v2 and /token to the app.
+so a root middleware hands every request under /jobs/v2, /apps/v2, /systems/v2, and /token and /revoke, to the
+app, through the request limits middleware.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from airflow.plugins_manager import AirflowPlugin
 log = logging.getLogger(__name__)
 
 PREFIXES = ("/jobs/v2", "/apps/v2", "/systems/v2")
-EXACT = ("/token", "/token/")
+EXACT = ("/token", "/token/", "/revoke", "/revoke/")
 
 _facade = None
 
 
 def facade():
+    """The facade behind the request limits (airjobs.api.limits: body size and stall, path and query)."""
     global _facade
     if _facade is None:
         from airjobs.api.app import create_app
+        from airjobs.api.limits import RequestLimits
         from airjobs_airflow.backend import AirflowBackend
 
-        _facade = create_app(AirflowBackend())
+        _facade = RequestLimits(create_app(AirflowBackend()))
     return _facade
 
 
@@ -49,3 +52,10 @@ class AgaveRoutes:
 class AirjobsPlugin(AirflowPlugin):
     name = "airjobs"
     fastapi_root_middlewares = [{"middleware": AgaveRoutes, "name": "airjobs Agave v2 facade"}]
+
+    # A route-less app, mounted only because Airflow runs the lifespan of every FastAPI app a plugin mounts:
+    # its lifespan starts the reconciler in the api-server (airjobs_airflow.reconcile: a job never stays
+    # active after an administrator ended its lifecycle run in Airflow).
+    from airjobs_airflow import reconcile as _reconcile
+
+    fastapi_apps = [{"app": _reconcile.app(), "url_prefix": "/airjobs-reconciler", "name": "airjobs reconciler"}]

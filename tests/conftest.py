@@ -26,11 +26,25 @@ os.environ["AIRJOBS_PORT"] = str(PORT)
 os.environ.pop("AIRJOBS_DB_URL", None)
 # status checks every second or two instead of Agave's 15 s, 30 s, 60 s, 5 min (airjobs.monitor.schedule)
 os.environ.setdefault("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")
+
+def _egress_allow() -> str:
+    """The tests' own HTTP servers (on 127.0.0.2) and the test host's sshd (a port of 127.0.0.1, where the
+    service itself listens and stays refused): everything else the egress guard refuses."""
+    allow = ["127.0.0.2"]
+    env = Path(os.environ.get("AIRJOBS_INFRA_ENV") or "/nonexistent")
+    if env.is_file():
+        infra = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+        allow.append(f"{infra.get('AIRJOBS_SSH_HOST', '127.0.0.1')}:{infra.get('AIRJOBS_SSH_PORT', '2222')}")
+    return ",".join(allow)
+
+
+os.environ.setdefault("AIRJOBS_EGRESS_ALLOW", _egress_allow())
 os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "xdg"))
 (VAR / "xdg").mkdir(parents=True, exist_ok=True, mode=0o700)
 os.chmod(VAR / "xdg", 0o700)
 
-USERS = {"admin": ("admin-pw-1", "Admin"), "alice": ("alice-pw-1", "User"), "bob": ("bob-pw-1", "User")}
+USERS = {"admin": ("admin-pw-1", "Admin"), "alice": ("alice-pw-1", "Agave User"), "bob": ("bob-pw-1", "Agave User"),
+         "carol": ("carol-pw-1", "Agave User")}
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +63,24 @@ class Service:
     def __init__(self, base: str):
         self.base = base
         self._tokens: dict[str, str] = {}
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, port = self.base.split("//")[1].split(":")
+        return host, int(port)
+
+    def raw_get(self, path: str, token: str, timeout: float = 60) -> tuple[int, bytes]:
+        """GET with the path exactly as written (httpx would normalise ``..`` or re-quote it)."""
+        import http.client
+
+        conn = http.client.HTTPConnection(*self.host_port, timeout=timeout)
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"Bearer {token}")
+        conn.endheaders()
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        return r.status, body
 
     def token(self, user: str = "alice") -> str:
         if user not in self._tokens:
@@ -89,6 +121,15 @@ def service(pg):
     proc = runner.spawn(users, VAR / "service-test.log", env)
     yield Service(f"http://127.0.0.1:{PORT}")
     runner.terminate(proc)
+
+
+def process_alive(pid: int) -> bool:
+    """Is there a process with this pid that is not a zombie?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def install_app(name: str, template: str, execution_system: str = "demo-fork", **fields) -> Path:

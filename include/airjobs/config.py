@@ -4,6 +4,9 @@ AIRJOBS_VAR       directory for everything the service writes (default: <checkou
 AIRJOBS_DB_URL    SQLAlchemy URL of the project's own tables (default: database ``airjobs`` of the
                   embedded PostgreSQL whose socket lives in $AIRJOBS_VAR/pg)
 AIRJOBS_MONITOR_INLINE_SECONDS  how long the monitor task polls before it defers (default 1.5)
+AIRJOBS_RUN_AS    the unprivileged account that jobs on LOCAL execution systems (the demo FORK system) run as
+                  when the service runs as root (default ``airjobs-run``; ``make run``/``setup`` create it);
+                  a service that is not root runs them as its own user
 """
 
 from __future__ import annotations
@@ -31,3 +34,14 @@ def db_url() -> str:
 
 def monitor_inline_seconds() -> float:
     return float(os.environ.get("AIRJOBS_MONITOR_INLINE_SECONDS", "1.5"))
+
+
+DEFAULT_RUN_AS = "airjobs-run"
+
+
+def run_as() -> str | None:
+    """The account LOCAL jobs run as: ``AIRJOBS_RUN_AS`` when the service's euid is 0, else None (the service's
+    own user; dropping to another account needs root)."""
+    if os.geteuid() != 0:
+        return None
+    return os.environ.get("AIRJOBS_RUN_AS") or DEFAULT_RUN_AS

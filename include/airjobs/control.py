@@ -22,9 +22,7 @@ def kill(job_id: str, user: str, is_admin: bool) -> Job:
     """End the job STOPPED. Before it reached the host, staging and submission notice and stop; once it did,
     the scheduler's kill command runs first (a FORK job's process group is killed). A host that cannot be
     reached leaves the job as it was: 502, try again. A job that already ended is left alone."""
-    job = store.readable_job(job_id, user, is_admin)
-    if not is_admin and job.owner != user:
-        raise AgaveError("User does not have permission to kill this job", 403)
+    job = store.writable_job(job_id, user, is_admin)
     status = JobStatus(job.status)
     if status in TERMINAL or status in (S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED):
         return job

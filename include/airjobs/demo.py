@@ -1,4 +1,5 @@
-"""Registers the demo storage system, the demo FORK system and the word-count app (idempotent)."""
+"""Registers the demo storage system, the demo FORK system and the word-count app (idempotent); as root, makes
+sure the account the FORK system's jobs run as exists."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from airjobs import config, registry
+from airjobs import config, registry, service
 
 EXAMPLES = config.CHECKOUT / "include" / "examples"
 DEMO_OWNER = "admin"
@@ -21,8 +22,12 @@ def register(owner: str = DEMO_OWNER) -> None:
     storage = _load("demo-storage.json")
     fork = _load("demo-fork.json")
     root = Path(storage["storage"]["rootDir"])
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root.chmod(0o700)  # every user's files and archives: only the service (staging, archiving) reads them
     shutil.copytree(EXAMPLES / "apps", root / "apps", dirs_exist_ok=True)
     shutil.copytree(EXAMPLES / "data", root / "samples", dirs_exist_ok=True)
+    # the FORK system's jobs run as the run-as account when the service is root (airjobs.config.run_as)
+    service.ensure_run_as_account()
     Path(fork["storage"]["rootDir"]).mkdir(parents=True, exist_ok=True)
     registry.put_system(storage, owner)
     registry.put_system(fork, owner)

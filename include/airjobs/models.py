@@ -54,6 +54,8 @@ class Job(Base):
     #: status checks so far and when the last one ran: the poll interval grows with them (spec §10.7)
     status_checks: Mapped[int] = mapped_column(Integer, default=0)
     last_polled: Mapped[datetime | None]
+    #: the owner was an admin at submission (admins may read and write any path: ``airjobs.access``)
+    owner_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
     __table_args__ = (
         Index("ix_airjobs_job_owner_created", "owner", "created"),
@@ -106,3 +108,24 @@ class UserDefault(Base):
     owner: Mapped[str] = mapped_column(String(128), primary_key=True)
     type: Mapped[str] = mapped_column(String(16), primary_key=True)
     system_id: Mapped[str] = mapped_column(ForeignKey("airjobs_system.id", ondelete="CASCADE"))
+
+
+class JobPermission(Base):
+    """A grant on one job to one user (spec §9, ``/jobs/v2/{id}/pems``); the owner's ALL is implicit."""
+
+    __tablename__ = "airjobs_job_permission"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("airjobs_job.id", ondelete="CASCADE"), primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    permission: Mapped[str] = mapped_column(String(16))
+    created: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class RevokedRefreshToken(Base):
+    """A refresh token revoked through ``POST /revoke`` (its ``jti``), kept until it would have expired."""
+
+    __tablename__ = "airjobs_revoked_refresh_token"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires: Mapped[datetime] = mapped_column(index=True)

@@ -65,7 +65,7 @@ def locate(job: Job) -> Location:
     try:
         if not transport.stat(root).is_dir:
             raise FileNotFoundError(root)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise NotFound("Unable to locate job data. Work folder no longer exists.") from None
     return Location(system, transport, root, archived(job))
 
@@ -86,7 +86,7 @@ def resolve(loc: Location, path: str) -> tuple[str, str]:
         if not _inside(loc, real_root, host):
             raise FileNotFoundError(host)
         loc.transport.stat(host)
-    except (FileNotFoundError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # NotADirectory: a path below a file
         raise NotFound(f"File/folder does not exist: /{rel}") from None
     return host, "/" + rel
 
@@ -128,6 +128,12 @@ def mime_type(name: str, is_dir: bool = False) -> str:
 
 
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*(?:,.*)?", re.I | re.S)
+_HUGE = 1 << 64  # larger than any file: stands in for numbers too long for int() (over 4300 digits)
+
+
+def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 30 else _HUGE
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -140,12 +146,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = m.group(1), m.group(2)
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _number(last)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         return max(size - n, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _number(first)
+    end = _number(last) if last else size - 1
     if start >= size or end < start:
         raise RangeNotSatisfiable(size)
     return start, min(end, size - 1)

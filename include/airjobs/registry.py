@@ -1,4 +1,5 @@
-"""Registered systems and apps (documents in the project's tables; full CRUD and rules come with issue 4)."""
+"""Registered systems and apps (documents in the project's tables). Who may see and use what is
+``airjobs.access``; listings here follow the same rule (owner, admin, public)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from airjobs import db
-from airjobs.errors import BadRequest, Forbidden, NotFound
-from airjobs.models import App, System, UserDefault
+from airjobs import access, db
+from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound
+from airjobs.models import App, Job, System, UserDefault
+from airjobs.statuses import TERMINAL, JobStatus
 from airjobs.timeutil import now
 
 
@@ -74,16 +76,35 @@ def set_default(system_id: str, user: str, is_admin: bool, on: bool) -> dict[str
 
 def visible_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_system(system_id)
-    if doc is None or not (is_admin or doc.get("public") or doc.get("owner") == user):
+    if not access.may_use_system(doc, user, is_admin):
         raise NotFound(f"No system found matching {system_id}")
     return doc
 
 
 def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_app(app_id)
-    if doc is None or not (is_admin or doc.get("isPublic") or doc.get("owner") == user):
+    if not access.may_use_app(doc, user, is_admin):
         raise NotFound(f"No software found matching {app_id}")
     return doc
+
+
+class Conflict(AgaveError):
+    status_code = 409
+
+
+_ACTIVE = [s.value for s in JobStatus if s not in TERMINAL]
+
+
+def _active_jobs(s, *conditions) -> list[str]:
+    return list(s.scalars(select(Job.id).where(Job.status.in_(_ACTIVE), or_(*conditions)).order_by(Job.created)
+                          .limit(20)))
+
+
+def _refuse_if_active(kind: str, ident: str, jobs: list[str]) -> None:
+    if jobs:
+        more = " (and more)" if len(jobs) == 20 else ""
+        raise Conflict(f"{kind} {ident} has active jobs: {', '.join(jobs)}{more}. Stop them or wait until they "
+                       "end, then delete it.")
 
 
 def check_owner(existing: dict[str, Any] | None, kind: str, ident: str, user: str, is_admin: bool) -> None:
@@ -109,16 +130,31 @@ def register_app(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[s
     return get_app(doc["id"]), existing is None
 
 
-def delete_system(system_id: str, user: str, is_admin: bool) -> None:
+def check_new_id(system_id: str, owner: str, existing: dict[str, Any] | None) -> None:
+    """A deleted system's id may be registered again, but not by another user while jobs of other users still
+    name it: their outputs and archives would then be read from the newcomer's host."""
+    if existing is not None:
+        return
+    with db.session() as s:
+        other = s.scalar(select(Job.id).where(or_(Job.execution_system == system_id, Job.archive_system == system_id),
+                                              Job.owner != owner).limit(1))
+    if other is not None:
+        raise Forbidden(f"The system id {system_id} is already in use by another user.")
+
+
+def delete_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = visible_system(system_id, user, is_admin)
     if not is_admin and doc.get("owner") != user:
         raise Forbidden(f"Permission denied: you do not own system {system_id}.")
     with db.transaction() as s:
+        _refuse_if_active("System", system_id, _active_jobs(s, Job.execution_system == system_id,
+                                                            Job.archive_system == system_id))
         users = s.scalars(select(App.id).where(App.execution_system == system_id)).all()
         deployed = [r.id for r in s.scalars(select(App)) if (r.document or {}).get("deploymentSystem") == system_id]
         if users or deployed:
             raise BadRequest(f"System {system_id} is used by app {(users or deployed)[0]}: delete or move the app first.")
         s.delete(s.get(System, system_id))
+    return doc
 
 
 def delete_app(app_id: str, user: str, is_admin: bool) -> None:
@@ -126,6 +162,7 @@ def delete_app(app_id: str, user: str, is_admin: bool) -> None:
     if not is_admin and doc.get("owner") != user:
         raise Forbidden(f"Permission denied: you do not own app {app_id}.")
     with db.transaction() as s:
+        _refuse_if_active("App", app_id, _active_jobs(s, Job.app_id == app_id))
         s.delete(s.get(App, app_id))
 
 
@@ -146,9 +183,21 @@ def put_system(doc: dict[str, Any], owner: str) -> None:
 
 
 def put_app(doc: dict[str, Any], owner: str) -> None:
+    """Store an app; a public one with the checksums of its assets as they are now (``airjobs.assets``)."""
     t = now()
     app_id = f"{doc['name']}-{doc['version']}"
     doc = {**doc, "id": app_id, "owner": owner}
+    doc.pop("assetChecksums", None)
+    if doc.get("isPublic"):
+        from airjobs import assets
+
+        deploy = get_system(doc.get("deploymentSystem") or doc["executionSystem"])
+        if deploy is None:
+            raise BadRequest(f"Invalid deploymentSystem: no system found matching {doc.get('deploymentSystem')}.")
+        try:
+            doc["assetChecksums"] = assets.fingerprint(doc, deploy)
+        except Exception as e:
+            raise BadRequest(f"Unable to read the assets of app {app_id} on {deploy['id']} to publish it: {e}") from None
     with db.transaction() as s:
         row = s.get(App, app_id)
         if row is None:

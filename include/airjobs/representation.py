@@ -120,3 +120,17 @@ def file_json(job: Job, path: str, info: Any, system_id: str, base: str) -> dict
             "parent": _href(base, jobs),
         },
     }
+
+
+def permission_json(job: Job, username: str, perm: Any, base: str) -> dict[str, Any]:
+    """Spec §3.5: only read/write are exposed, even for values that carry EXECUTE."""
+    return {
+        "username": username,
+        "internalUsername": None,
+        "permission": {"read": bool(perm.read), "write": bool(perm.write)},
+        "_links": {
+            "self": _href(base, f"/jobs/v2/{job.id}/pems/{username}"),
+            "parent": _href(base, f"/jobs/v2/{job.id}"),
+            "profile": _href(base, f"/profiles/v2/{username}"),
+        },
+    }

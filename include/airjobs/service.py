@@ -4,13 +4,19 @@
 admin user, registers the demo systems and app, then runs api-server, scheduler, dag-processor and
 triggerer in the foreground, restarting any that exits. Ctrl-C (or ``stop`` from another shell) stops all
 of them and the database. Everything is written under $AIRJOBS_VAR (default ./var).
+
+As root, ``setup`` also creates the unprivileged account LOCAL jobs run as (``airjobs.config.run_as``) and keeps
+the var dir closed to it: it may pass through the var dir to the work area ``exec/`` but not list it, and the
+secrets, the database, the logs and every user's storage stay root's.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +36,17 @@ def _var() -> Path:
 
 def _run_dir() -> Path:
     d = _var() / "run"
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     return d
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file only the service reads, never readable by others even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
 
 
 def port() -> int:
@@ -54,9 +69,7 @@ def _secrets() -> dict[str, str]:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
     return values
 
 
@@ -88,9 +101,42 @@ def admin_password() -> str:
     if path.exists():
         return path.read_text().strip()
     pw = secrets.token_urlsafe(12)
-    path.write_text(pw + "\n")
-    path.chmod(0o600)
+    _write_private(path, pw + "\n")
     return pw
+
+
+def ensure_run_as_account() -> str | None:
+    """Create the account LOCAL jobs run as when the service runs as root and it does not exist yet (idempotent);
+    its name, or None when jobs run as the service user."""
+    name = config.run_as()
+    if name is None:
+        return None
+    try:
+        pwd.getpwnam(name)
+        return name
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    p = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", name], capture_output=True, text=True)
+    try:
+        pwd.getpwnam(name)  # made by us, or by another service starting at the same time
+    except KeyError:
+        raise RuntimeError(f"could not create the account {name} that jobs run as: {p.stderr.strip()}") from None
+    print(f"[airjobs] created the account {name} that jobs on LOCAL systems run as", flush=True)
+    return name
+
+
+def confine() -> None:
+    """Tighten the var dir: the run-as account may pass through it to the work area (``exec/``), not list it nor
+    enter the logs and run dirs; the secrets files are 0600, the database dir is PostgreSQL's own 0700 and the
+    storage root is 0700 (``airjobs.demo``). Only root (staging, archiving) reaches other users' files."""
+    var = _var()
+    traverse = 0o011 if os.geteuid() == 0 else 0  # a service that is not root has no account to let through
+    var.chmod(var.stat().st_mode & 0o700 | traverse)
+    for sub in ("logs", "run"):
+        (var / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        (var / sub).chmod(0o700)
 
 
 def _airflow(env: dict[str, str], *args: str) -> None:
@@ -104,7 +150,9 @@ def setup(extra_users: list[str] | None = None) -> dict[str, str]:
     env = environment()
     os.environ.update({k: env[k] for k in ("AIRJOBS_VAR", "AIRJOBS_DB_URL", "XDG_RUNTIME_DIR")})
     t0 = time.monotonic()
+    ensure_run_as_account()
     pgserver.start()
+    confine()
     from airjobs import db, demo
 
     db.create_database(pgserver.url("airflow"))
@@ -270,7 +318,7 @@ def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
     args = [sys.executable, "-m", "airjobs.service", "run"]
     for u in users:
         args += ["--user", u]
-    log = open(log_path, "ab")
+    log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")  # it shows secrets
     proc = subprocess.Popen(args, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=config.CHECKOUT)
     deadline = time.monotonic() + timeout

@@ -46,6 +46,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import select
 
 from airjobs import db, registry, transports
+from airjobs.egress import EgressRefused
 from airjobs.errors import AgaveError, IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
@@ -82,6 +83,7 @@ class Source:
     path: str  # host path on the source system, or the URL
     where: str  # host:port (and system) for messages
     system_path: str = ""  # the path on the system (for messages)
+    follow: Any = None  # called with each symbolic link met inside a staged folder (transports.copy)
 
 
 # ---------------------------------------------------------------- the job's status
@@ -144,7 +146,7 @@ def _explain(e: Exception, where: str, doing: str, input_id: str = "") -> InputE
     """``e`` as an InputError whose message says where (host:port, system), what failed and why."""
     if isinstance(e, InputError):
         return e
-    if isinstance(e, HTTPStatusError):
+    if isinstance(e, (HTTPStatusError, EgressRefused)):  # the refusal is permanent: an AgaveError
         return InputError(f"Input {input_id}: {e}", _permanent(e))
     if _is_connect_error(e):
         return InputError(f"Unable to connect to {where} to {doing}: {_reason(e)}", False)
@@ -191,25 +193,85 @@ def _name(input_id: str, uri: str) -> str:
     return name
 
 
-def resolve(input_id: str, uri: str, owner: str, http: HTTPSource) -> Source:
-    """An input value -> where to read it from. Raises a permanent InputError for anything unusable."""
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
-    name = _name(input_id, uri)
+@dataclass
+class Located:
+    """Where an input value points, after the access rule said the job's owner may read it."""
+
+    kind: str  # "http" (a URL fetched over HTTP), "output" (another job's output), "path" (a file on a system)
+    system: dict[str, Any] | None = None  # for "path"
+    path: str = ""  # the path on the system, the URL, or the output's path inside its job
+    job: Job | None = None  # for "output"
+
+
+def locate(input_id: str, uri: str, owner: str, is_admin: bool) -> Located:
+    """An input value -> where it is, or a permanent InputError (unknown system, a system or path the owner may
+    not read, a job output they may not read). No host is contacted: submission calls this too, so what a
+    user may not read is refused at submit, and staging calls it again before reading."""
+    from airjobs import access, egress, store
+
     try:
+        scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
         if scheme in ("http", "https"):
-            parts = urlsplit(uri)
-            port = parts.port or (443 if scheme == "https" else 80)
-            return Source(input_id, uri, name, http, uri, f"{parts.hostname}:{port}")
+            output = egress.is_service_output_url(uri)
+            if output is None:
+                return Located("http", path=uri)
+            job_id, path = output
+            job = store.get_job(job_id)
+            if job is None or not job.visible or not store.permission_of(job, owner, is_admin).read:
+                raise InputError(f"Input {input_id}: no job found with id {job_id} whose outputs {owner} may read.",
+                                 True)
+            return Located("output", path=path, job=job)
         if scheme == "sftp":
             system, path = _sftp_system(uri, owner)
         else:
             system, path = resolve_input(uri, owner)
-        return Source(input_id, uri, name, transports.storage(system), _host_path(system, path), _endpoint(system),
-                      path)
+        if not access.may_use_system(system, owner, is_admin):
+            raise InputError(f"Input {input_id}: no system found matching {system['id']}.", True)
+        access.check_path(system, path, owner, is_admin, write=False, what=f"input {input_id}",
+                          apps=registry.list_apps(None))
+        return Located("path", system=system, path=path)
     except InputError:
         raise
     except (StepError, AgaveError, ValueError) as e:
-        raise InputError(f"Input {input_id}: {e}", True) from None
+        raise InputError(f"Input {input_id}: {getattr(e, 'message', None) or e}", True) from None
+
+
+def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: bool = False) -> Source:
+    """An input value -> where to read it from. Raises a permanent InputError for anything unusable."""
+    from airjobs import access, outputs
+
+    name = _name(input_id, uri)
+    where = locate(input_id, uri, owner, is_admin)
+    try:
+        if where.kind == "http":
+            parts = urlsplit(uri)
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            return Source(input_id, uri, name, http, uri, f"{parts.hostname}:{port}")
+        if where.kind == "output":  # read inside the service, under the job rule: never over HTTP
+            loc = outputs.locate(where.job)
+            host, rel = outputs.resolve(loc, where.path)
+            return Source(input_id, uri, name, loc.transport, host, f"job {where.job.id}", rel)
+        system, path = where.system, where.path
+        reader = transports.storage(system)
+        full = _host_path(system, path)
+        try:  # a link inside one's home must not lead into someone else's folder
+            real = reader.realpath(full)
+        except Exception:  # missing: the copy says so with the path the user gave
+            real = full
+        apps = registry.list_apps(None)
+        access.check_host_path(system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path,
+                               apps=apps)
+
+        def may_follow(link: str) -> bool:  # a link inside a staged folder: the same rule for where it leads
+            access.check_host_path(system, reader.realpath(link), owner, is_admin, write=False,
+                                   what=f"input {input_id} (a link in it)", shown=link, apps=apps)
+            return True
+
+        return Source(input_id, uri, name, reader, full, _endpoint(system), path, follow=may_follow)
+    except InputError:
+        raise
+    except (StepError, AgaveError, ValueError) as e:
+        raise InputError(f"Input {input_id}: {getattr(e, 'message', None) or e}", True) from None
 
 
 # ---------------------------------------------------------------- copying
@@ -266,7 +328,7 @@ def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, whe
     watch = _Watch(job_id, src, n, total, whole=not is_dir)
     meter = transports.Meter(watch)
     try:
-        size = transports.copy(src.reader, src.path, dest, target, on_chunk=meter)
+        size = transports.copy(src.reader, src.path, dest, target, on_chunk=meter, follow=src.follow)
     except BaseException as e:
         _remove(dest, target)  # no partial file stays behind
         if isinstance(e, (JobAlreadyFinal, KeyboardInterrupt, SystemExit)):
@@ -280,7 +342,8 @@ def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, whe
 
 
 def _attempt(job_id: str, job: Job, system: dict[str, Any], wpath: str, http: HTTPSource) -> list[dict[str, Any]]:
-    sources = [resolve(iid, uri, job.owner, http) for iid, values in (job.inputs or {}).items() for uri in values]
+    sources = [resolve(iid, uri, job.owner, http, bool(job.owner_admin))
+               for iid, values in (job.inputs or {}).items() for uri in values]
     names: dict[str, str] = {}
     for src in sources:
         if names.setdefault(src.name, src.uri) != src.uri:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from airjobs import monitor, registry, schedulers, store, transports
+from airjobs import access, assets, monitor, registry, schedulers, store, transports
 from airjobs.errors import IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
@@ -129,8 +129,13 @@ def submit(job_id: str) -> None:
 
     deploy = _system(app.get("deploymentSystem") or system["id"])
     deploy_transport = transports.storage(deploy)
-    assets = _host_path(deploy, app["deploymentPath"])
-    template_path = posixpath.join(assets, clean_relative(app["templatePath"]))
+    if app.get("isPublic"):  # nobody but its owner changes what a public app runs
+        changed = assets.changes(app.get("assetChecksums") or {}, assets.fingerprint(app, deploy))
+        if changed:
+            raise StepError(f"The assets of app {app['id']} changed since it was published ({', '.join(changed[:10])})"
+                            f"; its owner must update the app before it runs again.")
+    asset_dir = _host_path(deploy, app["deploymentPath"])
+    template_path = posixpath.join(asset_dir, clean_relative(app["templatePath"]))
     if not deploy_transport.exists(template_path):
         raise StepError(
             f"Wrapper template {app['templatePath']} of app {app['id']} not found at "
@@ -138,9 +143,10 @@ def submit(job_id: str) -> None:
         )
     template = deploy_transport.read_text(template_path)
     manifest = []
-    if deploy_transport.is_dir(assets):
-        for name in deploy_transport.listdir(assets):
-            transports.copy(deploy_transport, posixpath.join(assets, name), transport, posixpath.join(host_dir, name))
+    if deploy_transport.is_dir(asset_dir):
+        for name in deploy_transport.listdir(asset_dir):
+            transports.copy(deploy_transport, posixpath.join(asset_dir, name), transport,
+                            posixpath.join(host_dir, name))
             manifest.append(name)
 
     sched = monitor.scheduler_of(system)
@@ -278,8 +284,17 @@ def archive(job_id: str) -> None:
         host_dir = _host_path(system, job.work_path or work_path(job, system))
         storage = _system(job.archive_system or "")
         dest_transport = transports.storage(storage)
-        dest = _host_path(storage, job.archive_path or "")
-        dest_transport.makedirs(dest)
+        # checked at submit, and again now: an app may have been deployed there since
+        apps = registry.list_apps(None)
+        owner, admin = job.owner, bool(job.owner_admin)
+        dest = access.check_archive_target(storage, job.archive_path or "", owner, admin, apps)
+        for made in (False, True):  # a link on the way must not lead into someone else's folder: checked on
+            real = _real_path(dest_transport, dest)  # the real path before anything is created, and after
+            access.check_host_path(storage, real, owner, admin, write=True, what="archivePath",
+                                   shown=job.archive_path, apps=apps)
+            access.check_overlap(storage, real, job.archive_path or "", apps)
+            if not made:
+                dest_transport.makedirs(dest)
         src_transport = transports.execution(system)
         manifest_path = posixpath.join(host_dir, ARCHIVE_MANIFEST)
         skip = {ARCHIVE_MANIFEST, EXIT_CODE_FILE}
@@ -307,6 +322,15 @@ def archive(job_id: str) -> None:
         src_transport.remove_tree(host_dir)
     except Exception as e:
         log.warning("could not remove the work directory of job %s (%s): %s", job_id, host_dir, e)
+
+
+def _real_path(transport: transports.Transport, path: str) -> str:
+    """Where ``path`` really leads on its host, links resolved, also when its last parts do not exist yet."""
+    probe, rest = path, []
+    while probe not in ("", "/") and not transport.exists(probe):
+        probe, tail = posixpath.split(probe)
+        rest.insert(0, tail)
+    return posixpath.join(transport.realpath(probe), *rest)
 
 
 class _ArchiveProgress:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from airjobs import db
-from airjobs.errors import Forbidden, NotFound
+from airjobs import access, db
+from airjobs.errors import NotFound
 from airjobs.lifecycle import record_event
-from airjobs.models import Job, JobEvent
+from airjobs.models import Job, JobEvent, JobPermission
+from airjobs.timeutil import now
 from airjobs.statuses import TERMINAL, JobStatus
 
 
@@ -83,22 +84,49 @@ def get_job(job_id: str) -> Job | None:
         return s.get(Job, job_id)
 
 
-def readable_job(job_id: str, user: str, is_admin: bool) -> Job:
-    """The job if ``user`` may read it; 404 for unknown or hidden jobs, 403 for someone else's."""
-    job = get_job(job_id)
-    if job is None:
+def _grant(s, job_id: str, user: str) -> str | None:
+    return s.scalar(select(JobPermission.permission).where(JobPermission.job_id == job_id,
+                                                           JobPermission.username == user))
+
+
+def permission_of(job: Job, user: str, is_admin: bool) -> access.Perm:
+    if is_admin or job.owner == user:
+        return access.ALL
+    with db.session() as s:
+        return access.job_permission(job, user, is_admin, _grant(s, job.id, user))
+
+
+def job_for(job_id: str, user: str, is_admin: bool, action: str = "read") -> Job:
+    """The job when ``user`` may do ``action`` (read or write) on it (``access.check_job``): 404 for unknown,
+    hidden or unreadable jobs, 403 for a readable job one may not change."""
+    if "\x00" in job_id or len(job_id) > 64:
         raise NotFound(f"No job found with job id {job_id}.")
-    if not job.visible:
-        raise NotFound(f"Job with uuid {job_id} is not visible.")
-    if not is_admin and job.owner != user:
-        raise Forbidden("User does not have permission to view this job")
+    job = get_job(job_id)
+    perm = permission_of(job, user, is_admin) if job is not None else access.NONE
+    access.check_job(job, job_id, perm, action)
     return job
+
+
+def readable_job(job_id: str, user: str, is_admin: bool) -> Job:
+    return job_for(job_id, user, is_admin, "read")
+
+
+def writable_job(job_id: str, user: str, is_admin: bool) -> Job:
+    return job_for(job_id, user, is_admin, "write")
+
+
+def _readable_by(user: str):
+    """Jobs ``user`` owns or holds a grant with READ on (spec §9.2: listings include shared jobs)."""
+    readers = [name for name, p in access.PERMISSIONS.items() if p.read]
+    shared = exists().where(JobPermission.job_id == Job.id, JobPermission.username == user,
+                            JobPermission.permission.in_(readers))
+    return or_(Job.owner == user, shared)
 
 
 def list_jobs(user: str, is_admin: bool, *, limit: int, offset: int) -> list[Job]:
     q = select(Job).where(Job.visible.is_(True))
     if not is_admin:
-        q = q.where(Job.owner == user)
+        q = q.where(_readable_by(user))
     q = q.order_by(Job.created.desc(), Job.id.desc()).limit(limit).offset(offset)
     with db.session() as s:
         return list(s.scalars(q))
@@ -127,3 +155,42 @@ def has_event(job_id: str, status: str) -> bool:
     with db.session() as s:
         q = select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.status == status).limit(1)
         return s.scalar(q) is not None
+
+
+# ---------------------------------------------------------------- grants (spec §9)
+
+
+def grants(job_id: str, *, limit: int = 1000, offset: int = 0) -> list[JobPermission]:
+    q = (select(JobPermission).where(JobPermission.job_id == job_id).order_by(JobPermission.created,
+                                                                               JobPermission.username)
+         .limit(limit).offset(offset))
+    with db.session() as s:
+        return list(s.scalars(q))
+
+
+def grant_of(job_id: str, user: str) -> str | None:
+    with db.session() as s:
+        return _grant(s, job_id, user)
+
+
+def set_grant(job: Job, user: str, permission: str, *, by: str) -> None:
+    """A grant replaces the user's previous value (spec §9.1); NONE removes it. One history event each."""
+    with db.transaction() as s:
+        row = s.get(JobPermission, (job.id, user))
+        if permission == "NONE":
+            if row is not None:
+                s.delete(row)
+            record_event(s, job, "PERMISSION_REVOKE", f"All permissions revoked for {user}", created_by=by)
+            return
+        if row is None:
+            s.add(JobPermission(job_id=job.id, username=user, permission=permission, created=now(), created_by=by))
+        else:
+            row.permission = permission
+        record_event(s, job, "PERMISSION_GRANT", f"{permission} permission granted to {user}", created_by=by)
+
+
+def revoke_all(job: Job, *, by: str) -> None:
+    with db.transaction() as s:
+        for row in s.scalars(select(JobPermission).where(JobPermission.job_id == job.id)):
+            s.delete(row)
+        record_event(s, job, "PERMISSION_REVOKE", "All permissions revoked", created_by=by)

@@ -10,9 +10,10 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
-from airjobs import registry
-from airjobs.errors import BadRequest, Forbidden
+from airjobs import access, egress, registry
+from airjobs.errors import AgaveError, BadRequest, Forbidden
 from airjobs.models import Job
 from airjobs.statuses import JobStatus
 from airjobs.timeutil import hms_to_seconds, new_job_id, now
@@ -47,10 +48,13 @@ FALSE_WORDS = {"false", "0", "off", "no"}
 
 
 def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
-    """Parse a JSON request body; anything that is not a JSON object is a 400."""
+    """Parse a JSON request body; anything that is not a JSON object (or nested too deeply) is a 400."""
+    from airjobs.api.limits import check_json_depth
+
+    check_json_depth(raw, "job request")
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadRequest(f"Unable to parse job request: malformed JSON ({e}).") from None
     if not isinstance(body, dict):
         raise BadRequest("Unable to parse job request: the body must be a JSON object.")
@@ -82,12 +86,15 @@ def _pick(body: dict[str, Any], field: str) -> Any:
 
 
 MAX_VALUE_CHARS = 65536
+MAX_INT = 2**31 - 1  # the database's integer columns
 
 
 def check_text(field: str, value: Any) -> None:
     """Values are stored and passed as text: NUL bytes, unpaired surrogates and huge values are refused."""
     if not isinstance(value, str):
         return
+    # the name is shown in the answer: as text that can be sent (a field name may be the offending string)
+    field = field.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     if "\x00" in value:
         raise BadRequest(f"Invalid value for {field}: it contains a NUL byte.")
     try:
@@ -121,8 +128,9 @@ def _positive_int(value: Any, field: str) -> int:
         n = int(str(value).strip()) if not isinstance(value, bool) else 0
     except ValueError:
         n = 0
-    if n <= 0:
-        raise BadRequest(f"Invalid {field} value {value!r}. {field} must be a positive integer value.")
+    if n <= 0 or n > MAX_INT:
+        raise BadRequest(f"Invalid {field} value {value!r}. {field} must be a positive integer value "
+                         f"(at most {MAX_INT}).")
     return n
 
 
@@ -179,12 +187,27 @@ def _cardinality(kind: str, item: dict, values: list) -> None:
         raise BadRequest(f"{kind} {item['id']} may have at most {hi} values, {len(values)} given.")
 
 
+#: seconds one validator may take on one value: an app's validator is a user's regular expression, and one
+#: with nested repetition (``^(a+)+$``) takes exponential time on a short value (a denial of service)
+VALIDATOR_SECONDS = 0.25
+
+
 def _validator(kind: str, item: dict, values: list) -> None:
+    """D7: regex *search* semantics, run by the ``regex`` engine with a time limit."""
+    import regex
+
     pattern = (item.get("value") or {}).get("validator")
     if not pattern:
         return
     for v in values:
-        if not re.search(pattern, str(v)):
+        try:
+            matched = regex.search(pattern, str(v), flags=regex.VERSION0, timeout=VALIDATOR_SECONDS)
+        except TimeoutError:
+            raise BadRequest(f"Invalid {kind.lower()} value for {item['id']}: its validator {pattern!r} took too "
+                             "long on this value.") from None
+        except regex.error as e:
+            raise BadRequest(f"Invalid validator {pattern!r} of {item['id']}: {e}.") from None
+        if not matched:
             raise BadRequest(f"Invalid {kind.lower()} value {v!r} for {item['id']}: it does not match {pattern!r}.")
 
 
@@ -192,6 +215,10 @@ SUPPORTED_SCHEMES = ("agave", "http", "https", "sftp")
 
 
 def check_input_uri(input_id: str, value: str) -> None:
+    try:
+        urlsplit(value)
+    except ValueError as e:
+        raise BadRequest(f"Invalid input value for {input_id}: {value!r} is not a valid URL ({e}).") from None
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
     if "\x00" in value:
         raise BadRequest(f"Invalid input value for {input_id}: it contains a NUL byte.")
@@ -204,6 +231,11 @@ def check_input_uri(input_id: str, value: str) -> None:
             "Please specify your input as a relative path, an Agave resource URL, or a URL with one of the "
             "following schemes: http, https, sftp, or agave."
         )
+    if m and m.group(1).lower() in ("http", "https"):
+        try:
+            egress.check_url(value)
+        except BadRequest as e:  # EgressRefused, or a URL that does not parse
+            raise type(e)(f"Invalid input value for {input_id}: {e.message}") from None
 
 
 def resolve_inputs(app: dict, given: dict[str, Any]) -> dict[str, list[str]]:
@@ -372,8 +404,26 @@ def resolve_archive_path(template: str, values: dict[str, str]) -> str:
     return ("/" if absolute else "") + rel
 
 
-def build_job(body: dict[str, Any], owner: str) -> Job:
-    """Validate a job request for ``owner`` and return the unsaved PENDING job."""
+def check_strings(value: Any, where: str = "") -> None:
+    """Every string of a request (keys too) is text the database can store: no NUL, valid UTF-8 (a JSON
+    ``\\ud800`` escape decodes to an unpaired surrogate), bounded; the 400 names where it is."""
+    todo: list[tuple[Any, str]] = [(value, where)]
+    while todo:  # a loop, not recursion: the depth is bounded by the body reader, not by the stack
+        value, where = todo.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                check_text(f"{where}{k} (a field name)", k)
+                todo.append((v, f"{where}{k}."))
+        elif isinstance(value, list):
+            todo.extend((v, f"{where.rstrip('.')}[{i}].") for i, v in enumerate(value))
+        elif isinstance(value, str):
+            check_text(where.rstrip(".") or "request", value)
+
+
+def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
+    """Validate a job request for ``owner`` and return the unsaved PENDING job. What the job may read and
+    write (inputs, archive) is checked by ``authorize``."""
+    check_strings(body)
     if _pick(body, "dependencies") is not None:
         raise BadRequest("Job dependencies are not yet supported.")
 
@@ -392,10 +442,8 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
     if len(app_id) > 80:
         raise BadRequest("Invalid appId. App ids are at most 80 characters.")
     app = registry.get_app(app_id)
-    if app is None:
+    if not access.may_use_app(app, owner, is_admin):  # someone else's private app: as if it did not exist
         raise BadRequest(f"No app found matching {app_id}")
-    if not app.get("isPublic") and app.get("owner") not in (None, owner) and owner not in app.get("users", []):
-        raise Forbidden(f"Permission denied. You do not have permission to run app {app_id}")
 
     system_id = app["executionSystem"]
     requested_system = _pick(body, "executionSystem")
@@ -463,8 +511,7 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
         wanted = _pick(body, "archiveSystem")
         if wanted:
             storage = registry.get_system(str(wanted))
-            visible = storage is not None and (storage.get("public") or storage.get("owner") == owner)
-            if not visible or storage.get("type") != "STORAGE":
+            if not access.may_use_system(storage, owner, is_admin) or storage.get("type") != "STORAGE":
                 raise BadRequest(f"Invalid archiveSystem. No storage system found matching {wanted}")
         else:
             storage = registry.default_storage(owner)
@@ -511,4 +558,32 @@ def build_job(body: dict[str, Any], owner: str) -> Job:
         notifications=notifications if isinstance(notifications, list) else [notifications],
         request=body,
         visible=True,
+        owner_admin=is_admin,
     )
+
+
+def authorize(job: Job) -> None:
+    """The access rule (``airjobs.access``) on everything the job will touch, before it is accepted: its
+    execution system, every input (system, path, or another job's outputs) and its archive folder. A job
+    naming something its owner may not use is refused here (403, or 400 for what they cannot see), so no
+    step ever uses another user's system, Connection or files."""
+    from airjobs import staging
+
+    owner, is_admin = job.owner, bool(job.owner_admin)
+    app = registry.get_app(job.app_id) or {}
+    system = registry.get_system(job.execution_system)
+    if not (app.get("isPublic") or access.may_use_system(system, owner, is_admin)):
+        raise Forbidden(f"Permission denied: {owner} may not use execution system {job.execution_system}.")
+    for iid, values in (job.inputs or {}).items():
+        for uri in values:
+            try:
+                staging.locate(iid, uri, owner, is_admin)
+            except staging.InputError as e:
+                cause = e.__context__
+                raise (Forbidden if isinstance(cause, Forbidden) else BadRequest)(f"Invalid input value: {e}") from None
+    if job.archive and job.archive_system:
+        storage = registry.get_system(job.archive_system)
+        try:
+            access.check_archive_target(storage, job.archive_path or "", owner, is_admin, registry.list_apps(None))
+        except AgaveError as e:
+            raise Forbidden(e.message) from None

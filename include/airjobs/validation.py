@@ -11,6 +11,7 @@ import copy
 import re
 from typing import Any, Callable
 
+from airjobs import access
 from airjobs.errors import BadRequest, Forbidden
 from airjobs.submission import RUNTIME_RE, parse_memory_gb
 
@@ -36,17 +37,28 @@ PARAM_TYPES = {"string", "number", "enumeration", "bool", "flag"}
 PARALLELISM = {"SERIAL", "PARALLEL", "PTHREAD"}
 
 ConnectionCheck = Callable[[str], bool]
-#: (conn_id, conn_type, host, port, login, password, extra) -> None; stores a credential in Airflow
-ConnectionStore = Callable[[str, str, str, int, str | None, str | None, dict], None]
 
 
-def extract_credentials(doc: Any, store: ConnectionStore, check: ConnectionCheck, *, new: bool) -> Any:
+#: a Connection to write once the description is valid: (conn_id, conn_type, host, port, login, password, extra)
+PendingConnection = tuple[str, str, str, int, str | None, str | None, dict]
+
+
+def extract_credentials(doc: Any, existing: Callable[[str], dict | None], *, owner: str) -> tuple[Any,
+                                                                                                  list[PendingConnection]]:
     """Agave descriptions carry credentials inline (``login.auth``/``storage.auth``). They are moved into an
     Airflow Connection named ``airjobs-<system id>-<login|storage>`` and the description keeps only its id,
-    so unchanged Agave JSON registers while no secret reaches the project's tables."""
+    so unchanged Agave JSON registers while no secret reaches the project's tables. The Connection records
+    ``owner`` (``extra.airjobs_owner``): only that user (and admins) may name it (``airjobs.access``).
+
+    Nothing is written here: the Connections come back to be written once the description validated (a refused
+    description leaves none behind). ``existing(conn_id)`` is a Connection's extra, None when there is none;
+    one that exists is replaced only when it is the system owner's own (never another user's, even if a
+    system of that id was deleted and its id registered again). Callers check first that the caller may
+    change the system."""
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not ID_RE.match(doc["id"]):
-        return doc
+        return doc, []
     doc = copy.deepcopy(doc)
+    pending: list[PendingConnection] = []
     for section_name, conn_type in (("login", "ssh"), ("storage", "sftp")):
         section = doc.get(section_name)
         if not isinstance(section, dict) or section.get("connectionId"):
@@ -58,21 +70,24 @@ def extract_credentials(doc: Any, store: ConnectionStore, check: ConnectionCheck
         if protocol not in ("SSH", "SFTP"):
             continue
         conn_id = f"airjobs-{doc['id']}-{section_name}"
-        if new and check(conn_id):
+        current = existing(conn_id)
+        if current is not None and current.get("airjobs_owner") != owner:
             raise BadRequest(f"Invalid {section_name}.auth: an Airflow Connection named {conn_id} already exists; "
                              f"name it in {section_name}.connectionId instead of sending credentials.")
-        extra = {"private_key": auth["privateKey"]} if auth.get("privateKey") else {}
+        extra: dict[str, Any] = {"airjobs_owner": owner}
+        if auth.get("privateKey"):
+            extra["private_key"] = auth["privateKey"]
         if auth.get("privateKey") and auth.get("password"):
             extra["private_key_passphrase"] = auth["password"]
         try:
             port = int(section.get("port") or 22)
         except (TypeError, ValueError):
             raise BadRequest(f"Invalid {section_name}.port: must be an integer.") from None
-        store(conn_id, conn_type, str(section.get("host") or ""), port, auth.get("username"),
-              None if auth.get("privateKey") else auth.get("password"), extra)
+        pending.append((conn_id, conn_type, str(section.get("host") or ""), port, auth.get("username"),
+                        None if auth.get("privateKey") else auth.get("password"), extra))
         section["connectionId"] = conn_id
         section["auth"] = {"type": auth.get("type"), "username": auth.get("username")}
-    return doc
+    return doc, pending
 
 
 def _obj(doc: Any, field: str) -> dict:
@@ -105,6 +120,8 @@ def _int(doc: dict, field: str, default: int, *, minimum: int = -1, path: str = 
         n = int(value)
     except ValueError:
         raise BadRequest(f"Invalid {path}{field}: must be an integer.") from None
+    if n > 2**31 - 1:
+        raise BadRequest(f"Invalid {path}{field} {value!r}: at most {2**31 - 1}.")
     if n < minimum or (n == 0 and minimum == -1 and field.startswith("max")):
         raise BadRequest(f"Invalid {path}{field} {value!r}: must be a positive integer or -1 for unlimited.")
     return n
@@ -153,11 +170,19 @@ def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], ch
     section["port"] = _int(section, "port", 22, minimum=1, path=path + ".")
     if section["port"] > 65535:
         raise BadRequest(f"Invalid {path}.port: at most 65535.")
+    if not is_admin:
+        from airjobs import egress
+
+        try:
+            egress.check_host(host, section["port"])
+        except egress.EgressRefused as e:
+            raise BadRequest(f"Invalid {path}.host: {e.message}") from None
     conn = _str(section, "connectionId", required=True, max_len=250, path=path + ".")
-    if not check(conn):
+    if not check(conn):  # missing, or not one the caller may use: the same answer, so names stay private
         raise BadRequest(
-            f"Invalid {path}.connectionId: no Airflow Connection named {conn!r} exists. Create it first "
-            "(airflow connections add ...)."
+            f"Invalid {path}.connectionId: no Airflow Connection named {conn!r} exists that you may use. Create "
+            "it first (airflow connections add ...), or ask an administrator to assign it to you "
+            "(extra.airjobs_users)."
         )
     return section
 
@@ -208,6 +233,8 @@ def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool) -> dict
     doc["status"] = status
     doc["available"] = _bool(doc, "available", True)
     doc["public"] = _bool(doc, "public", False)
+    # a user's own system is reached only where the egress guard allows, checked at every connection too
+    doc["egressGuard"] = not is_admin
     doc["globalDefault"] = _bool(doc, "globalDefault", False)
     if (doc["public"] or doc["globalDefault"]) and not is_admin:
         raise Forbidden("Only administrators may publish a system (public or globalDefault).")
@@ -219,6 +246,11 @@ def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool) -> dict
     storage["homeDir"] = _str(storage, "homeDir", path="storage.") or "/"
     if not storage["rootDir"].startswith("/"):
         raise BadRequest("Invalid storage.rootDir: must be an absolute path.")
+    shared = doc.get("publishedPaths") or []
+    if not isinstance(shared, list) or any(not isinstance(p, str) or not p.strip("/") or "\x00" in p
+                                           or ".." in p.split("/") for p in shared):
+        raise BadRequest("Invalid publishedPaths: a list of folders (no '..') that every user may read.")
+    doc["publishedPaths"] = shared
     if stype == "STORAGE":
         for field in ("login", "queues", "scheduler", "executionType"):
             doc.pop(field, None)
@@ -284,9 +316,11 @@ def _item(item: Any, kind: str, i: int, seen: set[str]) -> dict:
     if validator not in (None, ""):
         if not isinstance(validator, str) or len(validator) > 255:
             raise BadRequest(f"Invalid {path}.value.validator: a regular expression of at most 255 characters.")
+        import regex  # the engine that runs validators (``submission._validator``)
+
         try:
-            re.compile(validator)
-        except re.error as e:
+            regex.compile(validator, flags=regex.VERSION0)
+        except regex.error as e:
             raise BadRequest(f"Invalid {path}.value.validator {validator!r}: {e}.") from None
     if kind == "parameters":
         ptype = str(value.get("type") or "").lower()
@@ -313,7 +347,9 @@ def _item(item: Any, kind: str, i: int, seen: set[str]) -> dict:
 
 
 def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | None],
-                 default_storage: Callable[[str], dict | None], is_admin: bool) -> dict[str, Any]:
+                 default_storage: Callable[[str], dict | None], is_admin: bool,
+                 apps: list[dict[str, Any]] | tuple = ()) -> dict[str, Any]:
+    """``apps``: the registered apps (their deployment folders are no user's home, ``access.reserved``)."""
     doc = copy.deepcopy(_obj(doc, "app description"))
     name = _str(doc, "name", required=True, max_len=64)
     if not ID_RE.match(name or ""):
@@ -360,13 +396,16 @@ def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | Non
         if default is None:
             raise BadRequest("Missing deploymentSystem: you have no default storage system.")
         deploy_id = default["id"]
-    visible_system(deploy_id, "deploymentSystem", "STORAGE")
+    deploy_system = visible_system(deploy_id, "deploymentSystem", "STORAGE")
     doc["deploymentSystem"] = deploy_id
     deployment_path = _str(doc, "deploymentPath", required=True)
     template_path = _str(doc, "templatePath", required=True)
     for field, value in (("deploymentPath", deployment_path), ("templatePath", template_path)):
         if "\x00" in value or ".." in value.split("/"):
             raise BadRequest(f"Invalid {field}: may not contain '..'.")
+    # every job copies the deployment folder: it must be one the app's owner may read
+    access.check_path(deploy_system, deployment_path, owner, is_admin, write=False, what="deploymentPath",
+                      apps=apps)
     queues = {q["name"]: q for q in system.get("queues") or []}
     queue_name = _str(doc, "defaultQueue", max_len=128)
     if queue_name is not None and queue_name not in queues:
@@ -394,5 +433,6 @@ def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | Non
         if not isinstance(items, list):
             raise BadRequest(f"Invalid {kind}: must be an array.")
         doc[kind] = [_item(item, kind, i, seen if kind != "outputs" else set()) for i, item in enumerate(items)]
+    doc.pop("users", None)  # no per-app users list: private apps are their owner's (airjobs.access)
     doc["id"] = app_id
     return doc

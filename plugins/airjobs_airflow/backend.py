@@ -1,8 +1,18 @@
-"""The REST facade's Backend on Airflow: FAB users and roles, the api-server's own JWTs, trigger_dag."""
+"""The REST facade's Backend on Airflow: FAB users and roles, the api-server's own JWTs, trigger_dag.
+
+Tokens: access tokens are Airflow's own JWTs (``sub`` = the FAB user id). The facade re-checks, at most
+``USER_CHECK_SECONDS`` apart per user id, that the user still exists and is active (FAB's auth manager keeps
+users ``[fab] cache_ttl`` = 30 s), and at most ``REVOCATION_CACHE_SECONDS`` apart per token that it was not
+revoked (Airflow's ``revoked_token`` table). Refresh tokens are HS512 JWTs of this service bound to the user
+record (``uid``) with a ``jti``: refused when the account was deleted, re-created (another id) or deactivated,
+and when revoked through ``POST /revoke`` (``airjobs_revoked_refresh_token``).
+"""
 
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import jwt
@@ -16,6 +26,8 @@ REFRESH_TYPE = "airjobs-refresh"
 REFRESH_LIFETIME = 14 * 24 * 3600
 #: a token revoked through Airflow's logout is refused by the facade within this many seconds
 REVOCATION_CACHE_SECONDS = 2.0
+#: a deleted or deactivated user's access tokens are refused within this many seconds
+USER_CHECK_SECONDS = 2.0
 
 
 def _flask_app():
@@ -36,6 +48,7 @@ class AirflowBackend:
 
         self._get_auth_manager = get_auth_manager
         self._revocation_checked: dict[str, float] = {}
+        self._user_checked: dict[int, float] = {}
 
     @property
     def auth_manager(self):
@@ -61,15 +74,42 @@ class AirflowBackend:
         return await to_thread.run_sync(self._user_from_claims, claims)
 
     def _cached(self, claims: dict[str, Any]) -> bool:
-        """True when both the revocation check and the user are remembered (no database access needed)."""
+        """True when the revocation check, the user validity check and the user are all remembered (no
+        database access needed)."""
+        now = time.monotonic()
         jti = claims.get("jti")
         checked = self._revocation_checked.get(jti) if jti else None
-        if jti and (checked is None or time.monotonic() - checked >= REVOCATION_CACHE_SECONDS):
+        if jti and (checked is None or now - checked >= REVOCATION_CACHE_SECONDS):
             return False
         try:
-            return int(claims["sub"]) in self.auth_manager.cache
+            uid = int(claims["sub"])
+            valid = self._user_checked.get(uid)
+            return valid is not None and now - valid < USER_CHECK_SECONDS and uid in self.auth_manager.cache
         except (KeyError, ValueError, TypeError, AttributeError):
             return False
+
+    def _user_valid(self, uid: int) -> bool:
+        """Does the FAB user with this id exist and is it active? One query, remembered for USER_CHECK_SECONDS
+        (FAB's own user cache would keep a deleted user for ``[fab] cache_ttl`` seconds)."""
+        from sqlalchemy import select
+
+        from airflow.providers.fab.auth_manager.models import User as FabUser
+        from airflow.utils.session import create_session
+
+        now = time.monotonic()
+        checked = self._user_checked.get(uid)
+        if checked is not None and now - checked < USER_CHECK_SECONDS:
+            return True
+        with create_session() as session:
+            row = session.execute(select(FabUser.id, FabUser.active).where(FabUser.id == uid)).first()
+        if row is None or not row.active:  # deleted, or deactivated (a null counts as inactive, as FAB does)
+            self._user_checked.pop(uid, None)
+            self.auth_manager.cache.pop(uid, None)
+            return False
+        if len(self._user_checked) > 10_000:
+            self._user_checked.clear()
+        self._user_checked[uid] = now
+        return True
 
     def _not_revoked(self, jti: str) -> bool:
         """Airflow's revocation check (one query), remembered for REVOCATION_CACHE_SECONDS per token."""
@@ -91,8 +131,10 @@ class AirflowBackend:
         if (jti := claims.get("jti")) and not self._not_revoked(jti):
             raise Unauthorized("Invalid bearer token: it has been revoked.")
         try:
+            if not self._user_valid(int(claims["sub"])):
+                raise ValueError("unknown or inactive user")
             native = self.auth_manager.deserialize_user(claims)
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError):
             raise Unauthorized("Invalid bearer token: the user is unknown or inactive.") from None
         roles = {getattr(r, "name", str(r)) for r in (getattr(native, "roles", None) or [])}
         native.perms  # noqa: B018  (load the permission set now, in this thread, not in the event loop)
@@ -102,7 +144,8 @@ class AirflowBackend:
         lifetime = _conf().getint("api_auth", "jwt_expiration_time")
         access = self.auth_manager.generate_jwt(user=native, expiration_time_in_seconds=lifetime)
         refresh = jwt.encode(
-            {"sub": native.get_name(), "typ": REFRESH_TYPE, "exp": int(time.time()) + REFRESH_LIFETIME},
+            {"sub": native.get_name(), "uid": native.id, "jti": uuid.uuid4().hex, "typ": REFRESH_TYPE,
+             "exp": int(time.time()) + REFRESH_LIFETIME},
             _conf().get("api_auth", "jwt_secret"),
             algorithm="HS512",
         )
@@ -118,18 +161,58 @@ class AirflowBackend:
                 raise Unauthorized("Invalid user name or password.")
             return self._token_for(native)
 
-    def refresh(self, refresh_token: str) -> dict[str, Any]:
+    @staticmethod
+    def _refresh_claims(token: str) -> dict[str, Any] | None:
+        """The claims of a valid, unexpired refresh token of this service, else None."""
         try:
-            claims = jwt.decode(refresh_token, _conf().get("api_auth", "jwt_secret"), algorithms=["HS512"])
+            claims = jwt.decode(token, _conf().get("api_auth", "jwt_secret"), algorithms=["HS512"])
         except jwt.PyJWTError:
-            raise Unauthorized("Invalid or expired refresh token.") from None
-        if claims.get("typ") != REFRESH_TYPE:
-            raise Unauthorized("Invalid refresh token.")
+            return None
+        return claims if claims.get("typ") == REFRESH_TYPE else None
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        from airjobs import db
+        from airjobs.models import RevokedRefreshToken
+
+        claims = self._refresh_claims(refresh_token)
+        if claims is None:
+            raise Unauthorized("Invalid or expired refresh token.")
+        if not claims.get("jti") or not isinstance(claims.get("uid"), int):
+            raise Unauthorized("This refresh token was issued by an earlier release: log in again at /token.")
+        with db.session() as s:
+            if s.get(RevokedRefreshToken, claims["jti"]) is not None:
+                raise Unauthorized("Invalid refresh token: it has been revoked.")
         with _flask_app().app_context():
             native = self.auth_manager.security_manager.find_user(username=claims.get("sub"))
-            if native is None or not native.is_active:
+            # a user deleted and created again under the same name is another account (another id)
+            if native is None or not native.is_active or native.id != claims["uid"]:
                 raise Unauthorized("The user of this refresh token is unknown or inactive.")
             return self._token_for(native)
+
+    def revoke(self, token: str) -> None:
+        """A refresh token: its jti goes to the project's ``airjobs_revoked_refresh_token`` until it would
+        have expired. Anything else is handed to Airflow (``auth_manager.revoke_token``: an access token's jti
+        goes to Airflow's ``revoked_token``, as at logout; an invalid token is ignored)."""
+        from sqlalchemy import delete
+
+        from airjobs import db
+        from airjobs.models import RevokedRefreshToken
+
+        try:
+            jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return  # not a JWT at all: nothing to revoke
+        claims = self._refresh_claims(token)
+        if claims is None:
+            self.auth_manager.revoke_token(token)
+            return
+        if not claims.get("jti"):
+            return  # issued by an earlier release: refused by refresh() anyway
+        now = datetime.now(timezone.utc)
+        expires = datetime.fromtimestamp(claims["exp"], timezone.utc)
+        with db.transaction() as s:
+            s.execute(delete(RevokedRefreshToken).where(RevokedRefreshToken.expires < now))  # expired anyway
+            s.merge(RevokedRefreshToken(jti=claims["jti"], expires=expires))
 
     # ------------------------------------------------------------ authorization (D15)
 
@@ -164,6 +247,33 @@ class AirflowBackend:
         except AirflowNotFoundException:
             return False
         return True
+
+    def connection_extra(self, conn_id: str) -> dict | None:
+        from airflow.exceptions import AirflowNotFoundException
+        from airflow.models.connection import Connection
+
+        try:
+            conn = Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            return None
+        try:
+            return conn.extra_dejson or {}
+        except Exception:  # an unreadable extra grants nothing
+            return {}
+
+    def user_exists(self, username: str) -> str | None:
+        with _flask_app().app_context():  # FAB may match names case-insensitively: answer its own spelling
+            found = self.auth_manager.security_manager.find_user(username=username)
+            return found.username if found is not None else None
+
+    def delete_connection(self, conn_id: str) -> None:
+        from sqlalchemy import delete
+
+        from airflow.models.connection import Connection
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            session.execute(delete(Connection).where(Connection.conn_id == conn_id))
 
     def put_connection(self, conn_id: str, conn_type: str, host: str, port: int, login: str | None,
                        password: str | None, extra: dict) -> None:

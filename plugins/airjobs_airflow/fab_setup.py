@@ -1,9 +1,15 @@
 """Registers airjobs' resources and permissions with FAB's security manager and ensures a user exists.
 
-    python -m airjobs_airflow.fab_setup [--user NAME --password PW --role Admin --email E]
+    python -m airjobs_airflow.fab_setup [--service] [--user NAME:PASSWORD:ROLE ...]
 
-Resources: "Agave Jobs", "Agave Apps", "Agave Systems"; Admin, Op and User get read/create/edit/delete on
-each, Viewer gets read. (``airflow roles add-perms`` refuses resources FAB does not know yet.)
+``make user NAME=... PASSWORD=... [ROLE=...]`` runs it with ``--service`` (see ``on_service``): a new user gets
+the role (default ``Agave User``), an existing one a new password (its roles stay as they are).
+
+Resources: "Agave Jobs", "Agave Apps", "Agave Systems". The job-user role ``Agave User`` gets read/create/edit/
+delete on each and nothing of Airflow's own (no DAG, run, task or log rights), so a job user reaches jobs only
+through the facade. Admin keeps everything. Airflow's built-in User, Op and Viewer roles carry global DAG rights
+(every user's lifecycle runs and logs) and are not job-user roles: they get no facade rights (and lose any an
+earlier release gave them). (``airflow roles add-perms`` refuses resources FAB does not know yet.)
 """
 
 from __future__ import annotations
@@ -13,13 +19,47 @@ import argparse
 from airjobs.api.app import APPS, JOBS, SYSTEMS
 
 ALL_ACTIONS = ("can_read", "can_create", "can_edit", "can_delete")
-GRANTS = {"Admin": ALL_ACTIONS, "Op": ALL_ACTIONS, "User": ALL_ACTIONS, "Viewer": ("can_read",)}
+JOB_USER_ROLE = "Agave User"
+GRANTS = {"Admin": ALL_ACTIONS, JOB_USER_ROLE: ALL_ACTIONS}
+#: Airflow's built-in roles with global DAG rights: never job-user roles
+NOT_JOB_USER_ROLES = ("User", "Op", "Viewer")
+
+
+def on_service(users: list[str]) -> int:
+    """Run this module with the environment ``make run`` gives Airflow (``airjobs.service.environment``) against
+    this checkout's embedded PostgreSQL, started for it if it is not running (and stopped again). On a checkout
+    whose service never ran, the whole setup of ``make run`` runs first (``airjobs.service.setup``)."""
+    import os
+    import subprocess
+    import sys
+
+    from airjobs import config, pgserver, service
+
+    fresh = not (config.pg_dir() / "PG_VERSION").exists()
+    was_up = pgserver._pid(config.pg_dir()) is not None
+    try:
+        if fresh:
+            service.setup(users)
+            print(f"set up the service in {config.var_dir()} with user(s) {', '.join(u.split(':')[0] for u in users)}")
+            return 0
+        pgserver.start()
+        env = {**service.environment(), "PYTHONPATH": os.pathsep.join(
+            p for p in (str(config.CHECKOUT / "plugins"), os.environ.get("PYTHONPATH")) if p)}
+        args = [a for u in users for a in ("--user", u)]
+        return subprocess.call([sys.executable, "-m", "airjobs_airflow.fab_setup", *args], env=env)
+    finally:
+        if not was_up:
+            pgserver.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--user", action="append", default=[], help="NAME:PASSWORD:ROLE (repeatable)")
+    parser.add_argument("--service", action="store_true",
+                        help="with the environment of `make run`, starting its embedded PostgreSQL if needed")
     args = parser.parse_args()
+    if args.service:
+        raise SystemExit(on_service(args.user))
 
     from airflow.providers.fab.www.app import create_app
 
@@ -32,15 +72,28 @@ def main() -> None:
                 role = sm.find_role(role_name) or sm.add_role(role_name)
                 for action in actions:
                     sm.add_permission_to_role(role, sm.create_permission(action, resource))
+            for role_name in NOT_JOB_USER_ROLES:
+                role = sm.find_role(role_name)
+                for action in ALL_ACTIONS:
+                    perm = sm.get_permission(action, resource)
+                    if role is not None and perm is not None and perm in role.permissions:
+                        sm.remove_permission_from_role(role, perm)
         for spec in args.user:
-            name, password, role_name = spec.split(":", 2)
+            name, _, rest = spec.partition(":")
+            password, _, role_name = rest.rpartition(":")  # a password may contain ':', a role name does not
+            if not name or not password or not role_name:
+                raise SystemExit(f"--user wants NAME:PASSWORD:ROLE, got {spec.split(':', 1)[0]}:...")
             user = sm.find_user(username=name)
             role = sm.find_role(role_name)
             if user is None:
-                sm.add_user(name, name, "airjobs", f"{name}@localhost", role, password)
+                if role is None:
+                    raise SystemExit(f"no role {role_name!r} (roles: {', '.join(r.name for r in sm.get_all_roles())})")
+                if not sm.add_user(name, name, "airjobs", f"{name}@localhost", role, password):
+                    raise SystemExit(f"could not create user {name}")
                 print(f"created user {name} ({role_name})")
             else:
                 sm.reset_password(user.id, password)
+                print(f"updated the password of user {name} (roles: {', '.join(r.name for r in user.roles)})")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ _aead_wanted: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections to move 
 _rekey_lock = threading.Lock()
 
 
-def _client(conn_id: str):
+def _client(conn_id: str, guard: bool = False):
+    """The cached connection of a Connection; with ``guard`` (a system a non-admin registered) the host is
+    checked by the egress guard before connecting, and the address a cached connection reached is checked
+    again (another system may have opened it)."""
+    from airjobs import egress
+
     with _lock:
         client = _clients.get(conn_id)
         transport = client.get_transport() if client is not None else None
@@ -53,6 +58,8 @@ def _client(conn_id: str):
 
             # one attempt: the callers retry with their own back-off and record each attempt in the job's history
             hook = SSHHook(ssh_conn_id=conn_id, conn_retry_attempts=1)
+            if guard:
+                egress.resolve_checked(hook.remote_host, int(hook.port or 22))
             hook.compress = _compress(hook)
             client = hook.get_conn()
             _nodelay(client)
@@ -60,6 +67,12 @@ def _client(conn_id: str):
                 _aead_wanted.add(client.get_transport())
             _clients[conn_id] = client
             _sftp.pop(conn_id, None)
+        if guard:
+            host, port = client.get_transport().getpeername()[:2]
+            ip = egress.parse_host(host)
+            if ip is not None and (why := egress.refusal(ip, port)):
+                raise egress.EgressRefused(f"Connection to {host}:{port} refused by the egress guard: it is {why}. "
+                                           f"{egress.HOW_TO_ALLOW}")
         return client
 
 
@@ -197,8 +210,8 @@ def _prefer_aead(t) -> None:
             t.renegotiate_keys()
 
 
-def _sftp_session(conn_id: str) -> _Session:
-    client = _client(conn_id)
+def _sftp_session(conn_id: str, guard: bool = False) -> _Session:
+    client = _client(conn_id, guard)
     with _lock:
         session = _sftp.get(conn_id)
         if session is None or not session.alive():
@@ -232,18 +245,19 @@ def describe(conn_id: str) -> dict[str, Any]:
 
 
 class SSHTransport:
-    def __init__(self, conn_id: str):
+    def __init__(self, conn_id: str, guard: bool = False):
         self.conn_id = conn_id
+        self.guard = guard
 
     def run(self, command: str, timeout: float = 60) -> tuple[int, str, str]:
-        client = _client(self.conn_id)
+        client = _client(self.conn_id, self.guard)
         _, stdout, stderr = client.exec_command(command, timeout=timeout)
         out = stdout.read().decode("utf-8", "replace")
         err = stderr.read().decode("utf-8", "replace")
         return stdout.channel.recv_exit_status(), out, err
 
     def _do(self, fn):
-        session = _sftp_session(self.conn_id)
+        session = _sftp_session(self.conn_id, self.guard)
         with session.lock:
             return fn(session.sftp)
 
@@ -332,11 +346,11 @@ class _Locked:
     closed with it): a long transfer or a slow download never holds up other users of the connection."""
 
     def __init__(self, transport: SSHTransport, path: str, mode: str):
-        self.conn_id = transport.conn_id
+        self.conn_id, self.guard = transport.conn_id, transport.guard
         self.path, self.mode = path, mode
 
     def __enter__(self):
-        self.session = _Session(_client(self.conn_id))
+        self.session = _Session(_client(self.conn_id, self.guard))
         try:
             f = self.session.sftp.open(self.path, self.mode)
             try:
@@ -531,4 +545,4 @@ def factory(system: dict[str, Any], section: str) -> SSHTransport:
         from airjobs.errors import StepError
 
         raise StepError(f"System {system['id']} names no {section}.connectionId.")
-    return SSHTransport(conn_id)
+    return SSHTransport(conn_id, guard=bool(system.get("egressGuard")))

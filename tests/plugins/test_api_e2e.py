@@ -150,12 +150,12 @@ def test_bad_input_gets_an_agave_error_and_writes_no_job(service, case, user, me
     assert store.count_jobs() == before
 
 
-def test_someone_elses_job_is_forbidden_and_admin_sees_it(service):
+def test_someone_elses_job_is_not_found_and_admin_sees_it(service):
     with service.client("alice") as c:
         job_id = c.post("/jobs/v2", json={**DEMO, "name": "private"}).json()["result"]["id"]
-    with service.client("bob") as c:
+    with service.client("bob") as c:  # a job one may not read answers as if it did not exist
         r = c.get(f"/jobs/v2/{job_id}")
-        assert r.status_code == 403 and r.json()["status"] == "error"
+        assert r.status_code == 404 and r.json()["status"] == "error"
         assert job_id not in [j["id"] for j in c.get("/jobs/v2").json()["result"]]
     with service.client("admin") as c:
         assert c.get(f"/jobs/v2/{job_id}").status_code == 200

@@ -27,7 +27,7 @@ def echo_app(service):
 
     root = install_app("echo", TEMPLATE, inputs=[{"id": "file", "value": {"required": True}}],
                        parameters=[{"id": "msg", "value": {"type": "string", "required": False}}])
-    (root / "corpus").mkdir(exist_ok=True)
+    (root / "alice/corpus").mkdir(parents=True, exist_ok=True)  # alice reads only her own home
     marker = VAR / "pwned"
     return root, marker
 
@@ -62,12 +62,12 @@ def _wait(ids: list[str], timeout: float = 300) -> dict[str, dict]:
 
 def test_parameter_values_reach_the_app_literally(service, echo_app):
     root, marker = echo_app
-    (root / "corpus/plain.txt").write_text("plain content\n")
+    (root / "alice/corpus/plain.txt").write_text("plain content\n")
     values = corpus(marker)
     with service.client("alice") as c:
         ids = []
         for v in values:
-            r = _submit(c, inputs={"file": "agave://demo-storage/corpus/plain.txt"}, parameters={"msg": [v]})
+            r = _submit(c, inputs={"file": "agave://demo-storage/alice/corpus/plain.txt"}, parameters={"msg": [v]})
             assert r.status_code == 201, (v, r.text)
             ids.append(r.json()["result"]["id"])
         jobs = _wait(ids)
@@ -88,8 +88,8 @@ def test_input_names_reach_the_app_literally(service, echo_app):
     with service.client("alice") as c:
         ids = []
         for name in names:
-            (root / "corpus" / name).write_text(f"content of {name}\n")
-            r = _submit(c, inputs={"file": [f"agave://demo-storage/corpus/{name}"]})
+            (root / "alice/corpus" / name).write_text(f"content of {name}\n")
+            r = _submit(c, inputs={"file": [f"agave://demo-storage/alice/corpus/{name}"]})
             assert r.status_code == 201, (name, r.text)
             ids.append(r.json()["result"]["id"])
         jobs = _wait(ids)
@@ -99,7 +99,7 @@ def test_input_names_reach_the_app_literally(service, echo_app):
             out = _archive(job)
             assert (out / "file-name.bin").read_text() == name
             assert (out / "file-content.txt").read_text() == f"content of {name}\n"
-    assert not marker.exists() and not (root / "corpus" / m).exists()
+    assert not marker.exists() and not (root / "alice/corpus" / m).exists()
 
 
 @pytest.mark.parametrize("body,fragment", [
@@ -111,7 +111,7 @@ def test_input_names_reach_the_app_literally(service, echo_app):
 ])
 def test_unsafe_values_are_refused(service, echo_app, body, fragment):
     before = store.count_jobs()
-    payload = {"inputs": {"file": "agave://demo-storage/corpus/plain.txt"}, **body}
+    payload = {"inputs": {"file": "agave://demo-storage/alice/corpus/plain.txt"}, **body}
     with service.client("alice") as c:
         r = _submit(c, **payload)
     assert r.status_code == 400, r.text
@@ -120,7 +120,7 @@ def test_unsafe_values_are_refused(service, echo_app, body, fragment):
 
 
 def test_non_utf8_text_is_refused(service, echo_app):
-    raw = b'{"name": "x", "appId": "echo-1.0", "inputs": {"file": "corpus/plain.txt"}, "parameters": {"msg": "\\udcff"}}'
+    raw = b'{"name": "x", "appId": "echo-1.0", "inputs": {"file": "alice/corpus/plain.txt"}, "parameters": {"msg": "\\udcff"}}'
     with service.client("alice") as c:
         r = c.post("/jobs/v2", content=raw, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "UTF-8" in r.json()["message"]

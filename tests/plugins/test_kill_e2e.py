@@ -9,15 +9,9 @@ import time
 import httpx
 import pytest
 
+from conftest import process_alive
+
 pytestmark = pytest.mark.e2e
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def test_kill_a_running_fork_job(service, sleeper, how):
     job_id = _run(service, sleeper)
     with service.client() as c:
         pid = int(c.get(f"/jobs/v2/{job_id}").json()["result"]["localId"])
-        assert _alive(pid)
+        assert process_alive(pid)
         if how == "action":
             r = c.post(f"/jobs/v2/{job_id}", data={"action": "stop"})  # the CLI's form body
         else:
@@ -63,7 +57,7 @@ def test_kill_a_running_fork_job(service, sleeper, how):
         assert last["status"] == "STOPPED" and last["createdBy"] == "alice"
         assert "cancelled by user" in last["description"]
     deadline = time.monotonic() + 10
-    while _alive(pid):  # the wrapper and its children (the whole process group) are gone
+    while process_alive(pid):  # the wrapper and its children (the whole process group) are gone
         assert time.monotonic() < deadline, "the job's process survived the kill"
         time.sleep(0.1)
     deadline = time.monotonic() + 60
@@ -77,7 +71,7 @@ def test_kill_refusals(service, sleeper):
     job_id = _run(service, sleeper)
     try:
         with service.client("bob") as c:
-            assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 403
+            assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 404  # not his: it does not exist for him
         with service.client() as c:
             r = c.post(f"/jobs/v2/{job_id}", json={"action": "explode"})
             assert r.status_code == 400 and "Invalid action" in r.json()["message"]
@@ -119,9 +113,9 @@ def slow_web():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Trickle)  # allowed: AIRJOBS_EGRESS_ALLOW
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/big.bin", hung_up
+    yield f"http://127.0.0.2:{server.server_address[1]}/big.bin", hung_up
     server.shutdown()
 
 

@@ -5,7 +5,6 @@ that must never serve a byte from outside the job."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import time
 from pathlib import Path
@@ -133,16 +132,7 @@ TRAVERSALS = [
 
 
 def _raw_get(service, path: str, token: str) -> tuple[int, bytes]:
-    """Send the path exactly as written (httpx would normalise ``..``)."""
-    host, port = service.base.split("//")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.putrequest("GET", path, skip_accept_encoding=True)
-    conn.putheader("Authorization", f"Bearer {token}")
-    conn.endheaders()
-    r = conn.getresponse()
-    body = r.read()
-    conn.close()
-    return r.status, body
+    return service.raw_get(path, token)
 
 
 def test_traversal_corpus_serves_nothing_from_outside(service, app):

@@ -41,7 +41,7 @@ AGAVE_APP = {
     "executionSystem": "bob.cluster.example.org",
     "executionType": "HPC",
     "parallelism": "SERIAL",
-    "deploymentPath": "apps/wc-1.00",
+    "deploymentPath": "bob/apps/wc-1.00",
     "deploymentSystem": "demo-storage",
     "templatePath": "wrapper.sh",
     "testPath": "test/test.sh",
@@ -86,8 +86,8 @@ def test_non_admin_registers_an_agave_system_and_app(service):
         assert c.get("/systems/v2/bob.cluster.example.org").status_code == 404
         assert c.post("/systems/v2", json={**AGAVE_SYSTEM, "login": {**AGAVE_SYSTEM["login"], "auth": None,
                                                                         "connectionId": "x"}}).status_code == 403
-        assert c.post("/jobs/v2", json={"name": "x", "appId": "bob-wc-1.00",
-                                        "inputs": {"query1": "a.txt"}}).status_code == 403
+        r = c.post("/jobs/v2", json={"name": "x", "appId": "bob-wc-1.00", "inputs": {"query1": "a.txt"}})
+        assert r.status_code == 400 and "No app found matching bob-wc-1.00" in r.json()["message"]
 
 
 def test_registering_with_a_missing_connection_is_a_clear_400(service):
@@ -103,12 +103,15 @@ def test_registering_with_a_missing_connection_is_a_clear_400(service):
 def test_an_existing_connection_is_used_by_name(service):
     headers = {"Authorization": f"Bearer {service.airflow_token()}"}
     conn = {"connection_id": f"bob-ssh-{time.time_ns()}", "conn_type": "ssh", "host": "h.example.org",
-            "login": "bob", "port": 22}
+            "login": "bob", "port": 22, "extra": '{"airjobs_users": ["bob"]}'}  # an admin assigns it to bob
     assert httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers).status_code == 201
     body = copy.deepcopy(AGAVE_SYSTEM)
     body.update(id="bob.third.example.org")
     body["login"] = {"host": "h.example.org", "protocol": "SSH", "connectionId": conn["connection_id"]}
     body["storage"] = {"host": "h.example.org", "protocol": "SFTP", "connectionId": conn["connection_id"]}
+    with service.client("alice") as c:  # assigned to bob, not to alice
+        r = c.post("/systems/v2", json={**body, "id": "alice.borrowed.example.org"})
+        assert r.status_code == 400 and "that you may use" in r.json()["message"], r.text
     with service.client("bob") as c:
         r = c.post("/systems/v2", json=body)
         assert r.status_code == 201, r.text

@@ -32,7 +32,7 @@ def slurm_system(service):
               "storage": {"protocol": "SFTP", "host": host, "port": port, "connectionId": "airjobs-test-ssh",
                           "rootDir": home, "homeDir": "/"}}
     registry.put_system({"id": STORAGE, "name": "SFTP on the test host", "type": "STORAGE", "public": True,
-                         "storage": common["storage"]}, "admin")
+                         "publishedPaths": ["/inputs"], "storage": common["storage"]}, "admin")
     partitions = infra["AIRJOBS_SLURM_PARTITIONS"].split(",")
     registry.put_system({
         "id": SYSTEM, "name": "single-node SLURM", "type": "EXECUTION", "executionType": "HPC",
@@ -79,7 +79,7 @@ def _wait_status(service, job_id, wanted, timeout=60, user="alice") -> dict:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    """A real HTTP server on loopback serving one text file."""
+    """A real HTTP server on loopback (127.0.0.2, which AIRJOBS_EGRESS_ALLOW lets through) serving one text file."""
     import functools
     import http.server
     import threading
@@ -87,9 +87,9 @@ def web(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     (root / "web.txt").write_text("one two three four five\n")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"http://127.0.0.2:{server.server_address[1]}"
     server.shutdown()
 
 
@@ -132,8 +132,8 @@ def test_kill_while_running_stops_the_job_and_cancels_it_in_slurm(service, slurm
     job_id = _submit(service, parameters={"seconds": 120})
     job = _wait_status(service, job_id, {"RUNNING"})
     assert job["localId"] in slurm(slurm_system, "squeue", "-h", "-o", "%i")
-    with service.client("bob") as c:  # someone else's job: refused
-        assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 403
+    with service.client("bob") as c:  # someone else's job: it does not exist for him
+        assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 404
     with service.client() as c:
         r = c.post(f"/jobs/v2/{job_id}", json={"action": "kill"})
         assert r.status_code == 200, r.text

@@ -5,6 +5,7 @@ Skipped unless AIRJOBS_INFRA_ENV names the infra.env that .ci/infra-up.sh wrote 
 from __future__ import annotations
 
 import pwd
+import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def ssh_system(service):
     headers = {"Authorization": f"Bearer {service.airflow_token()}"}
     conn = {"connection_id": conn_id, "conn_type": "ssh", "host": infra["AIRJOBS_SSH_HOST"],
             "port": int(infra["AIRJOBS_SSH_PORT"]), "login": infra["AIRJOBS_SSH_USER"],
-            "extra": '{"key_file": "%s", "no_host_key_check": true}' % infra["AIRJOBS_SSH_KEY"]}
+            "extra": '{"key_file": "%s", "no_host_key_check": true, "airjobs_users": ["bob"]}' % infra["AIRJOBS_SSH_KEY"]}
     r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
     assert r.status_code == 201, r.text
     home = f"/home/{infra['AIRJOBS_SSH_USER']}"
@@ -43,7 +44,10 @@ def ssh_system(service):
         "queues": [{"name": "normal", "default": True}],
     }
     app = {k: v for k, v in registry.get_app("wc-1.0").items() if k not in ("id", "owner", "isPublic")}
-    app.update(name="bob-remote-wc", executionSystem="bob.infra.ssh", defaultQueue="normal")
+    storage = Path(registry.get_system("demo-storage")["storage"]["rootDir"])  # bob's own copy, in his home
+    shutil.copytree(storage / "apps/wc-1.0", storage / "bob/apps/wc-1.0", dirs_exist_ok=True)
+    app.update(name="bob-remote-wc", executionSystem="bob.infra.ssh", defaultQueue="normal",
+               deploymentPath="/bob/apps/wc-1.0")
     with service.client("bob") as c:
         r = c.post("/systems/v2", json=system)
         assert r.status_code == 201, r.text

@@ -19,8 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airjobs import SERVICE_VERSION, control, db, outputs, registry, representation as rep, store, submission, validation
-from airjobs.errors import AgaveError, BadRequest, Forbidden, Unauthorized
+from airjobs import SERVICE_VERSION, access, control, db, outputs, registry, representation as rep, store, submission
+from airjobs import validation
+from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound, Unauthorized
+from airjobs.api.limits import check_json_depth
+from airjobs.api.throttle import LoginThrottle, client_address
 from airjobs.lifecycle import fail
 from airjobs.models import Job
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 JOBS, APPS, SYSTEMS = "Agave Jobs", "Agave Apps", "Agave Systems"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_OFFSET = 2**31 - 1  # what the database's integer takes; a larger offset is a 400, not a 500
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class Backend(Protocol):
     def refresh(self, refresh_token: str) -> dict[str, Any]:
         """A new access token for a refresh token; raises ``Unauthorized``."""
 
+    def revoke(self, token: str) -> None:
+        """Revoke a refresh or access token (RFC 7009: an unknown or invalid token is not an error)."""
+
     def authorize(self, user: User, method: str, resource: str) -> bool:
         """May ``user`` do ``method`` (GET/POST/PUT/DELETE) on ``resource``? Called in the event loop:
         it must not do I/O (``authenticate`` loads what it needs)."""
@@ -56,6 +63,15 @@ class Backend(Protocol):
 
     def connection_exists(self, conn_id: str) -> bool:
         """Is there a credential store entry (an Airflow Connection) with this id?"""
+
+    def connection_extra(self, conn_id: str) -> dict | None:
+        """The entry's ``extra`` (``{}`` when it has none), None when there is no such entry."""
+
+    def user_exists(self, username: str) -> str | None:
+        """The user's own spelling of the name when such a user exists (a grant's target must exist)."""
+
+    def delete_connection(self, conn_id: str) -> None:
+        """Remove a credential store entry (no error when it is gone)."""
 
     def put_connection(self, conn_id: str, conn_type: str, host: str, port: int, login: str | None,
                        password: str | None, extra: dict) -> None:
@@ -103,7 +119,8 @@ def error(request: Request, status_code: int, message: str, headers: dict[str, s
 
 
 def _page(request: Request) -> tuple[int, int]:
-    """D18: limit defaults to 100 and is clamped to 1000; offset defaults to 0; bad values are a 400."""
+    """D18: limit defaults to 100 and is clamped to 1000; offset defaults to 0 and is at most MAX_OFFSET; bad
+    values (not a number, negative, too many digits for ``int``, an offset past MAX_OFFSET) are a 400."""
     out = []
     for name, default in (("limit", DEFAULT_LIMIT), ("offset", 0)):
         raw = request.query_params.get(name)
@@ -113,9 +130,11 @@ def _page(request: Request) -> tuple[int, int]:
         try:
             value = int(raw)
         except ValueError:
-            raise BadRequest(f"Invalid {name} value {raw!r}: must be a non-negative integer.") from None
+            raise BadRequest(f"Invalid {name} value {raw[:40]!r}: must be a non-negative integer.") from None
         if value < 0:
             raise BadRequest(f"Invalid {name} value {raw!r}: must be a non-negative integer.")
+        if name == "offset" and value > MAX_OFFSET:
+            raise BadRequest(f"Invalid offset value {raw[:40]!r}: must be at most {MAX_OFFSET}.")
         out.append(min(value, MAX_LIMIT) if name == "limit" else value)
     return out[0], out[1]
 
@@ -132,7 +151,9 @@ def base_url(request: Request) -> str:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(backend: Backend) -> FastAPI:
+def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI:
+    """The facade; ``logins`` throttles failed password logins (one per process by default)."""
+    logins = logins if logins is not None else LoginThrottle.from_env()
     app = FastAPI(title="airjobs: Agave v2 Jobs", version=SERVICE_VERSION, redirect_slashes=False,
                   docs_url="/jobs/v2/docs", openapi_url="/jobs/v2/openapi.json")
 
@@ -164,6 +185,9 @@ def create_app(backend: Backend) -> FastAPI:
             raise Forbidden(f"User {user.name} is not permitted to {method} {resource}.")
         return user
 
+    def _usable_connection(user: User) -> Callable[[str], bool]:
+        return lambda conn_id: access.may_use_connection(backend.connection_extra(conn_id), user.name, user.is_admin)
+
     def route(path: str, methods: list[str]) -> Callable:
         """Register ``path`` and ``path/`` (Agave routes every path with and without the slash)."""
 
@@ -176,23 +200,42 @@ def create_app(backend: Backend) -> FastAPI:
 
     # ------------------------------------------------------------ login (D17)
 
-    @app.post("/token")
-    async def token(request: Request) -> Response:
+    async def _oauth_fields(request: Request) -> dict[str, str]:
+        """OAuth2 request fields: a form, or a JSON object."""
         try:
             form = await request.form()
         except Exception:
             form = {}
         fields = {k: str(v) for k, v in form.items()}
         if not fields and request.headers.get("content-type", "").startswith("application/json"):
+            raw = await request.body()
+            check_json_depth(raw, "token request")
             try:
-                fields = {k: str(v) for k, v in json.loads(await request.body()).items()}
+                fields = {k: str(v) for k, v in json.loads(raw).items()}
             except Exception:
                 raise BadRequest("Malformed token request.") from None
+        return fields
+
+    @app.post("/token")
+    async def token(request: Request) -> Response:
+        fields = await _oauth_fields(request)
         grant = fields.get("grant_type", "password")
         if grant == "password":
             if not fields.get("username") or not fields.get("password"):
                 raise BadRequest("username and password are required for grant_type=password.")
-            result = await to_thread.run_sync(backend.login, fields["username"], fields["password"])
+            who = fields["username"]
+            address = client_address(request.client.host if request.client else None,
+                                     request.headers.get("x-forwarded-for"))
+            wait = logins.retry_after(who, address)
+            if wait is not None:
+                return error(request, 429, f"Too many failed logins for this user name or from this address; retry "
+                                           f"in {wait} seconds.", headers={"Retry-After": str(wait)})
+            try:
+                result = await to_thread.run_sync(backend.login, who, fields["password"])
+            except Unauthorized:
+                logins.failure(who, address)
+                raise
+            logins.success(who, address)
         elif grant == "refresh_token":
             if not fields.get("refresh_token"):
                 raise BadRequest("refresh_token is required for grant_type=refresh_token.")
@@ -200,6 +243,16 @@ def create_app(backend: Backend) -> FastAPI:
         else:
             raise BadRequest(f"Unsupported grant_type {grant!r}: use password or refresh_token.")
         return JSONResponse({"token_type": "bearer", "scope": "default", **result})
+
+    @route("/revoke", ["POST"])
+    async def revoke(request: Request) -> Response:
+        """RFC 7009 / WSO2 ``/revoke``: ``token`` is a refresh or an access token; 200 with an empty body, also
+        for a token that is unknown or invalid already (nothing to revoke)."""
+        fields = await _oauth_fields(request)
+        if not fields.get("token"):
+            raise BadRequest("token is required: POST /revoke with token=<refresh or access token>.")
+        await to_thread.run_sync(backend.revoke, fields["token"])
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------ jobs
 
@@ -214,7 +267,8 @@ def create_app(backend: Backend) -> FastAPI:
         return envelope(request, rep.job_json(job, base), status_code=201 if created else 200, headers=headers)
 
     def _submit(body: dict[str, Any], user: User, key: str | None) -> tuple[Job, bool]:
-        job = submission.build_job(body, user.name)
+        job = submission.build_job(body, user.name, user.is_admin)
+        submission.authorize(job)
         if key:
             if len(key) > 255:
                 raise BadRequest("Idempotency-Key may be at most 255 characters.")
@@ -242,6 +296,11 @@ def create_app(backend: Backend) -> FastAPI:
     async def _readable(request: Request, job_id: str) -> tuple[User, Job]:
         user = await current_user(request, "GET", JOBS)
         job = await read(store.readable_job, job_id, user.name, user.is_admin)
+        return user, job
+
+    async def _writable(request: Request, job_id: str) -> tuple[User, Job]:
+        user = await current_user(request, "POST", JOBS)
+        job = await read(store.writable_job, job_id, user.name, user.is_admin)
         return user, job
 
     @route("/jobs/v2/{job_id}", ["GET"])
@@ -335,6 +394,69 @@ def create_app(backend: Backend) -> FastAPI:
         return StreamingResponse(outputs.read_range(loc, host, start, end), status_code=status, headers=headers,
                                  media_type=media)
 
+    # ------------------------------------------------------------ sharing (spec §9)
+
+    def _pem(request: Request, job: Job, username: str) -> dict[str, Any]:
+        perm = store.permission_of(job, username, False)
+        return rep.permission_json(job, username, perm, base_url(request))
+
+    @route("/jobs/v2/{job_id}/pems", ["GET"])
+    async def list_pems(request: Request, job_id: str) -> Response:
+        _, job = await _readable(request, job_id)
+        limit, offset = _page(request)
+        rows = await read(lambda: store.grants(job.id, limit=limit, offset=offset))
+        base = base_url(request)
+        owner = [rep.permission_json(job, job.owner, access.ALL, base)] if offset == 0 else []
+        return envelope(request, owner + [rep.permission_json(job, r.username, access.PERMISSIONS[r.permission], base)
+                                          for r in rows if r.username != job.owner])
+
+    @route("/jobs/v2/{job_id}/pems/{username}", ["GET"])
+    async def get_pem(request: Request, job_id: str, username: str) -> Response:
+        _, job = await _readable(request, job_id)
+        return envelope(request, await read(_pem, request, job, username))
+
+    async def _grant(request: Request, job_id: str, username: str | None) -> Response:
+        user, job = await _writable(request, job_id)
+        body = await _document(request, "permission") if await request.body() else {}
+        target = username if username is not None else str(body.get("username") or "").strip()
+        if not target:
+            raise BadRequest("Missing username field.")
+        if "permission" not in body:
+            raise BadRequest("Missing permission field.")
+        value = access.parse_permission(body.get("permission"))
+
+        def work() -> Response:
+            name = backend.user_exists(target)
+            if name is None:
+                raise NotFound(f"No user found matching {target}")
+            if name == job.owner:  # the owner keeps ALL; changing it is silently ignored (spec §9.2)
+                return envelope(request, _pem(request, job, name))
+            store.set_grant(job, name, value, by=user.name)
+            return envelope(request, _pem(request, job, name), status_code=200 if value == "NONE" else 201)
+
+        return await to_thread.run_sync(work)
+
+    @route("/jobs/v2/{job_id}/pems", ["POST"])
+    async def add_pem(request: Request, job_id: str) -> Response:
+        return await _grant(request, job_id, None)
+
+    @route("/jobs/v2/{job_id}/pems/{username}", ["POST", "PUT"])
+    async def update_pem(request: Request, job_id: str, username: str) -> Response:
+        return await _grant(request, job_id, username)
+
+    @route("/jobs/v2/{job_id}/pems/{username}", ["DELETE"])
+    async def delete_pem(request: Request, job_id: str, username: str) -> Response:
+        user, job = await _writable(request, job_id)
+        if username != job.owner:
+            await to_thread.run_sync(lambda: store.set_grant(job, username, "NONE", by=user.name))
+        return envelope(request, None, message=f"Permissions of {username} on job {job.id} revoked.")
+
+    @route("/jobs/v2/{job_id}/pems", ["DELETE"])
+    async def delete_pems(request: Request, job_id: str) -> Response:
+        user, job = await _writable(request, job_id)
+        await to_thread.run_sync(lambda: store.revoke_all(job, by=user.name))
+        return envelope(request, None, message=f"All permissions on job {job.id} revoked.")
+
     # ------------------------------------------------------------ apps and systems
 
     @route("/apps/v2", ["GET"])
@@ -355,8 +477,11 @@ def create_app(backend: Backend) -> FastAPI:
         body = await _document(request, "app")
 
         def work() -> tuple[dict, bool]:
+            given = f"{body.get('name')}-{body.get('version')}"
+            registry.check_owner(registry.get_app(given), "app", given, user.name, user.is_admin)
             doc = validation.validate_app(body, owner=user.name, get_system=registry.get_system,
-                                          default_storage=registry.default_storage, is_admin=user.is_admin)
+                                          default_storage=registry.default_storage, is_admin=user.is_admin,
+                                          apps=registry.list_apps(None))
             return registry.register_app(doc, user.name, user.is_admin)
 
         doc, created = await to_thread.run_sync(work)
@@ -371,7 +496,8 @@ def create_app(backend: Backend) -> FastAPI:
         def work() -> dict:
             existing = registry.visible_app(app_id, user.name, user.is_admin)
             doc = validation.validate_app(body, owner=existing["owner"], get_system=registry.get_system,
-                                          default_storage=registry.default_storage, is_admin=user.is_admin)
+                                          default_storage=registry.default_storage, is_admin=user.is_admin,
+                                          apps=registry.list_apps(None))
             if doc["id"] != app_id:
                 raise BadRequest(f"Invalid name/version: this is app {app_id}, the description says {doc['id']}.")
             return registry.register_app(doc, user.name, user.is_admin)[0]
@@ -411,10 +537,7 @@ def create_app(backend: Backend) -> FastAPI:
         def work() -> tuple[dict, bool]:
             existing = registry.get_system(str(body.get("id") or ""))
             registry.check_owner(existing, "system", str(body.get("id")), user.name, user.is_admin)
-            doc = validation.extract_credentials(body, backend.put_connection, backend.connection_exists,
-                                                 new=existing is None)
-            doc = validation.validate_system(doc, check=backend.connection_exists, is_admin=user.is_admin)
-            return registry.register_system(doc, user.name, user.is_admin)
+            return _save_system(user, body, existing)
 
         doc, created = await to_thread.run_sync(work)
         headers = {"Location": f"{base_url(request)}/systems/v2/{doc['id']}"}
@@ -431,20 +554,43 @@ def create_app(backend: Backend) -> FastAPI:
                 if action not in ("setDefault", "unsetDefault"):
                     raise BadRequest(f"Invalid action {action}: use setDefault or unsetDefault, or send a description.")
                 return registry.set_default(system_id, user.name, user.is_admin, action == "setDefault")
-            registry.visible_system(system_id, user.name, user.is_admin)
-            doc = validation.extract_credentials({**body, "id": body.get("id", system_id)}, backend.put_connection,
-                                                 backend.connection_exists, new=False)
-            doc = validation.validate_system(doc, check=backend.connection_exists, is_admin=user.is_admin)
-            if doc["id"] != system_id:
-                raise BadRequest(f"Invalid id: this is system {system_id}, the description says {doc['id']}.")
-            return registry.register_system(doc, user.name, user.is_admin)[0]
+            existing = registry.visible_system(system_id, user.name, user.is_admin)
+            # before any Connection is written: only the owner (or an admin) changes a system
+            registry.check_owner(existing, "system", system_id, user.name, user.is_admin)
+            if str(body.get("id", system_id)) != system_id:
+                raise BadRequest(f"Invalid id: this is system {system_id}, the description says {body.get('id')}.")
+            return _save_system(user, {**body, "id": system_id}, existing)[0]
 
         return envelope(request, await to_thread.run_sync(work))
+
+    def _save_system(user: User, body: dict[str, Any], existing: dict[str, Any] | None) -> tuple[dict, bool]:
+        """Validate, then write the Connections made from inline credentials, then the system: a refused
+        description writes nothing. The caller checked that ``user`` may change it."""
+        owner = existing["owner"] if existing else user.name
+        doc, pending = validation.extract_credentials(body, backend.connection_extra, owner=owner)
+        made = {p[0] for p in pending}
+        usable = _usable_connection(user)
+        doc = validation.validate_system(doc, check=lambda c: c in made or usable(c), is_admin=user.is_admin)
+        registry.check_new_id(doc["id"], owner, existing)
+        for conn in pending:
+            backend.put_connection(*conn)
+        return registry.register_system(doc, user.name, user.is_admin)
 
     @route("/systems/v2/{system_id}", ["DELETE"])
     async def delete_system(request: Request, system_id: str) -> Response:
         user = await current_user(request, "DELETE", SYSTEMS)
-        await to_thread.run_sync(registry.delete_system, system_id, user.name, user.is_admin)
+
+        def work() -> None:
+            doc = registry.delete_system(system_id, user.name, user.is_admin)
+            for section in ("login", "storage"):  # the credentials the service made for it go with it
+                conn_id = f"airjobs-{system_id}-{section}"
+                extra = backend.connection_extra(conn_id)
+                if extra is not None and extra.get("airjobs_owner") == doc["owner"] and not any(
+                        (s.get(sec) or {}).get("connectionId") == conn_id
+                        for s in registry.list_systems(None) for sec in ("login", "storage")):
+                    backend.delete_connection(conn_id)
+
+        await to_thread.run_sync(work)
         return envelope(request, None, message=f"System {system_id} deleted.")
 
     return app
@@ -480,16 +626,23 @@ async def _document(request: Request, what: str) -> dict[str, Any]:
         if upload is not None and hasattr(upload, "read"):
             raw = await upload.read()
         else:
-            return {k: v for k, v in form.items() if isinstance(v, str)}
+            return _storable({k: v for k, v in form.items() if isinstance(v, str)}, what)
     else:
         raw = await request.body()
+    check_json_depth(raw, f"{what} description")
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadRequest(f"Unable to parse {what} description: malformed JSON ({e}).") from None
     if not isinstance(body, dict):
         raise BadRequest(f"Unable to parse {what} description: it must be a JSON object.")
-    return body
+    return _storable(body, what)
+
+
+def _storable(doc: dict[str, Any], what: str) -> dict[str, Any]:
+    """A description whose every key and string is text the database takes (``submission.check_strings``)."""
+    submission.check_strings(doc, f"{what} description ")
+    return doc
 
 
 async def _job_request(request: Request) -> dict[str, Any]:

@@ -58,4 +58,7 @@ def map_state(stat: str | None) -> JobStatus:
 
 
 def kill_command(pid: str) -> str:
-    return f"kill -9 -- -{quote(pid)} 2>/dev/null || kill -9 {quote(pid)}"
+    """The wrapper's whole process group (it leads its own session), else the wrapper alone. ``kill -9 -<pgid>``,
+    not ``kill -9 -- -<pgid>``: dash (``/bin/sh`` on Debian, which runs the LOCAL commands) refuses ``--``, and
+    the fallback then killed the wrapper but left its children running."""
+    return f"kill -9 -{quote(pid)} 2>/dev/null || kill -9 {quote(pid)}"

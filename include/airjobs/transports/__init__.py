@@ -73,12 +73,20 @@ CHUNK = 1 << 20
 OnChunk = Callable[[bytes, "int | None"], None]
 
 
-def copy(src: Transport, src_path: str, dst: Transport, dst_path: str, on_chunk: OnChunk | None = None) -> int:
-    """Stream a file or a directory tree between two transports (never a whole file in memory)."""
+def copy(src: Transport, src_path: str, dst: Transport, dst_path: str, on_chunk: OnChunk | None = None,
+         follow: Callable[[str], bool] | None = None) -> int:
+    """Stream a file or a directory tree between two transports (never a whole file in memory). Inside a
+    tree, a symbolic link is followed only when ``follow(path)`` says so (it may raise to refuse); without
+    ``follow`` links are followed."""
     if src.is_dir(src_path):
         dst.makedirs(dst_path)
-        return sum(copy(src, posixpath.join(src_path, n), dst, posixpath.join(dst_path, n), on_chunk)
-                   for n in src.listdir(src_path))
+        total = 0
+        for entry in src.scandir(src_path):
+            path = posixpath.join(src_path, entry.name)
+            if entry.is_link and follow is not None and not follow(path):
+                continue
+            total += copy(src, path, dst, posixpath.join(dst_path, entry.name), on_chunk, follow)
+        return total
     total = 0
     with src.open_read(src_path) as r, dst.open_write(dst_path) as w:
         size = length(r) if on_chunk is not None else None
@@ -131,9 +139,13 @@ class Meter:
 
 
 def _local(system: dict[str, Any], section: str) -> Transport:
+    """This host; on an execution system, as the account jobs run as when the service is root (no job runs as
+    root: ``airjobs.config.run_as``), so its commands and the work directories it writes are that account's."""
+    from airjobs import config
     from airjobs.transports.local import LocalTransport
 
-    return LocalTransport((system.get("storage") or {}).get("rootDir") or "/")
+    run_as = config.run_as() if str(system.get("type") or "").upper() == "EXECUTION" else None
+    return LocalTransport((system.get("storage") or {}).get("rootDir") or "/", run_as=run_as)
 
 
 register("LOCAL", _local)

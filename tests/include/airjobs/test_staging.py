@@ -129,9 +129,9 @@ class Server:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
         self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.base = f"http://127.0.0.2:{self.httpd.server_address[1]}"  # allowed: AIRJOBS_EGRESS_ALLOW
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 

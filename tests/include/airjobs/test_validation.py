@@ -116,7 +116,7 @@ def test_only_admins_publish_or_use_local():
 
 APP = {
     "name": "sleeper", "version": "0.1", "executionSystem": "hpc.example.org", "executionType": "HPC",
-    "parallelism": "SERIAL", "deploymentPath": "apps/sleeper", "templatePath": "run.sh",
+    "parallelism": "SERIAL", "deploymentPath": "alice/apps/sleeper", "templatePath": "run.sh",
     "deploymentSystem": "demo-storage", "defaultQueue": "normal",
     "inputs": [{"id": "data", "value": {"required": True}}],
     "parameters": [{"id": "seconds", "value": {"type": "number", "default": 1}}],
@@ -186,6 +186,12 @@ def test_apps_on_the_service_host_are_for_admins(hpc):
     with pytest.raises(Forbidden, match="service's own host"):
         validate(app(executionSystem="demo-fork", executionType="CLI"))
     assert validate(app(executionSystem="demo-fork", executionType="CLI", defaultQueue=None), is_admin=True)
+
+
+@pytest.mark.parametrize("path", ["bob/apps/sleeper", "/apps/wc-1.0", "/"])
+def test_the_deployment_folder_must_be_one_the_owner_may_read(hpc, path):
+    with pytest.raises(Forbidden, match="may not read deploymentPath"):
+        validate(app(deploymentPath=path))
 
 
 def test_someone_elses_private_system_is_invisible(hpc):
