@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from airjobs.errors import BadRequest, Forbidden, NotFound
 from airjobs.paths import host_path
@@ -144,43 +144,59 @@ def published(system: dict[str, Any]) -> list[str]:
     return out
 
 
-def reserved(system: dict[str, Any], apps: Iterable[dict[str, Any]] = (), user: str | None = None) -> list[str]:
-    """Host paths on the system that are no user's home: the published folders, the work area of an execution
-    system (every user's job directories) and the deployment folders of apps (other than ``user``'s own). A
-    user whose home would overlap one (a user named ``work``, ``apps`` or ``samples`` on the demo systems)
-    has no home there."""
-    apps = [a for a in apps if user is None or a.get("owner") != user]
-    out = published(system)
+AppsArg = Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
+
+
+def _apps(apps: AppsArg) -> list[dict[str, Any]]:
+    """The registered apps, fetched only when a rule needs them (``apps`` may be a function that reads them)."""
+    return list(apps() if callable(apps) else apps)
+
+
+def work_area(system: dict[str, Any]) -> str | None:
+    """Host path of an execution system's work area (``<scratchDir|workDir>``, every user's job directories
+    below ``<area>/<owner>/``), None when the system has none of its own."""
     base = system.get("scratchDir") or system.get("workDir")
-    if base and base.strip("/"):
-        try:
-            out.append(host_path(system, "/" + base.strip("/")))
-        except BadRequest:
-            pass
-    out += [folder for _, folder in deployment_folders(system["id"], apps, system)]
-    return out
+    if not base or not str(base).strip("/"):
+        return None
+    try:
+        return host_path(system, "/" + str(base).strip("/"))
+    except BadRequest:
+        return None
 
 
 def check_path(system: dict[str, Any], path: str, user: str, is_admin: bool, *, write: bool,
-               what: str = "path", apps: Iterable[dict[str, Any]] = ()) -> str:
+               what: str = "path", apps: AppsArg = ()) -> str:
     """The host path of ``path`` on ``system`` when ``user`` may read (or write) it; Forbidden otherwise.
-    ``apps`` are the registered apps (their deployment folders are nobody's home)."""
+    ``apps`` are the registered apps, or a function that reads them (only called for a user who does not own
+    the system)."""
     full = host_path(system, path)
     check_host_path(system, full, user, is_admin, write=write, what=what, shown=path, apps=apps)
     return full
 
 
 def check_host_path(system: dict[str, Any], full: str, user: str, is_admin: bool, *, write: bool,
-                    what: str = "path", shown: str | None = None, apps: Iterable[dict[str, Any]] = ()) -> None:
+                    what: str = "path", shown: str | None = None, apps: AppsArg = ()) -> None:
+    """A user who does not own the system reaches their home and (to read) the published folders, but never
+    another user's job directories in the work area nor the deployment folders of others' apps, even where
+    those lie inside the home (a user named ``work``, ``apps`` or ``samples`` on the demo systems), and never
+    writes into or over a published folder."""
     if not may_use_system(system, user, is_admin):
         raise Forbidden(f"Permission denied: {user} may not use system {system['id']}.")
     if owns_system(system, user, is_admin):
         return
     shared = published(system)
-    mine = home(system, user)
-    homes = [] if any(_under(mine, r) or _under(r, mine) for r in reserved(system, apps, user)) else [mine]
-    allowed = homes + ([] if write else shared)
-    if not any(_under(full, folder) for folder in allowed) or (write and any(_under(full, f) for f in shared)):
+    work = work_area(system)
+    ok = _under(full, home(system, user)) or (not write and any(_under(full, f) for f in shared))
+    if ok and work and _under(full, work) and not _under(full, posixpath.join(work, user)):
+        ok = False  # other users' job directories
+    if ok and write and any(_under(full, f) or _under(f, full) for f in shared):
+        ok = False
+    if ok:
+        others = [a for a in _apps(apps) if a.get("owner") != user]
+        if any(_under(full, folder) or (write and _under(folder, full))
+               for _, folder in deployment_folders(system["id"], others, system)):
+            ok = False
+    if not ok:
         verb = "write" if write else "read"
         raise Forbidden(f"Permission denied: {user} may not {verb} {what} {shown or full} on system {system['id']}: "
                         f"other users' folders are private; use your home folder {user}/ on {system['id']}"
@@ -199,18 +215,17 @@ def deployment_folders(system_id: str, apps: Iterable[dict[str, Any]], system: d
     return out
 
 
-def check_archive_target(system: dict[str, Any], path: str, user: str, is_admin: bool,
-                         apps: Iterable[dict[str, Any]]) -> str:
+def check_archive_target(system: dict[str, Any], path: str, user: str, is_admin: bool, apps: AppsArg) -> str:
     """An archive folder the job's owner may write, overlapping no app's deployment folder (whatever lands
     there would change what that app runs)."""
-    apps = list(apps)
+    apps = _apps(apps)
     full = check_path(system, path, user, is_admin, write=True, what="archivePath", apps=apps)
     check_overlap(system, full, path, apps)
     return full
 
 
-def check_overlap(system: dict[str, Any], full: str, path: str, apps: Iterable[dict[str, Any]]) -> None:
-    for app_id, folder in deployment_folders(system["id"], apps, system):
+def check_overlap(system: dict[str, Any], full: str, path: str, apps: AppsArg) -> None:
+    for app_id, folder in deployment_folders(system["id"], _apps(apps), system):
         if _under(full, folder) or _under(folder, full):
             raise Forbidden(f"Invalid archivePath {path}: it overlaps the deployment folder of app {app_id} on "
                             f"{system['id']}; jobs never write into an app's assets.")

@@ -29,6 +29,10 @@ class NotFound(AgaveError):
     status_code = 404
 
 
+class Conflict(AgaveError):
+    status_code = 409
+
+
 class PreconditionFailed(AgaveError):
     status_code = 412
 

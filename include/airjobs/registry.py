@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from airjobs import access, db
-from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound
+from airjobs.errors import BadRequest, Conflict, Forbidden, NotFound
 from airjobs.models import App, Job, System, UserDefault
-from airjobs.statuses import TERMINAL, JobStatus
 from airjobs.timeutil import now
 
 
@@ -41,6 +40,11 @@ def list_systems(user: str | None) -> list[dict[str, Any]]:
 def list_apps(user: str | None) -> list[dict[str, Any]]:
     with db.session() as s:
         return [dict(r.document) for r in s.scalars(_visible(App, user).order_by(App.id))]
+
+
+def all_apps() -> list[dict[str, Any]]:
+    """Every registered app (the access rule asks for their deployment folders)."""
+    return list_apps(None)
 
 
 def default_storage(owner: str) -> dict[str, Any] | None:
@@ -88,15 +92,10 @@ def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     return doc
 
 
-class Conflict(AgaveError):
-    status_code = 409
-
-
-_ACTIVE = [s.value for s in JobStatus if s not in TERMINAL]
-
-
 def _active_jobs(s, *conditions) -> list[str]:
-    return list(s.scalars(select(Job.id).where(Job.status.in_(_ACTIVE), or_(*conditions)).order_by(Job.created)
+    from airjobs.store import ACTIVE
+
+    return list(s.scalars(select(Job.id).where(Job.status.in_(ACTIVE), or_(*conditions)).order_by(Job.created)
                           .limit(20)))
 
 
@@ -152,7 +151,7 @@ def delete_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
         users = s.scalars(select(App.id).where(App.execution_system == system_id)).all()
         deployed = [r.id for r in s.scalars(select(App)) if (r.document or {}).get("deploymentSystem") == system_id]
         if users or deployed:
-            raise BadRequest(f"System {system_id} is used by app {(users or deployed)[0]}: delete or move the app first.")
+            raise Conflict(f"System {system_id} is used by app {(users or deployed)[0]}: delete or move the app first.")
         s.delete(s.get(System, system_id))
     return doc
 
@@ -164,6 +163,14 @@ def delete_app(app_id: str, user: str, is_admin: bool) -> None:
     with db.transaction() as s:
         _refuse_if_active("App", app_id, _active_jobs(s, Job.app_id == app_id))
         s.delete(s.get(App, app_id))
+
+
+def record_asset_checksums(app_id: str, sums: dict[str, str]) -> None:
+    """Keep the asset checksums of an app published before they were recorded (the first job's view)."""
+    with db.transaction() as s:
+        row = s.get(App, app_id, with_for_update=True)
+        if row is not None and "assetChecksums" not in (row.document or {}):
+            row.document = {**row.document, "assetChecksums": sums}
 
 
 def put_system(doc: dict[str, Any], owner: str) -> None:

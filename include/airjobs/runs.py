@@ -52,6 +52,25 @@ class Terminated(BaseException):
 
 
 _terminated = False
+_shielded = 0  # > 0 while a step must not be cut (``shielded``)
+_pending = False  # SIGTERM came while shielded: raise when the shield ends
+
+
+class shielded:
+    """A section Airflow's SIGTERM must not cut in the middle: between handing a job to its scheduler and
+    recording the remote id, a stop would leave a job running that nobody knows of (a cleared run would
+    submit it again). The signal is remembered and ``Terminated`` raised when the section ends."""
+
+    def __enter__(self) -> None:
+        global _shielded
+        _shielded += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        global _shielded, _pending
+        _shielded -= 1
+        if not _shielded and _pending and exc[0] is None:
+            _pending = False
+            raise Terminated("the task was stopped by Airflow (its lifecycle run was changed there)")
 
 
 def raise_on_sigterm() -> None:
@@ -65,11 +84,13 @@ def raise_on_sigterm() -> None:
         return
 
     def handler(signum, frame):
-        global _terminated
+        global _terminated, _pending
         first, _terminated = not _terminated, True
         if callable(previous):
             previous(signum, frame)
-        if first:
+        if first and _shielded:
+            _pending = True
+        elif first:
             raise Terminated("the task was stopped by Airflow (its lifecycle run was changed there)")
 
     handler.airjobs = True
@@ -96,7 +117,9 @@ def job_of_run(run_id: str | None, conf: Any) -> str:
         raise NotALifecycleRun(
             f"Run {run_id} is not the lifecycle run of job {job_id} (that run's id is the job id): this run "
             "touches no job.")
-    if store.get_job(job_id) is None:
+    with db.session() as s:
+        found = s.scalar(select(Job.id).where(Job.id == job_id))
+    if found is None:
         raise NotALifecycleRun(f"Run {run_id}: there is no job {job_id}; this run touches no job.")
     return job_id
 

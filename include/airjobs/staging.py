@@ -33,6 +33,7 @@ History of a job staged at the third attempt::
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import shlex
@@ -156,11 +157,12 @@ def _explain(e: Exception, where: str, doing: str, input_id: str = "") -> InputE
 # ---------------------------------------------------------------- resolving inputs (no host is contacted)
 
 
-def _may_use(system: dict[str, Any], owner: str) -> bool:
-    return bool(system.get("public")) or system.get("owner") == owner
+def _sftp_system(uri: str, owner: str, is_admin: bool = False) -> tuple[dict[str, Any], str]:
+    """The registered SFTP system an ``sftp://`` URL names (same host, port and, when the URL names a user,
+    ``storage.auth.username``) whose path rule lets ``owner`` read the path: the owner's own systems first,
+    then the others they may use. Credentials in the URL are never used."""
+    from airjobs import access
 
-
-def _sftp_system(uri: str, owner: str) -> tuple[dict[str, Any], str]:
     parts = urlsplit(uri)
     try:
         host, port, user = (parts.hostname or "").lower(), parts.port or 22, parts.username
@@ -168,18 +170,31 @@ def _sftp_system(uri: str, owner: str) -> tuple[dict[str, Any], str]:
         raise InputError(f"Invalid input URL {uri}: bad port.", True) from None
     if not host:
         raise InputError(f"Invalid input URL {uri}: no host.", True)
-    for system in registry.list_systems(owner):
+    candidates = sorted(registry.list_systems(None if is_admin else owner),
+                        key=lambda s: (s.get("owner") != owner, s["id"]))
+    refusal: Exception | None = None
+    for system in candidates:
         st = system.get("storage") or {}
-        if (str(st.get("protocol") or "").upper() == "SFTP" and str(st.get("host") or "").lower() == host
-                and int(st.get("port") or 22) == port and _may_use(system, owner)
+        if not (str(st.get("protocol") or "").upper() == "SFTP" and str(st.get("host") or "").lower() == host
+                and int(st.get("port") or 22) == port and access.may_use_system(system, owner, is_admin)
                 and (user is None or (st.get("auth") or {}).get("username") == user)):
-            root = posixpath.normpath(st.get("rootDir") or "/")
-            path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
-            rel = posixpath.relpath(path, root)
-            if rel == ".." or rel.startswith("../"):
-                raise InputError(f"Permission denied: {path} is outside the root {root} of system {system['id']}.",
+            continue
+        root = posixpath.normpath(st.get("rootDir") or "/")
+        path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
+        rel = posixpath.relpath(path, root)
+        if rel == ".." or rel.startswith("../"):
+            refusal = InputError(f"Permission denied: {path} is outside the root {root} of system {system['id']}.",
                                  True)
-            return system, "/" + rel if rel != "." else "/"
+            continue
+        found = "/" + rel if rel != "." else "/"
+        try:
+            access.check_path(system, found, owner, is_admin, write=False, apps=registry.all_apps)
+        except AgaveError as e:
+            refusal = e
+            continue
+        return system, found
+    if refusal is not None:
+        raise refusal
     who = f"{user}@{host}:{port}" if user else f"{host}:{port}"
     raise InputError(f"No SFTP storage system that {owner} may use is registered for {who}, so {uri} "
                      "cannot be read (credentials in URLs are never used).", True)
@@ -222,13 +237,13 @@ def locate(input_id: str, uri: str, owner: str, is_admin: bool) -> Located:
                                  True)
             return Located("output", path=path, job=job)
         if scheme == "sftp":
-            system, path = _sftp_system(uri, owner)
+            system, path = _sftp_system(uri, owner, is_admin)
         else:
             system, path = resolve_input(uri, owner)
         if not access.may_use_system(system, owner, is_admin):
             raise InputError(f"Input {input_id}: no system found matching {system['id']}.", True)
         access.check_path(system, path, owner, is_admin, write=False, what=f"input {input_id}",
-                          apps=registry.list_apps(None))
+                          apps=registry.all_apps)
         return Located("path", system=system, path=path)
     except InputError:
         raise
@@ -258,7 +273,7 @@ def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: boo
             real = reader.realpath(full)
         except Exception:  # missing: the copy says so with the path the user gave
             real = full
-        apps = registry.list_apps(None)
+        apps = functools.cache(registry.all_apps)  # read once, and only if a rule needs them
         access.check_host_path(system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path,
                                apps=apps)
 
@@ -331,7 +346,7 @@ def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, whe
         size = transports.copy(src.reader, src.path, dest, target, on_chunk=meter, follow=src.follow)
     except BaseException as e:
         _remove(dest, target)  # no partial file stays behind
-        if isinstance(e, (JobAlreadyFinal, KeyboardInterrupt, SystemExit)):
+        if isinstance(e, JobAlreadyFinal) or not isinstance(e, Exception):  # a stop, or Airflow's SIGTERM
             raise
         doing = f"read {label}" if _is_connect_error(e) else f"copy {label} to {where}"
         raise _explain(e, src.where, doing, src.input_id) from e

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from airjobs import access, assets, monitor, registry, schedulers, store, transports
+from airjobs import access, assets, monitor, registry, runs, schedulers, store, transports
 from airjobs.errors import IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
@@ -130,7 +130,10 @@ def submit(job_id: str) -> None:
     deploy = _system(app.get("deploymentSystem") or system["id"])
     deploy_transport = transports.storage(deploy)
     if app.get("isPublic"):  # nobody but its owner changes what a public app runs
-        changed = assets.changes(app.get("assetChecksums") or {}, assets.fingerprint(app, deploy))
+        now_sums = assets.fingerprint(app, deploy)
+        if "assetChecksums" not in app:  # published before checksums were kept: these are its assets from now on
+            registry.record_asset_checksums(app["id"], now_sums)
+        changed = assets.changes(app.get("assetChecksums", now_sums), now_sums)
         if changed:
             raise StepError(f"The assets of app {app['id']} changed since it was published ({', '.join(changed[:10])})"
                             f"; its owner must update the app before it runs again.")
@@ -166,6 +169,11 @@ def submit(job_id: str) -> None:
     text = render_wrapper(template, _render_context(job, app, system, host_dir, header))
     transport.write_text(posixpath.join(host_dir, script), text, mode=0o700)
     transport.write_text(posixpath.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))
+    with runs.shielded():  # handed to the scheduler and recorded, or neither: never cut in between
+        _hand_over(job_id, system, sched, command)
+
+
+def _hand_over(job_id: str, system: dict[str, Any], sched: Any, command: str) -> None:
     rc, out, err = monitor.run(system, command)
     try:
         remote_id = sched.parse_submit(out if schedulers.is_fork(sched) else f"{out}\n{err}")
@@ -276,9 +284,11 @@ def complete(job_id: str, result: dict[str, Any]) -> None:
 
 def archive(job_id: str) -> None:
     job = _job(job_id)
-    if not job.archive or job.status != S.CLEANING_UP.value:
+    if not job.archive or job.status not in (S.CLEANING_UP.value, S.ARCHIVING.value):
         return
-    transition(job_id, S.ARCHIVING, "Transferring job output to archive system")
+    # ARCHIVING: an earlier try of this task was stopped midway (a cleared run): copy again, over what it left
+    transition(job_id, S.ARCHIVING, "Transferring job output to archive system" if job.status == S.CLEANING_UP.value
+               else "Archiving was interrupted; transferring job output to archive system again")
     try:
         system = _system(job.execution_system)
         host_dir = _host_path(system, job.work_path or work_path(job, system))
@@ -388,5 +398,5 @@ def run_step(name: str, job_id: str, fn: Callable[[], Any] | None = None) -> Any
         raise
     except Exception as e:
         reason = str(e) if isinstance(e, StepError) else f"{name} failed: {type(e).__name__}: {e}"
-        fail(job_id, reason)
+        runs.fail_and_stop(job_id, reason)  # a job that ends FAILED does not run on on its host
         raise

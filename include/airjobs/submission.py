@@ -584,6 +584,6 @@ def authorize(job: Job) -> None:
     if job.archive and job.archive_system:
         storage = registry.get_system(job.archive_system)
         try:
-            access.check_archive_target(storage, job.archive_path or "", owner, is_admin, registry.list_apps(None))
+            access.check_archive_target(storage, job.archive_path or "", owner, is_admin, registry.all_apps)
         except AgaveError as e:
             raise Forbidden(e.message) from None

@@ -148,7 +148,7 @@ def _no_secrets(section: dict, path: str) -> None:
 
 
 def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], check: ConnectionCheck,
-              is_admin: bool) -> dict:
+              is_admin: bool, guard: bool) -> dict:
     section = dict(_obj(section, path))
     _no_secrets(section, path)
     protocol = str(section.get("protocol") or "").upper()
@@ -170,7 +170,7 @@ def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], ch
     section["port"] = _int(section, "port", 22, minimum=1, path=path + ".")
     if section["port"] > 65535:
         raise BadRequest(f"Invalid {path}.port: at most 65535.")
-    if not is_admin:
+    if guard:
         from airjobs import egress
 
         try:
@@ -217,7 +217,10 @@ def _queue(q: Any, i: int) -> dict:
     return out
 
 
-def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool) -> dict[str, Any]:
+def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool, guard: bool | None = None) -> dict[str, Any]:
+    """``guard``: the system is reached only where the egress guard allows (default: unless an admin registers
+    it; an admin changing a user's system keeps it guarded)."""
+    guard = (not is_admin) if guard is None else guard
     doc = copy.deepcopy(_obj(doc, "system description"))
     sid = _str(doc, "id", required=True, max_len=64)
     if not ID_RE.match(sid or ""):
@@ -234,13 +237,14 @@ def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool) -> dict
     doc["available"] = _bool(doc, "available", True)
     doc["public"] = _bool(doc, "public", False)
     # a user's own system is reached only where the egress guard allows, checked at every connection too
-    doc["egressGuard"] = not is_admin
+    doc["egressGuard"] = guard
     doc["globalDefault"] = _bool(doc, "globalDefault", False)
     if (doc["public"] or doc["globalDefault"]) and not is_admin:
         raise Forbidden("Only administrators may publish a system (public or globalDefault).")
     if "storage" not in doc:
         raise BadRequest("Missing storage: it is required.")
-    doc["storage"] = _endpoint(doc["storage"], "storage", STORAGE_PROTOCOLS, KNOWN_STORAGE_PROTOCOLS, check, is_admin)
+    doc["storage"] = _endpoint(doc["storage"], "storage", STORAGE_PROTOCOLS, KNOWN_STORAGE_PROTOCOLS, check, is_admin,
+                               guard)
     storage = doc["storage"]
     storage["rootDir"] = _str(storage, "rootDir", path="storage.") or "/"
     storage["homeDir"] = _str(storage, "homeDir", path="storage.") or "/"
@@ -272,7 +276,7 @@ def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool) -> dict
     if "login" not in doc:
         raise BadRequest("Missing login: it is required for execution systems.")
     doc["login"] = _endpoint(doc["login"], "login", LOGIN_PROTOCOLS, LOGIN_PROTOCOLS | {"GSISSH", "API"}, check,
-                             is_admin)
+                             is_admin, guard)
     for field in ("workDir", "scratchDir"):
         value = _str(doc, field)
         if value is not None and ("\x00" in value or ".." in value.split("/")):
@@ -348,8 +352,11 @@ def _item(item: Any, kind: str, i: int, seen: set[str]) -> dict:
 
 def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | None],
                  default_storage: Callable[[str], dict | None], is_admin: bool,
-                 apps: list[dict[str, Any]] | tuple = ()) -> dict[str, Any]:
-    """``apps``: the registered apps (their deployment folders are no user's home, ``access.reserved``)."""
+                 apps: access.AppsArg = (), owner_is_admin: bool | None = None) -> dict[str, Any]:
+    """``apps``: the registered apps (others' deployment folders are no user's to read). ``owner_is_admin``:
+    whether the app's owner is an admin (default ``is_admin``; False when an admin changes a user's app), for
+    the rule that the owner may read the deployment folder."""
+    owner_is_admin = is_admin if owner_is_admin is None else owner_is_admin
     doc = copy.deepcopy(_obj(doc, "app description"))
     name = _str(doc, "name", required=True, max_len=64)
     if not ID_RE.match(name or ""):
@@ -404,7 +411,7 @@ def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | Non
         if "\x00" in value or ".." in value.split("/"):
             raise BadRequest(f"Invalid {field}: may not contain '..'.")
     # every job copies the deployment folder: it must be one the app's owner may read
-    access.check_path(deploy_system, deployment_path, owner, is_admin, write=False, what="deploymentPath",
+    access.check_path(deploy_system, deployment_path, owner, owner_is_admin, write=False, what="deploymentPath",
                       apps=apps)
     queues = {q["name"]: q for q in system.get("queues") or []}
     queue_name = _str(doc, "defaultQueue", max_len=128)

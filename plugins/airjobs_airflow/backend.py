@@ -238,16 +238,6 @@ class AirflowBackend:
 
     # ------------------------------------------------------------ credentials
 
-    def connection_exists(self, conn_id: str) -> bool:
-        from airflow.exceptions import AirflowNotFoundException
-        from airflow.models.connection import Connection
-
-        try:
-            Connection.get_connection_from_secrets(conn_id)
-        except AirflowNotFoundException:
-            return False
-        return True
-
     def connection_extra(self, conn_id: str) -> dict | None:
         from airflow.exceptions import AirflowNotFoundException
         from airflow.models.connection import Connection

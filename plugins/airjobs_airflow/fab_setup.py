@@ -3,7 +3,8 @@
     python -m airjobs_airflow.fab_setup [--service] [--user NAME:PASSWORD:ROLE ...]
 
 ``make user NAME=... PASSWORD=... [ROLE=...]`` runs it with ``--service`` (see ``on_service``): a new user gets
-the role (default ``Agave User``), an existing one a new password (its roles stay as they are).
+the role (default ``Agave User``), an existing one a new password, and the role too when none of its roles
+gives facade rights (a job user an earlier release gave Airflow's ``User`` role).
 
 Resources: "Agave Jobs", "Agave Apps", "Agave Systems". The job-user role ``Agave User`` gets read/create/edit/
 delete on each and nothing of Airflow's own (no DAG, run, task or log rights), so a job user reaches jobs only
@@ -93,7 +94,41 @@ def main() -> None:
                 print(f"created user {name} ({role_name})")
             else:
                 sm.reset_password(user.id, password)
+                if role is not None and not any(r.name in GRANTS for r in user.roles):
+                    user.roles.append(role)  # a user without facade rights (e.g. Airflow's User role) gets ROLE
+                    sm.update_user(user)
                 print(f"updated the password of user {name} (roles: {', '.join(r.name for r in user.roles)})")
+        upgrade(sm)
+
+
+def upgrade(sm) -> None:
+    """What systems registered before the access rule lack, filled in once (idempotent): the owner of each
+    Connection the service made from inline credentials (``extra.airjobs_owner``, so its owner may keep using
+    it and nobody else may), and the egress guard of systems whose owner is not an admin."""
+    import json
+
+    from sqlalchemy import select
+
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    from airjobs import registry
+
+    for system in registry.list_systems(None):
+        owner = system.get("owner") or ""
+        with create_session() as session:
+            for section in ("login", "storage"):
+                conn_id = (system.get(section) or {}).get("connectionId")
+                if conn_id != f"airjobs-{system['id']}-{section}":
+                    continue
+                conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+                extra = conn.extra_dejson if conn is not None else None
+                if extra is not None and "airjobs_owner" not in extra:
+                    conn.extra = json.dumps({**extra, "airjobs_owner": owner})
+        if "egressGuard" not in system:
+            found = sm.find_user(username=owner)
+            admin = found is not None and any(r.name == "Admin" for r in found.roles)
+            registry.put_system({**system, "egressGuard": not admin}, owner)
 
 
 if __name__ == "__main__":

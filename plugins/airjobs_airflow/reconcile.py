@@ -27,7 +27,8 @@ public/dag_run.py``, ``api/common/mark_tasks.py``, ``sdk/execution_time/supervis
   for seconds. Deleting a run (``DELETE``, bulk delete, deleting the DAG), ``airflow tasks``/``dags`` CLI
   commands in other processes and direct database changes fire no listener at all.
 * A periodic comparison of the two tables covers every path, sees committed state only, waits until the
-  tasks are gone, and catches up after an api-server restart. It costs two indexed queries every 2 s.
+  tasks are gone, and catches up after an api-server restart. Each cycle reads the active jobs (one
+  query), their runs' states (one query per 500 jobs) and, for a job whose run looks ended, the audit log.
 
 Only one reconciler acts at a time (a PostgreSQL advisory lock on the project's database), so several
 api-server workers are safe. ``AIRJOBS_RECONCILE=0`` turns it off. The decisions are in ``airjobs.runs``.

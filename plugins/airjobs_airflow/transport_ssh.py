@@ -44,11 +44,15 @@ _aead_wanted: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections to move 
 _rekey_lock = threading.Lock()
 
 
-def _client(conn_id: str, guard: bool = False):
-    """The cached connection of a Connection; with ``guard`` (a system a non-admin registered) the host is
-    checked by the egress guard before connecting, and the address a cached connection reached is checked
-    again (another system may have opened it)."""
-    from airjobs import egress
+_users: dict[str, set[str]] = {}  # conn_id -> the users its extra assigns it to (read when it connects)
+
+
+def _client(conn_id: str, guard: bool = False, owner: str | None = None):
+    """The cached connection of a Connection; with ``guard`` (a system a non-admin registered) the Connection
+    must be one ``owner`` may use (``airjobs.access``: checked at every use, not only when the system was
+    registered), the host is checked by the egress guard before connecting, and the address a cached
+    connection reached is checked again (another system may have opened it)."""
+    from airjobs import access, egress
 
     with _lock:
         client = _clients.get(conn_id)
@@ -58,6 +62,9 @@ def _client(conn_id: str, guard: bool = False):
 
             # one attempt: the callers retry with their own back-off and record each attempt in the job's history
             hook = SSHHook(ssh_conn_id=conn_id, conn_retry_attempts=1)
+            _users[conn_id] = access.connection_users(hook.get_connection(conn_id).extra_dejson)
+            if guard and owner not in _users[conn_id]:
+                raise PermissionError(f"Connection {conn_id} is not one {owner} may use")
             if guard:
                 egress.resolve_checked(hook.remote_host, int(hook.port or 22))
             hook.compress = _compress(hook)
@@ -67,6 +74,8 @@ def _client(conn_id: str, guard: bool = False):
                 _aead_wanted.add(client.get_transport())
             _clients[conn_id] = client
             _sftp.pop(conn_id, None)
+        if guard and owner not in _users.get(conn_id, ()):
+            raise PermissionError(f"Connection {conn_id} is not one {owner} may use")
         if guard:
             host, port = client.get_transport().getpeername()[:2]
             ip = egress.parse_host(host)
@@ -210,8 +219,8 @@ def _prefer_aead(t) -> None:
             t.renegotiate_keys()
 
 
-def _sftp_session(conn_id: str, guard: bool = False) -> _Session:
-    client = _client(conn_id, guard)
+def _sftp_session(conn_id: str, guard: bool = False, owner: str | None = None) -> _Session:
+    client = _client(conn_id, guard, owner)
     with _lock:
         session = _sftp.get(conn_id)
         if session is None or not session.alive():
@@ -245,19 +254,19 @@ def describe(conn_id: str) -> dict[str, Any]:
 
 
 class SSHTransport:
-    def __init__(self, conn_id: str, guard: bool = False):
+    def __init__(self, conn_id: str, guard: bool = False, owner: str | None = None):
         self.conn_id = conn_id
-        self.guard = guard
+        self.guard, self.owner = guard, owner
 
     def run(self, command: str, timeout: float = 60) -> tuple[int, str, str]:
-        client = _client(self.conn_id, self.guard)
+        client = _client(self.conn_id, self.guard, self.owner)
         _, stdout, stderr = client.exec_command(command, timeout=timeout)
         out = stdout.read().decode("utf-8", "replace")
         err = stderr.read().decode("utf-8", "replace")
         return stdout.channel.recv_exit_status(), out, err
 
     def _do(self, fn):
-        session = _sftp_session(self.conn_id, self.guard)
+        session = _sftp_session(self.conn_id, self.guard, self.owner)
         with session.lock:
             return fn(session.sftp)
 
@@ -346,11 +355,11 @@ class _Locked:
     closed with it): a long transfer or a slow download never holds up other users of the connection."""
 
     def __init__(self, transport: SSHTransport, path: str, mode: str):
-        self.conn_id, self.guard = transport.conn_id, transport.guard
+        self.conn_id, self.guard, self.owner = transport.conn_id, transport.guard, transport.owner
         self.path, self.mode = path, mode
 
     def __enter__(self):
-        self.session = _Session(_client(self.conn_id, self.guard))
+        self.session = _Session(_client(self.conn_id, self.guard, self.owner))
         try:
             f = self.session.sftp.open(self.path, self.mode)
             try:
@@ -545,4 +554,4 @@ def factory(system: dict[str, Any], section: str) -> SSHTransport:
         from airjobs.errors import StepError
 
         raise StepError(f"System {system['id']} names no {section}.connectionId.")
-    return SSHTransport(conn_id, guard=bool(system.get("egressGuard")))
+    return SSHTransport(conn_id, guard=bool(system.get("egressGuard")), owner=system.get("owner"))

@@ -61,9 +61,6 @@ class Backend(Protocol):
     def launch(self, job: Job) -> None:
         """Start the job's lifecycle run; raises on failure."""
 
-    def connection_exists(self, conn_id: str) -> bool:
-        """Is there a credential store entry (an Airflow Connection) with this id?"""
-
     def connection_extra(self, conn_id: str) -> dict | None:
         """The entry's ``extra`` (``{}`` when it has none), None when there is no such entry."""
 
@@ -404,11 +401,13 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
     async def list_pems(request: Request, job_id: str) -> Response:
         _, job = await _readable(request, job_id)
         limit, offset = _page(request)
-        rows = await read(lambda: store.grants(job.id, limit=limit, offset=offset))
+        # the owner is the listing's first entry (spec §9.2), then the grants
+        rows = await read(lambda: store.grants(job.id, limit=max(limit - (offset == 0), 0),
+                                                       offset=max(offset - 1, 0)))
         base = base_url(request)
         owner = [rep.permission_json(job, job.owner, access.ALL, base)] if offset == 0 else []
         return envelope(request, owner + [rep.permission_json(job, r.username, access.PERMISSIONS[r.permission], base)
-                                          for r in rows if r.username != job.owner])
+                                          for r in rows if r.username != job.owner][:limit])
 
     @route("/jobs/v2/{job_id}/pems/{username}", ["GET"])
     async def get_pem(request: Request, job_id: str, username: str) -> Response:
@@ -447,8 +446,13 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
     @route("/jobs/v2/{job_id}/pems/{username}", ["DELETE"])
     async def delete_pem(request: Request, job_id: str, username: str) -> Response:
         user, job = await _writable(request, job_id)
-        if username != job.owner:
-            await to_thread.run_sync(lambda: store.set_grant(job, username, "NONE", by=user.name))
+
+        def work() -> None:
+            name = backend.user_exists(username) or username  # grants are kept under the user's own spelling
+            if name != job.owner:
+                store.set_grant(job, name, "NONE", by=user.name)
+
+        await to_thread.run_sync(work)
         return envelope(request, None, message=f"Permissions of {username} on job {job.id} revoked.")
 
     @route("/jobs/v2/{job_id}/pems", ["DELETE"])
@@ -481,7 +485,7 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
             registry.check_owner(registry.get_app(given), "app", given, user.name, user.is_admin)
             doc = validation.validate_app(body, owner=user.name, get_system=registry.get_system,
                                           default_storage=registry.default_storage, is_admin=user.is_admin,
-                                          apps=registry.list_apps(None))
+                                          apps=registry.all_apps)
             return registry.register_app(doc, user.name, user.is_admin)
 
         doc, created = await to_thread.run_sync(work)
@@ -497,7 +501,8 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
             existing = registry.visible_app(app_id, user.name, user.is_admin)
             doc = validation.validate_app(body, owner=existing["owner"], get_system=registry.get_system,
                                           default_storage=registry.default_storage, is_admin=user.is_admin,
-                                          apps=registry.list_apps(None))
+                                          apps=registry.all_apps,
+                                          owner_is_admin=user.is_admin and existing["owner"] == user.name)
             if doc["id"] != app_id:
                 raise BadRequest(f"Invalid name/version: this is app {app_id}, the description says {doc['id']}.")
             return registry.register_app(doc, user.name, user.is_admin)[0]
@@ -570,7 +575,8 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
         doc, pending = validation.extract_credentials(body, backend.connection_extra, owner=owner)
         made = {p[0] for p in pending}
         usable = _usable_connection(user)
-        doc = validation.validate_system(doc, check=lambda c: c in made or usable(c), is_admin=user.is_admin)
+        doc = validation.validate_system(doc, check=lambda c: c in made or usable(c), is_admin=user.is_admin,
+                                         guard=not (user.is_admin and owner == user.name))
         registry.check_new_id(doc["id"], owner, existing)
         for conn in pending:
             backend.put_connection(*conn)

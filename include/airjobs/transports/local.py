@@ -187,6 +187,8 @@ class LocalTransport:
             self._inside(path)
             return
         real = self._inside(path)
+        if not os.path.lexists(self.root):  # a new system: its root is the service's to make
+            os.makedirs(self.root, 0o711, exist_ok=True)
         rel = os.path.relpath(real, self.root)
         here = self.root
         for part in [] if rel == "." else rel.split(os.sep):

@@ -106,3 +106,27 @@ def test_the_job_rule():
                 access.check_job(job, "j", perm, action)
     with pytest.raises(NotFound, match="not visible"):
         access.check_job(SimpleNamespace(owner="alice", visible=False), "j", access.ALL, "read")
+
+
+def test_work_directories_inside_homes_stay_each_users():
+    """A common Agave layout: jobs run in the users' homes (workDir = homeDir = /home)."""
+    shared = {"id": "hpc", "type": "EXECUTION", "owner": "admin", "public": True, "workDir": "/home",
+              "storage": {"protocol": "SFTP", "rootDir": "/", "homeDir": "/home"}}
+    access.check_path(shared, "alice/job-1-x/out.txt", "alice", False, write=False)
+    access.check_path(shared, "alice/archive", "alice", False, write=True)
+    with pytest.raises(Forbidden):
+        access.check_path(shared, "bob/job-2-y/out.txt", "alice", False, write=False)
+
+
+def test_a_home_with_an_app_of_ones_own_keeps_it_and_anothers_app_folder_stays_closed():
+    mine = [{"id": "a-1", "owner": "alice", "deploymentSystem": "store", "deploymentPath": "/alice/apps/a"},
+            {"id": "w-1", "owner": "admin", "deploymentSystem": "store", "deploymentPath": "/alice/shared-app"}]
+    access.check_path(STORE, "alice/apps/a/run.sh", "alice", False, write=False, apps=mine)
+    access.check_path(STORE, "alice/data.txt", "alice", False, write=True, apps=mine)
+    with pytest.raises(Forbidden):
+        access.check_path(STORE, "alice/shared-app/run.sh", "alice", False, write=False, apps=mine)
+    with pytest.raises(Forbidden):
+        access.check_path(STORE, "alice", "alice", False, write=True, apps=mine)  # over another's app folder
+    calls = []
+    access.check_path(STORE, "x/y", "admin", True, write=True, apps=lambda: calls.append(1) or [])
+    assert calls == []  # the owner's paths need no app list
