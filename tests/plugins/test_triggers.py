@@ -4,6 +4,8 @@ status check per cycle, and a job killed elsewhere ends its trigger without a re
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +16,12 @@ from airjobs_airflow.triggers import JobStatusTrigger, SystemPoller
 from conftest import install_app
 
 
-def _job(owner: str, seconds: float) -> str:
-    install_app("napper", f"sleep {seconds}\necho rested > rested.txt\n")
-    job, _ = store.create_job(submission.build_job({"name": "nap", "appId": "napper-1.0", "archive": False}, owner),
+def _job(owner: str, seconds: float, gate: Path | None = None) -> str:
+    """A FORK job that sleeps ``seconds``, or (with ``gate``) waits until that file exists."""
+    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done" if gate else f"sleep {seconds}"
+    app = "napper-gated" if gate else "napper"
+    install_app(app, f"{wait}\necho rested > rested.txt\n")
+    job, _ = store.create_job(submission.build_job({"name": "nap", "appId": f"{app}-1.0", "archive": False}, owner),
                               created_by=owner)
     steps.run_step("stage", job.id)
     steps.run_step("submit", job.id)
@@ -38,9 +43,13 @@ def test_jobs_on_one_system_share_one_check_per_cycle(pg, monkeypatch):
         return real(system_id, job_ids)
 
     monkeypatch.setattr(monitor, "check", counting)
-    ids = [_job("poller-user", 1.5) for _ in range(4)]
+    gate = Path(tempfile.mkdtemp(prefix="ajt-gate-")) / "open"
+    gate.parent.chmod(0o755)  # the jobs may run as the unprivileged run-as account
+    ids = [_job("poller-user", 0, gate) for _ in range(4)]
 
     async def main():
+        # the four jobs end together, however long creating them took: each cycle sees all four
+        asyncio.get_running_loop().call_later(1.5, gate.touch)
         return await asyncio.wait_for(asyncio.gather(*(_event(i) for i in ids)), 30)
 
     events = asyncio.run(main())
