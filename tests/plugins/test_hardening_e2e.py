@@ -318,6 +318,22 @@ def test_access_token_of_a_deleted_user_is_refused_within_2_s(service):
     assert refused <= 2.5, refused
 
 
+def test_airflows_own_api_refuses_a_deleted_users_token_within_3_s(service):
+    """The same token on Airflow's /api/v2: "Forbidden" (a job user has no DAG rights) while the account
+    exists, "Invalid JWT token" once it is gone (Airflow answers both with 403): within [fab] cache_ttl."""
+    name, password = _new_user(service)
+    token = _login(service, name, password).json()["access_token"]
+    with httpx.Client(base_url=service.base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        assert c.get("/api/v2/dags").json()["detail"] == "Forbidden"
+        _delete_user(service, name)
+        deleted = time.monotonic()
+        while (r := c.get("/api/v2/dags")).json()["detail"] == "Forbidden":
+            assert time.monotonic() - deleted < 10, "Airflow still knows the deleted user"
+            time.sleep(0.1)
+    assert r.status_code in (401, 403) and r.json()["detail"] == "Invalid JWT token", r.text
+    assert time.monotonic() - deleted <= 3.5
+
+
 def test_refresh_token_after_the_user_was_deleted_and_recreated_is_refused(service):
     name, password = _new_user(service)
     old = _login(service, name, password).json()
