@@ -157,10 +157,11 @@ def _explain(e: Exception, where: str, doing: str, input_id: str = "") -> InputE
 # ---------------------------------------------------------------- resolving inputs (no host is contacted)
 
 
-def _sftp_system(uri: str, owner: str, is_admin: bool = False) -> tuple[dict[str, Any], str]:
+def _sftp_system(uri: str, owner: str, is_admin: bool = False,
+                 apps: Any = registry.all_apps) -> tuple[dict[str, Any], str]:
     """The registered SFTP system an ``sftp://`` URL names (same host, port and, when the URL names a user,
     ``storage.auth.username``) whose path rule lets ``owner`` read the path: the owner's own systems first,
-    then the others they may use. Credentials in the URL are never used."""
+    then the others they may use. Credentials in the URL are never used. ``apps``: as ``access.check_path``."""
     from airjobs import access
 
     parts = urlsplit(uri)
@@ -188,7 +189,7 @@ def _sftp_system(uri: str, owner: str, is_admin: bool = False) -> tuple[dict[str
             continue
         found = "/" + rel if rel != "." else "/"
         try:
-            access.check_path(system, found, owner, is_admin, write=False, apps=registry.all_apps)
+            access.check_path(system, found, owner, is_admin, write=False, apps=apps)
         except AgaveError as e:
             refusal = e
             continue
@@ -218,10 +219,11 @@ class Located:
     job: Job | None = None  # for "output"
 
 
-def locate(input_id: str, uri: str, owner: str, is_admin: bool) -> Located:
+def locate(input_id: str, uri: str, owner: str, is_admin: bool, apps: Any = registry.all_apps) -> Located:
     """An input value -> where it is, or a permanent InputError (unknown system, a system or path the owner may
     not read, a job output they may not read). No host is contacted: submission calls this too, so what a
-    user may not read is refused at submit, and staging calls it again before reading."""
+    user may not read is refused at submit, and staging calls it again before reading. ``apps``: the
+    registered apps or a function that reads them (``access.check_path``)."""
     from airjobs import access, egress, store
 
     try:
@@ -237,13 +239,12 @@ def locate(input_id: str, uri: str, owner: str, is_admin: bool) -> Located:
                                  True)
             return Located("output", path=path, job=job)
         if scheme == "sftp":
-            system, path = _sftp_system(uri, owner, is_admin)
+            system, path = _sftp_system(uri, owner, is_admin, apps)
         else:
             system, path = resolve_input(uri, owner)
         if not access.may_use_system(system, owner, is_admin):
             raise InputError(f"Input {input_id}: no system found matching {system['id']}.", True)
-        access.check_path(system, path, owner, is_admin, write=False, what=f"input {input_id}",
-                          apps=registry.all_apps)
+        access.check_path(system, path, owner, is_admin, write=False, what=f"input {input_id}", apps=apps)
         return Located("path", system=system, path=path)
     except InputError:
         raise
@@ -256,7 +257,8 @@ def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: boo
     from airjobs import access, outputs
 
     name = _name(input_id, uri)
-    where = locate(input_id, uri, owner, is_admin)
+    apps = functools.cache(registry.all_apps)  # read once, and only if a rule needs them
+    where = locate(input_id, uri, owner, is_admin, apps)
     try:
         if where.kind == "http":
             parts = urlsplit(uri)
@@ -273,7 +275,6 @@ def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: boo
             real = reader.realpath(full)
         except Exception:  # missing: the copy says so with the path the user gave
             real = full
-        apps = functools.cache(registry.all_apps)  # read once, and only if a rule needs them
         access.check_host_path(system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path,
                                apps=apps)
 

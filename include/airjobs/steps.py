@@ -295,7 +295,7 @@ def archive(job_id: str) -> None:
         storage = _system(job.archive_system or "")
         dest_transport = transports.storage(storage)
         # checked at submit, and again now: an app may have been deployed there since
-        apps = registry.list_apps(None)
+        apps = registry.all_apps()
         owner, admin = job.owner, bool(job.owner_admin)
         dest = access.check_archive_target(storage, job.archive_path or "", owner, admin, apps)
         for made in (False, True):  # a link on the way must not lead into someone else's folder: checked on

@@ -2,7 +2,7 @@
 
 Tokens: access tokens are Airflow's own JWTs (``sub`` = the FAB user id). The facade re-checks, at most
 ``USER_CHECK_SECONDS`` apart per user id, that the user still exists and is active (FAB's auth manager keeps
-users ``[fab] cache_ttl`` = 30 s), and at most ``REVOCATION_CACHE_SECONDS`` apart per token that it was not
+users ``[fab] cache_ttl`` seconds, 2 in airflow.cfg, 30 by default), and at most ``REVOCATION_CACHE_SECONDS`` apart per token that it was not
 revoked (Airflow's ``revoked_token`` table). Refresh tokens are HS512 JWTs of this service bound to the user
 record (``uid``) with a ``jti``: refused when the account was deleted, re-created (another id) or deactivated,
 and when revoked through ``POST /revoke`` (``airjobs_revoked_refresh_token``).
@@ -28,6 +28,21 @@ REFRESH_LIFETIME = 14 * 24 * 3600
 REVOCATION_CACHE_SECONDS = 2.0
 #: a deleted or deactivated user's access tokens are refused within this many seconds
 USER_CHECK_SECONDS = 2.0
+
+
+def _remembered(memo: dict[Any, float], key: Any, seconds: float, check: Any) -> bool:
+    """``check()`` (a database query), a True answer remembered for ``seconds`` per key; a False one never."""
+    now = time.monotonic()
+    checked = memo.get(key)
+    if checked is not None and now - checked < seconds:
+        return True
+    if not check():
+        memo.pop(key, None)
+        return False
+    if len(memo) > 10_000:
+        memo.clear()
+    memo[key] = now
+    return True
 
 
 def _flask_app():
@@ -90,42 +105,28 @@ class AirflowBackend:
 
     def _user_valid(self, uid: int) -> bool:
         """Does the FAB user with this id exist and is it active? One query, remembered for USER_CHECK_SECONDS
-        (FAB's own user cache would keep a deleted user for ``[fab] cache_ttl`` seconds)."""
+        (FAB's own user cache keeps a user for ``[fab] cache_ttl`` seconds)."""
         from sqlalchemy import select
 
         from airflow.providers.fab.auth_manager.models import User as FabUser
         from airflow.utils.session import create_session
 
-        now = time.monotonic()
-        checked = self._user_checked.get(uid)
-        if checked is not None and now - checked < USER_CHECK_SECONDS:
+        def active() -> bool:
+            with create_session() as session:
+                row = session.execute(select(FabUser.id, FabUser.active).where(FabUser.id == uid)).first()
+            if row is None or not row.active:  # deleted, or deactivated (a null counts as inactive, as FAB does)
+                self.auth_manager.cache.pop(uid, None)
+                return False
             return True
-        with create_session() as session:
-            row = session.execute(select(FabUser.id, FabUser.active).where(FabUser.id == uid)).first()
-        if row is None or not row.active:  # deleted, or deactivated (a null counts as inactive, as FAB does)
-            self._user_checked.pop(uid, None)
-            self.auth_manager.cache.pop(uid, None)
-            return False
-        if len(self._user_checked) > 10_000:
-            self._user_checked.clear()
-        self._user_checked[uid] = now
-        return True
+
+        return _remembered(self._user_checked, uid, USER_CHECK_SECONDS, active)
 
     def _not_revoked(self, jti: str) -> bool:
         """Airflow's revocation check (one query), remembered for REVOCATION_CACHE_SECONDS per token."""
         from airflow.models.revoked_token import RevokedToken
 
-        now = time.monotonic()
-        checked = self._revocation_checked.get(jti)
-        if checked is not None and now - checked < REVOCATION_CACHE_SECONDS:
-            return True
-        if RevokedToken.is_revoked(jti):
-            self._revocation_checked.pop(jti, None)
-            return False
-        if len(self._revocation_checked) > 10_000:
-            self._revocation_checked.clear()
-        self._revocation_checked[jti] = now
-        return True
+        return _remembered(self._revocation_checked, jti, REVOCATION_CACHE_SECONDS,
+                           lambda: not RevokedToken.is_revoked(jti))
 
     def _user_from_claims(self, claims: dict[str, Any]) -> User:
         if (jti := claims.get("jti")) and not self._not_revoked(jti):

@@ -588,12 +588,12 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
 
         def work() -> None:
             doc = registry.delete_system(system_id, user.name, user.is_admin)
+            named = {(s.get(sec) or {}).get("connectionId") for s in registry.list_systems(None)
+                     for sec in ("login", "storage")}
             for section in ("login", "storage"):  # the credentials the service made for it go with it
                 conn_id = f"airjobs-{system_id}-{section}"
                 extra = backend.connection_extra(conn_id)
-                if extra is not None and extra.get("airjobs_owner") == doc["owner"] and not any(
-                        (s.get(sec) or {}).get("connectionId") == conn_id
-                        for s in registry.list_systems(None) for sec in ("login", "storage")):
+                if extra is not None and extra.get("airjobs_owner") == doc["owner"] and conn_id not in named:
                     backend.delete_connection(conn_id)
 
         await to_thread.run_sync(work)
