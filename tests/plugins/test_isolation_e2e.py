@@ -468,3 +468,13 @@ def test_a_grant_uses_the_users_own_name(service, victim):
         assert c.get(f"/jobs/v2/{job_id}").status_code == 200
     with service.client("alice") as c:
         c.delete(f"/jobs/v2/{job_id}/pems/bob")
+
+
+def test_changing_someone_elses_public_app_says_nothing_but_no(service):
+    """PUT on another user's public app is a 403 before the description is validated: its validation
+    messages would tell whether the owner's (private) systems exist and what they are."""
+    probe = {**registry.get_app("wc-1.0"), "isPublic": False, "executionSystem": f"admin-secret-{time.time_ns()}"}
+    with service.client("bob") as c:
+        r = c.put("/apps/v2/wc-1.0", json=probe)
+    assert r.status_code == 403 and "no system found" not in r.json()["message"], r.text
+    assert registry.get_app("wc-1.0")["executionSystem"] == "demo-fork"

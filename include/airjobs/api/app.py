@@ -499,6 +499,8 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
 
         def work() -> dict:
             existing = registry.visible_app(app_id, user.name, user.is_admin)
+            # before validating: its answers would tell a stranger about the owner's systems
+            registry.check_owner(existing, "app", app_id, user.name, user.is_admin)
             doc = validation.validate_app(body, owner=existing["owner"], get_system=registry.get_system,
                                           default_storage=registry.default_storage, is_admin=user.is_admin,
                                           apps=registry.all_apps,
