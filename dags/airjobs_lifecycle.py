@@ -7,12 +7,12 @@ job than the run id) fails at once and touches no job, so no job ever has a seco
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airjobs import runs, steps
+from airjobs import recovery, runs, steps
 from airjobs_airflow import LIFECYCLE_DAG_ID
 from airjobs_airflow.sensors import JobMonitorSensor
 
@@ -32,16 +32,26 @@ def _job_id(context) -> str:
 
 def _guard(context) -> None:
     """Every task's ``pre_execute`` (the monitor's too, also when it resumes from the triggerer): refuse a run
-    that is not a job's, and stop at once when Airflow stops the task (``runs.raise_on_sigterm``)."""
-    _job_id(context)
+    that is not a job's, stop at once when Airflow stops the task (``runs.raise_on_sigterm``), and on a retry
+    record it in the job's history (``recovery.note_retry``), or end the job once retrying is over."""
+    job_id = _job_id(context)
     runs.raise_on_sigterm()
+    ti = context["ti"]
+    if (ti.try_number or 1) > 1:
+        try:
+            recovery.note_retry(job_id, ti.task_id, ti.try_number)
+        except recovery.GaveUp as e:
+            runs.fail_and_stop(job_id, str(e))
+            raise AirflowFailException(str(e)) from None
 
 
 def _run(name: str, context) -> None:
     try:
-        steps.run_step(name, _job_id(context))
+        steps.run_step(name, _job_id(context), attempt=context["ti"].try_number or 1)
     except steps.JobAlreadyFinal as e:
         raise AirflowSkipException(str(e)) from None
+    except steps.JobFailed as e:  # what the job did: no retry
+        raise AirflowFailException(str(e)) from None
 
 
 def _on_failure(context) -> None:
@@ -73,7 +83,11 @@ with DAG(
     max_active_tasks=1024,
     is_paused_upon_creation=False,
     tags=["airjobs"],
-    default_args={"retries": 0, "on_failure_callback": _on_failure, "pre_execute": _guard},
+    # a task that fails because of the service is retried (``airjobs.recovery``: its time budget ends the job
+    # FAILED long before Airflow runs out of tries); what the job did fails the task without a retry
+    default_args={"retries": recovery.MAX_TRIES, "retry_delay": timedelta(seconds=recovery.RETRY_DELAY),
+                  "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(seconds=recovery.MAX_RETRY_DELAY),
+                  "on_failure_callback": _on_failure, "pre_execute": _guard},
     doc_md=__doc__,
 ) as dag:
 

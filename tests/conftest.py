@@ -148,6 +148,12 @@ def install_app(name: str, template: str, execution_system: str = "demo-fork", *
     return root
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The fault tests (marker ``faults``) kill and restart parts of the session's service and of the test hosts:
+    they run after all the others, so a test never meets a service in the middle of a restart."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)  # a stable sort keeps the rest
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0 and not os.environ.get("AIRJOBS_TEST_VAR"):
         shutil.rmtree(VAR, ignore_errors=True)

@@ -56,6 +56,9 @@ class Job(Base):
     last_polled: Mapped[datetime | None]
     #: the owner was an admin at submission (admins may read and write any path: ``airjobs.access``)
     owner_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    #: while a step is being retried after a failure of the service (``airjobs.recovery``): since when, how
+    #: many retries, the last error; None when the job's steps are going fine
+    recovery: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
         Index("ix_airjobs_job_owner_created", "owner", "created"),

@@ -46,7 +46,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 
-from airjobs import db, registry, transports
+from airjobs import db, registry, store, transports
 from airjobs.egress import EgressRefused
 from airjobs.errors import AgaveError, IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
@@ -330,7 +330,7 @@ def _remove(dest: transports.Transport, path: str) -> None:
 
 
 def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int,
-          total: int) -> dict[str, Any]:
+          total: int, so_far: list[dict[str, Any]], path: str) -> dict[str, Any]:
     label = f"input {src.input_id} {src.uri}"
     is_dir = False
     if not isinstance(src.reader, HTTPSource):  # http URLs are only known by fetching them
@@ -351,10 +351,13 @@ def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, whe
             raise
         doing = f"read {label}" if _is_connect_error(e) else f"copy {label} to {where}"
         raise _explain(e, src.where, doing, src.input_id) from e
+    record = {"id": src.input_id, "source": src.uri, "path": path, "size": size,
+              "sha256": None if is_dir else meter.sha256}
     _move(job_id, S.STAGING_INPUTS, f"Copy of {src.uri} to {where} completed ({size} bytes)",
           progress={**watch.progress(meter), "totalBytesTransferred": size, "totalBytes": size,
-                    "filesDone": n + 1, "totalActiveTransfers": total - n - 1})
-    return {"size": size, "sha256": None if is_dir else meter.sha256}
+                    "filesDone": n + 1, "totalActiveTransfers": total - n - 1},
+          staged_inputs=[*so_far, record])  # a try cut after this copy does not copy it again (``_attempt``)
+    return record
 
 
 def _attempt(job_id: str, job: Job, system: dict[str, Any], wpath: str, http: HTTPSource) -> list[dict[str, Any]]:
@@ -371,13 +374,20 @@ def _attempt(job_id: str, job: Job, system: dict[str, Any], wpath: str, http: HT
         dest.makedirs(host_dir)
     except Exception as e:
         raise _explain(e, _endpoint(system, "login"), f"create the work directory {wpath}") from e
-    staged = []
+    now_job = store.get_job(job_id)
+    earlier = {(r.get("id"), r.get("source"), r.get("path")): r for r in (now_job.staged_inputs if now_job else None)
+               or [] if isinstance(r, dict)}  # copied by an attempt or a try that was cut short after them
+    staged: list[dict[str, Any]] = []
     for n, src in enumerate(sources):
         check_cancelled(job_id)
         path = posixpath.join(wpath, src.name)
-        record = _copy(job_id, src, dest, posixpath.join(host_dir, src.name), f"agave://{system['id']}{path}", n,
-                       len(sources))
-        staged.append({"id": src.input_id, "source": src.uri, "path": path, **record})
+        target = posixpath.join(host_dir, src.name)
+        done = earlier.get((src.input_id, src.uri, path))
+        if done is not None and dest.exists(target):
+            staged.append(done)
+            continue
+        staged.append(_copy(job_id, src, dest, target, f"agave://{system['id']}{path}", n, len(sources), staged,
+                            path))
     return staged
 
 

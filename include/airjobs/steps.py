@@ -11,11 +11,12 @@ import contextlib
 import logging
 import posixpath
 import time
+from shlex import quote
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from airjobs import access, assets, monitor, registry, runs, schedulers, store, transports
+from airjobs import access, assets, monitor, recovery, registry, runs, schedulers, store, transports
 from airjobs.errors import IllegalTransition, StepError
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
@@ -168,13 +169,53 @@ def submit(job_id: str) -> None:
             manifest.append(sched.submit_file_name(script))
     text = render_wrapper(template, _render_context(job, app, system, host_dir, header))
     transport.write_text(posixpath.join(host_dir, script), text, mode=0o700)
-    transport.write_text(posixpath.join(host_dir, ARCHIVE_MANIFEST), "".join(f"{m}\n" for m in [*manifest, script]))
+    transport.write_text(posixpath.join(host_dir, ARCHIVE_MANIFEST),
+                         "".join(f"{m}\n" for m in [*manifest, script, SUBMIT_MARK]))
     with runs.shielded():  # handed to the scheduler and recorded, or neither: never cut in between
-        _hand_over(job_id, system, sched, command)
+        _hand_over(job_id, system, sched, host_dir, command)
 
 
-def _hand_over(job_id: str, system: dict[str, Any], sched: Any, command: str) -> None:
-    rc, out, err = monitor.run(system, command)
+#: the work directory's record of the one hand-over to the scheduler (``once``): a retried submit reads it
+SUBMIT_MARK = ".airjobs-submit"
+#: how long a retried submit waits for the record of a hand-over still under way before trying again later
+SUBMIT_WAIT_SECONDS = 120
+
+
+def once(host_dir: str, command: str) -> str:
+    """``command`` run at most once per work directory, whatever happens to the service meanwhile: ``mkdir``
+    of ``SUBMIT_MARK`` decides who submits, the command runs in its own session (``setsid -w``: a task killed
+    mid-way, its process group with it, or an SSH connection dropped, does not cut it) and leaves its exit
+    status and output there. Every caller, the first and any retry, prints ``rc``, then ``out``, then ``err``
+    of that one run, separated by marker lines; a run still under way is waited for."""
+    d = quote(posixpath.join(host_dir, SUBMIT_MARK))
+    inner = f"( {command} ) > {d}/out 2> {d}/err; echo $? > {d}/rc.tmp && mv -f {d}/rc.tmp {d}/rc"
+    return (
+        f"if mkdir {d} 2>/dev/null; then setsid -w /bin/sh -c {quote(inner)} < /dev/null > /dev/null 2>&1; "
+        f"elif [ ! -d {d} ]; then echo 'cannot create '{d} >&2; exit 1; fi; "
+        f"i=0; while [ ! -e {d}/rc ] && [ $i -lt {SUBMIT_WAIT_SECONDS * 5} ]; do sleep 0.2; i=$((i+1)); done; "
+        f"if [ ! -e {d}/rc ]; then echo 'an earlier submission of this job is still under way' >&2; exit 75; fi; "
+        f"cat {d}/rc; echo {_OUT}; cat {d}/out; echo {_ERR}; cat {d}/err"
+    )
+
+
+_OUT, _ERR = "@@airjobs-submit-out@@", "@@airjobs-submit-err@@"
+
+
+def _parse_once(rc: int, out: str, err: str) -> tuple[int, str, str]:
+    """(rc, out, err) of the one hand-over, from what ``once`` printed; OSError when it could not tell."""
+    if _OUT not in out or _ERR not in out:
+        raise OSError(f"the submission could not be run or read back ({rc}): {(err or out).strip()[:300]}")
+    head, _, rest = out.partition(_OUT)
+    sub_out, _, sub_err = rest.partition(_ERR)
+    try:
+        code = int(head.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise OSError(f"the submission left an unreadable exit status: {head.strip()[:100]}") from None
+    return code, sub_out.strip("\n") + "\n", sub_err.strip("\n")
+
+
+def _hand_over(job_id: str, system: dict[str, Any], sched: Any, host_dir: str, command: str) -> None:
+    rc, out, err = _parse_once(*monitor.run(system, once(host_dir, command)))
     try:
         remote_id = sched.parse_submit(out if schedulers.is_fork(sched) else f"{out}\n{err}")
     except ValueError as e:
@@ -314,10 +355,16 @@ def archive(job_id: str) -> None:
         entries = [e.name for e in src_transport.scandir(host_dir) if e.name not in skip and not (
             e.is_link and not src_transport.realpath(posixpath.join(host_dir, e.name)).startswith(real_root))]
         progress = _ArchiveProgress(job_id, len(entries))  # the manifest, and links leading out, stay behind
+        done = _archived_entries(job_id) if job.status == S.ARCHIVING.value else {}
         for name in entries:
+            if name in done and dest_transport.exists(posixpath.join(dest, name)):  # an earlier try copied it
+                progress.files += 1
+                progress.bytes += done[name]
+                continue
+            before = progress.bytes
             transports.copy(src_transport, posixpath.join(host_dir, name), dest_transport,
                             posixpath.join(dest, name), on_chunk=progress)
-            progress.file_done(name)
+            progress.file_done(name, progress.bytes - before)
         copied = progress.bytes
     except Exception as e:
         log.exception("archiving job %s failed", job_id)
@@ -357,15 +404,35 @@ class _ArchiveProgress:
         if time.monotonic() - self.last >= self.EVERY:
             self._event(f"Archiving in progress: {self.bytes} bytes copied")
 
-    def file_done(self, name: str) -> None:
+    def file_done(self, name: str, size: int) -> None:
         self.files += 1
-        self._event(f"Copied {name} to the archive ({self.files} of {self.total}, {self.bytes} bytes so far)")
+        self._event(f"Copied {name} to the archive ({self.files} of {self.total}, {self.bytes} bytes so far)",
+                    entry={"name": name, "bytes": size})
 
-    def _event(self, message: str) -> None:
+    def _event(self, message: str, **extra: Any) -> None:
         self.last = time.monotonic()
         transition(self.job_id, S.ARCHIVING, message,
                    progress={"totalFiles": self.total, "filesDone": self.files, "totalBytesTransferred": self.bytes,
-                             "totalActiveTransfers": self.total - self.files})
+                             "totalActiveTransfers": self.total - self.files, **extra})
+
+
+def _archived_entries(job_id: str) -> dict[str, int]:
+    """name -> bytes of the work directory's entries an interrupted try already copied to the archive (its
+    ARCHIVING events say so): a retry copies only the rest."""
+    from sqlalchemy import select
+
+    from airjobs import db
+    from airjobs.models import JobEvent
+
+    with db.session() as s:
+        rows = s.scalars(select(JobEvent.progress).where(JobEvent.job_id == job_id,
+                                                          JobEvent.status == S.ARCHIVING.value))
+        out = {}
+        for p in rows:
+            entry = p.get("entry") if isinstance(p, dict) else None
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                out[entry["name"]] = int(entry.get("bytes") or 0)
+        return out
 
 
 def finalize(job_id: str) -> None:
@@ -390,13 +457,33 @@ STEPS: dict[str, Callable[[str], None]] = {
 }
 
 
-def run_step(name: str, job_id: str, fn: Callable[[], Any] | None = None) -> Any:
-    """Run one step; on any exception the job ends FAILED with the error, then the error propagates."""
+class JobFailed(StepError):
+    """The step ended its job FAILED (what the job did, or the service failing past the retry budget): the
+    Airflow task must fail without another try."""
+
+
+def run_step(name: str, job_id: str, fn: Callable[[], Any] | None = None, attempt: int = 1) -> Any:
+    """Run one step (try ``attempt`` of its task). What the job did (``recovery.is_jobs_fault``) ends the job
+    FAILED with the error and raises ``JobFailed``; a failure of the service is recorded in the job's history
+    and re-raised for Airflow to retry the task, until ``recovery.budget()`` runs out (then FAILED, ``JobFailed``)."""
     try:
-        return fn() if fn is not None else STEPS[name](job_id)
+        result = fn() if fn is not None else STEPS[name](job_id)
     except JobAlreadyFinal:
         raise
     except Exception as e:
-        reason = str(e) if isinstance(e, StepError) else f"{name} failed: {type(e).__name__}: {e}"
-        runs.fail_and_stop(job_id, reason)  # a job that ends FAILED does not run on on its host
+        if recovery.is_jobs_fault(e):
+            runs.fail_and_stop(job_id, str(e))  # a job that ends FAILED does not run on on its host
+            raise JobFailed(str(e)) from e
+        log.warning("step %s of job %s failed because of the service (try %d): %s", name, job_id, attempt,
+                    recovery.describe(e))
+        try:
+            recovery.note_failure(job_id, name, attempt, e)
+        except recovery.GaveUp as gave_up:
+            runs.fail_and_stop(job_id, str(gave_up))
+            raise JobFailed(str(gave_up)) from e
+        except Exception as note_error:  # the database itself is away: Airflow retries all the same
+            log.warning("could not record the failure of step %s of job %s: %s", name, job_id, note_error)
         raise
+    if fn is None:
+        recovery.recovered(job_id)
+    return result

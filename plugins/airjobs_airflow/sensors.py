@@ -30,37 +30,41 @@ class JobMonitorSensor(BaseSensorOperator):
     def poke(self, context: Any) -> bool:
         from airjobs import steps
 
-        return steps.run_step("monitor", self.job_id, lambda: steps.poll(self.job_id)).done
+        return self._step(context, lambda: steps.poll(self.job_id)).done
 
-    def execute(self, context: Any) -> None:
-        from airflow.sdk.exceptions import AirflowSkipException
+    def _step(self, context: Any, fn: Any) -> Any:
+        """``steps.run_step`` of the monitor: what the job did fails the task without a retry."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from airjobs import config, steps
+        from airjobs import steps
 
+        ti = context.get("ti") if context else None
         try:
-            system_id, inline_ok = steps.run_step("monitor", self.job_id, lambda: steps.monitor_plan(self.job_id))
+            return steps.run_step("monitor", self.job_id, fn, attempt=getattr(ti, "try_number", None) or 1)
         except steps.JobAlreadyFinal as e:
             raise AirflowSkipException(str(e)) from None
+        except steps.JobFailed as e:
+            raise AirflowFailException(str(e)) from None
+
+    def execute(self, context: Any) -> None:
+        from airjobs import config, steps
+
+        system_id, inline_ok = self._step(context, lambda: steps.monitor_plan(self.job_id))
         inline = config.monitor_inline_seconds() if self.inline_seconds is None else self.inline_seconds
         deadline = time.monotonic() + (inline if inline_ok else 0)
         while inline_ok:  # a check costs a file read and a row read: 20 a second is cheap and catches short jobs
-            result = steps.run_step("monitor", self.job_id, lambda: steps.poll(self.job_id))
+            result = self._step(context, lambda: steps.poll(self.job_id))
             if result.done:
-                return self._complete(result.as_dict())
+                return self._complete(context, result.as_dict())
             if time.monotonic() + INLINE_POLL_SECONDS > deadline:
                 break
             time.sleep(INLINE_POLL_SECONDS)
         self.defer(trigger=JobStatusTrigger(self.job_id, system_id), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
-        self._complete(event or {"done": True, "exit_code": None, "detail": "the trigger sent no event"})
+        self._complete(context, event or {"done": True, "exit_code": None, "detail": "the trigger sent no event"})
 
-    def _complete(self, event: dict[str, Any]) -> None:
-        from airflow.sdk.exceptions import AirflowSkipException
-
+    def _complete(self, context: Any, event: dict[str, Any]) -> None:
         from airjobs import steps
 
-        try:
-            steps.run_step("monitor", self.job_id, lambda: steps.complete(self.job_id, event))
-        except steps.JobAlreadyFinal as e:
-            raise AirflowSkipException(str(e)) from None
+        self._step(context, lambda: steps.complete(self.job_id, event))

@@ -95,3 +95,84 @@ def test_path_escape_is_refused_at_submission_and_again_at_staging(pg):
     with pytest.raises(Exception, match="may not leave its root"):
         steps.run_step("stage", job.id)
     assert store.get_job(job.id).status == "FAILED"
+
+
+# ---------------------------------------------------------------- failures of the service (issue 11)
+
+
+def _descriptions(job_id):
+    return [e.description for e in store.history(job_id, limit=500, offset=0)]
+
+
+def test_a_failure_of_the_service_is_retried_not_blamed_on_the_job(pg):
+    from airjobs import recovery
+
+    job_id = _submit()
+    with pytest.raises(ConnectionResetError):  # raised again, for Airflow to retry the task
+        steps.run_step("stage", job_id, lambda: (_ for _ in ()).throw(ConnectionResetError("reset by peer")))
+    job = store.get_job(job_id)
+    assert job.status == "PENDING" and job.recovery["count"] == 1 and job.recovery["task"] == "stage"
+    assert any("Task stage (try 1) failed because of the service (ConnectionResetError: reset by peer)" in d
+               for d in _descriptions(job_id))
+    recovery.note_retry(job_id, "stage", 2)  # try 2 after a try that said why: no second event
+    assert sum("stage" in d for d in _descriptions(job_id)) == 1
+    recovery.note_retry(job_id, "stage", 4)  # try 4 after a try 3 that died without a word: recorded
+    assert any("Task stage starts try 4: the try before ended without finishing" in d for d in _descriptions(job_id))
+    steps.run_step("stage", job_id, attempt=5)  # works: no longer in recovery, and the job goes on
+    job = store.get_job(job_id)
+    assert job.recovery is None and job.status == "STAGED"
+
+
+def test_a_service_failure_past_the_budget_ends_the_job_failed_with_the_real_error(pg, monkeypatch):
+    monkeypatch.setenv("AIRJOBS_RETRY_SECONDS", "1")
+    job_id = _submit()
+    boom = lambda: (_ for _ in ()).throw(OSError("execution API unreachable"))  # noqa: E731
+    with pytest.raises(OSError):
+        steps.run_step("stage", job_id, boom, attempt=1)
+    time.sleep(1.1)
+    with pytest.raises(steps.JobFailed, match="kept failing because of the service .*execution API unreachable"):
+        steps.run_step("stage", job_id, boom, attempt=2)
+    job = store.get_job(job_id)
+    assert job.status == "FAILED" and "execution API unreachable" in job.message
+
+
+def test_what_the_job_did_fails_at_once_without_retry(pg):
+    job_id = _submit()
+    with pytest.raises(steps.JobFailed):
+        steps.run_step("stage", job_id, lambda: (_ for _ in ()).throw(StepError("input missing")))
+    job = store.get_job(job_id)
+    assert job.status == "FAILED" and job.message.startswith("input missing") and job.recovery is None
+
+
+def test_a_retried_submission_reaches_the_host_once(pg):
+    import uuid
+
+    from airjobs import monitor, transports
+    from airjobs.paths import host_path
+
+    system = registry.get_system("demo-fork")
+    work = host_path(system, f"/once-{uuid.uuid4().hex[:8]}")
+    transports.execution(system).makedirs(work)
+    counter = f"{work}/count"
+    cmd = f"echo submitted >> {counter}; echo 4242; echo warn >&2; exit 3"
+    first = steps._parse_once(*monitor.run(system, steps.once(str(work), cmd)))
+    second = steps._parse_once(*monitor.run(system, steps.once(str(work), cmd)))  # the retry: read back only
+    assert first == second == (3, "4242\n", "warn")
+    assert transports.execution(system).read_text(counter) == "submitted\n"
+
+
+def test_an_interrupted_staging_copies_only_what_was_not_copied(pg):
+    from sqlalchemy import update
+
+    from airjobs import db
+    from airjobs.models import Job
+
+    job_id = _submit()
+    steps.run_step("stage", job_id)
+    job = store.get_job(job_id)
+    assert len(job.staged_inputs) == 1
+    with db.transaction() as s:  # as if the task had been killed right after its copy: a new try runs
+        s.execute(update(Job).where(Job.id == job_id).values(status="STAGING_INPUTS"))
+    steps.run_step("stage", job_id, attempt=2)
+    assert store.get_job(job_id).status == "STAGED"
+    assert sum(d.startswith("Copy of agave://demo-storage/samples/zen-of-python.txt") for d in _descriptions(job_id)) == 1
