@@ -11,7 +11,9 @@
 * STAGING_INPUTS events carry a ``progress`` dict: at each file's end and every 2 s or 64 MiB meanwhile;
 * up to 3 attempts, ``AIRJOBS_STAGING_BACKOFF_SECONDS`` (default 5) then twice that between them; a failed
   attempt goes back to PENDING naming the error. Errors retrying cannot fix (missing input, permission,
-  unknown system, bad URL, HTTP 4xx) end the job FAILED at once;
+  unknown system, bad URL, HTTP 4xx) end the job FAILED at once; after 3 attempts that failed for another reason
+  (a host away, a connection reset, HTTP 5xx) ``Unavailable`` is raised: the service retries the stage task,
+  up to its time budget (``airjobs.recovery``), then the job ends FAILED with that error;
 * a job stopped meanwhile (terminal status, checked at most every 0.5 s during a copy, between files and
   before each attempt) makes staging remove the partial file and raise ``steps.JobAlreadyFinal``.
 
@@ -73,6 +75,11 @@ class InputError(StepError):
     def __init__(self, message: str, permanent: bool):
         super().__init__(message)
         self.permanent = permanent
+
+
+class Unavailable(OSError):
+    """Staging failed for a reason retrying may fix (a host unreachable, a connection reset, an HTTP 5xx) after
+    every attempt: not the job's fault, the stage task is retried (``airjobs.recovery``) until its time budget."""
 
 
 @dataclass
@@ -430,13 +437,17 @@ def stage(job_id: str) -> None:
                                                                     _permanent(e))
                 permanent = _permanent(err)
                 # a retry goes back to PENDING, which only STAGING_INPUTS may do: errors while resolving are final
-                if permanent or attempt == ATTEMPTS or _status(job_id) != S.STAGING_INPUTS.value:
-                    tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
-                    reason = str(err) if permanent else f"Unable to stage inputs after {tries}: {err}"
-                    done = fail(job_id, reason)
+                if permanent:
+                    done = fail(job_id, str(err))
                     if done is None or done.status != S.FAILED.value:  # stopped meanwhile
-                        raise JobAlreadyFinal(f"Job {job_id} ended while staging failed: {reason}") from e
-                    raise StepError(reason) from e
+                        raise JobAlreadyFinal(f"Job {job_id} ended while staging failed: {err}") from e
+                    raise StepError(str(err)) from e
+                if attempt == ATTEMPTS or _status(job_id) != S.STAGING_INPUTS.value:
+                    tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                    reason = f"Unable to stage inputs after {tries}: {err}"
+                    if _status(job_id) == S.STAGING_INPUTS.value:
+                        _move(job_id, S.PENDING, f"{reason}. The stage task will be retried.")
+                    raise Unavailable(reason) from e  # a host or source that is away: retried (``airjobs.recovery``)
                 delay = backoff_seconds() * 2 ** (attempt - 1)
                 _move(job_id, S.PENDING, f"Attempt {attempt} to stage job inputs failed: {err}. "
                                          f"Retrying in {delay:g} s.")

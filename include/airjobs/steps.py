@@ -367,6 +367,8 @@ def archive(job_id: str) -> None:
             progress.file_done(name, progress.bytes - before)
         copied = progress.bytes
     except Exception as e:
+        if not recovery.is_jobs_fault(e) and not _reachable(job):  # the outputs' host is away: retried, the
+            raise  # outputs are only there (an archive system that fails ends ARCHIVING_FAILED, as in Agave)
         log.exception("archiving job %s failed", job_id)
         where = f"agave://{job.archive_system}/{job.archive_path}"
         transition(job_id, S.ARCHIVING_FAILED, f"Job archiving to {where} failed: {type(e).__name__}: {e}")
@@ -379,6 +381,16 @@ def archive(job_id: str) -> None:
         src_transport.remove_tree(host_dir)
     except Exception as e:
         log.warning("could not remove the work directory of job %s (%s): %s", job_id, host_dir, e)
+
+
+def _reachable(job: Job) -> bool:
+    """Can the job's work directory on its execution system be read right now?"""
+    try:
+        system = _system(job.execution_system)
+        transports.execution(system).exists(_host_path(system, job.work_path or work_path(job, system)))
+        return True
+    except Exception:
+        return False
 
 
 def _real_path(transport: transports.Transport, path: str) -> str:

@@ -298,15 +298,16 @@ def test_http_503_twice_then_staged_at_the_third_attempt(roots, web):
     assert history[3].description.endswith("Retrying in 0.2 s.") and history[6].description.endswith("0.4 s.")
 
 
-def test_http_503_three_times_fails_with_the_real_error(roots, web):
+def test_http_503_three_times_is_left_to_the_service_to_retry_not_failed(roots, web):
     path = f"/flaky/9/{time.time_ns()}/busy.bin"
     job_id = new_job({"data": [web.base + path]})
-    with pytest.raises(StepError, match="HTTP 503"):
+    with pytest.raises(staging.Unavailable, match="HTTP 503"):  # not the job's fault: the task is retried
         staging.stage(job_id)
     job = store.get_job(job_id)
-    assert job.status == "FAILED" and web.requests[path] == 3
+    assert job.status == "PENDING" and web.requests[path] == 3
     assert job.message.startswith("Unable to stage inputs after 3 attempts") and web.base + path in job.message
-    assert statuses(job_id).count("PROCESSING_INPUTS") == 3 and statuses(job_id).count("PENDING") == 3
+    assert job.message.endswith("The stage task will be retried.")
+    assert statuses(job_id).count("PROCESSING_INPUTS") == 3 and statuses(job_id).count("PENDING") == 4
 
 
 def test_progress_events_during_a_long_copy(roots, web, monkeypatch):
@@ -543,7 +544,7 @@ def private_sshd(sftp, tmp_path):
     os.environ.pop("AIRFLOW_CONN_AJT_STAGING_PRIVATE", None)
 
 
-def test_unreachable_sshd_three_attempts_then_failed_then_fine_once_it_is_back(sftp, private_sshd):
+def test_unreachable_sshd_three_attempts_then_retried_not_failed_then_fine_once_it_is_back(sftp, private_sshd):
     _, files = sftp
     uri = "agave://stager.private/staging-inputs/remote.bin"
     private_sshd.start()
@@ -553,19 +554,19 @@ def test_unreachable_sshd_three_attempts_then_failed_then_fine_once_it_is_back(s
 
     private_sshd.stop()  # the host goes away, with the connection the service had cached
     job_id = new_job({"data": [uri]})
-    with pytest.raises(StepError) as raised:
+    with pytest.raises(staging.Unavailable) as raised:  # the host is away: retried, the job not failed
         staging.stage(job_id)
     job = store.get_job(job_id)
-    assert job.status == "FAILED" and str(raised.value) == job.message
+    assert job.status == "PENDING" and job.message == f"{raised.value}. The stage task will be retried."
     assert f"Unable to connect to 127.0.0.1:{private_sshd.port} (system stager.private)" in job.message, job.message
     assert "Connection refused" in job.message and "after 3 attempts" in job.message
     history = events(job_id)
     attempts = [e.description for e in history if e.status == "PROCESSING_INPUTS"]
     assert attempts == [f"Attempt {n} to stage job inputs" for n in (1, 2, 3)]
     retries = [e.description for e in history if e.status == "PENDING"][1:]
-    assert len(retries) == 2 and all(f"127.0.0.1:{private_sshd.port}" in d and "Connection refused" in d
+    assert len(retries) == 3 and all(f"127.0.0.1:{private_sshd.port}" in d and "Connection refused" in d
                                      for d in retries)
-    assert history[-1].status == "FAILED"
+    assert history[-1].status == "PENDING"
 
     private_sshd.start()
     job_id = new_job({"data": [uri]})
