@@ -2,8 +2,10 @@
 
 ``run`` starts the embedded PostgreSQL, migrates Airflow's database and the project's tables, creates the
 admin user, registers the demo systems and app, then runs api-server, scheduler, dag-processor and
-triggerer in the foreground, restarting any that exits. Ctrl-C (or ``stop`` from another shell) stops all
-of them and the database. Everything is written under $AIRJOBS_VAR (default ./var).
+triggerer in the foreground and watches them and the database (``Component``, ``Database``): a component that
+exits is restarted once what it left is ended and the database accepts connections, a killed database is
+started again. Ctrl-C (or ``stop`` from another shell) stops all of them and the database, restarting nothing.
+Everything is written under $AIRJOBS_VAR (default ./var).
 
 As root, ``setup`` also creates the unprivileged account LOCAL jobs run as (``airjobs.config.run_as``) and keeps
 the var dir closed to it: it may pass through the var dir to the work area ``exec/`` but not list it, and the
@@ -172,50 +174,33 @@ def setup(extra_users: list[str] | None = None) -> dict[str, str]:
     return env
 
 
-def _start(name: str, env: dict[str, str]) -> subprocess.Popen:
+def _start(name: str, env: dict[str, str], argv: list[str] | None = None) -> subprocess.Popen:
+    """Start ``airflow <name>`` (or ``argv``) in a session of its own, its output in logs/<name>.log."""
     logs = _var() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     bindir = Path(sys.executable).parent
     airflow = str(bindir / "airflow") if (bindir / "airflow").exists() else "airflow"
     out = open(logs / f"{name}.log", "ab")
     proc = subprocess.Popen(
-        [airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        argv or [airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+    out.close()
     (_run_dir() / f"{name}.pid").write_text(str(proc.pid))
     return proc
 
 
-def _stop_procs(procs: dict[str, subprocess.Popen], timeout: float = 15.0) -> None:
-    for p in procs.values():
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + timeout
-    for p in procs.values():
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs.values():  # leftovers (an idle LocalExecutor worker may ignore SIGTERM)
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for name in procs:
-        (_run_dir() / f"{name}.pid").unlink(missing_ok=True)
-
-
-def wait_ready(timeout: float = 180.0) -> None:
-    """Until the api-server answers and the scheduler, dag-processor and triggerer report healthy."""
+def wait_ready(timeout: float = 180.0, cancelled=lambda: False) -> None:
+    """Until the api-server answers and the scheduler, dag-processor and triggerer report healthy (or
+    ``cancelled()``)."""
     import json
 
     url = f"http://127.0.0.1:{port()}/api/v2/monitor/health"
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
+        if cancelled():
+            return
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 health = json.load(r)
@@ -229,9 +214,227 @@ def wait_ready(timeout: float = 180.0) -> None:
     raise TimeoutError(f"airjobs did not become ready in {timeout}s: {last}")
 
 
+# ---------------------------------------------------------------- the supervisor
+
+#: seconds between a crashed component's SIGTERM to what it left behind and the SIGKILL: for its task processes
+#: (they may be inside a section that must not be cut: ``runs.shielded``), and for the rest of its own process
+#: group (executor workers, which ignore SIGTERM and only supervise tasks that can no longer report)
+LEFTOVER_GRACE = 10.0
+GROUP_GRACE = 1.0
+#: seconds before the next start of a component that keeps exiting (the n-th exit in a row), and between failed
+#: starts of the database
+BACKOFF = (0, 1, 2, 4, 8, 16, 30)
+#: a component that ran this long before it exited starts again at once (its earlier exits are forgiven)
+STABLE = 60.0
+#: an exit this soon after the database came back is the database's fault, not the component's
+DB_SETTLE = 30.0
+
+
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """State, process group, session id and start time (clock ticks after boot) of a process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def session_members(sid: int, born_before: int | None = None) -> list[int]:
+    """The live processes of session ``sid`` (started before ``born_before``, clock ticks after boot): a component
+    and every process it started, also those that took a process group of their own (Airflow's task processes)
+    and those orphaned since; not the ones that left the session (``setsid``: a FORK job's own processes)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and (st := _stat(int(d))) and st[0] != "Z" and st[2] == sid:
+            if born_before is None or st[3] < born_before:
+                found.append(int(d))
+    return found
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def _say(text: str) -> None:
+    print(f"[airjobs] {text}", flush=True)
+
+
+class Component:
+    """One Airflow component the supervisor runs (``airflow <name>``), in a session of its own, restarted when it
+    exits. Before the restart, what the dead one left is ended: its LocalExecutor workers (which hold its database
+    session, idle in transaction, locking the rows the new scheduler needs) and its task processes (their
+    supervisor, the worker, is gone: they can no longer report, and the task's retry would do their work twice).
+    The next start waits for the database and backs off (``BACKOFF``) while the component keeps exiting."""
+
+    def __init__(self, name: str, env: dict[str, str], argv: list[str] | None = None):
+        self.name, self.env, self.argv = name, env, argv
+        self.proc: subprocess.Popen | None = None
+        self.state = "waiting"  # running -> ending (leftovers) -> waiting (for its time and the database)
+        self.started = self.next_try = self.started_ending = self.kill_at = 0.0
+        self.exits = 0  # exits in a row, each soon after its start
+        self.termed: set[int] = set()  # what it left that got SIGTERM
+        self.killed = False  # what it left got SIGKILL
+
+    @property
+    def log(self) -> Path:
+        return _var() / "logs" / f"{self.name}.log"
+
+    def start(self) -> None:
+        self.proc = _start(self.name, self.env, self.argv)
+        self.state, self.started = "running", time.monotonic()
+
+    def leftovers(self) -> list[int]:
+        """Its live processes: itself while it runs, and what it left once it died (its workers may still fork task
+        processes then). Should its pid name a new process since, only the elders of that one are its."""
+        if self.proc is None:
+            return []
+        if self.proc.poll() is None:
+            return session_members(self.proc.pid)
+        st = _stat(self.proc.pid)
+        return session_members(self.proc.pid, st[3] if st and st[0] != "Z" else None)
+
+    def exited(self, db_up: bool, db_fault: bool) -> None:
+        """It exited: log it, start ending what it left, and plan the next start (not counted as an exit of
+        its own when the database was down or just back: ``db_fault``)."""
+        now = time.monotonic()
+        if now - self.started >= STABLE:
+            self.exits = 0
+        if not db_fault:
+            self.exits += 1
+        delay = BACKOFF[min(self.exits, len(BACKOFF)) - 1] if self.exits and not db_fault else 0
+        self.next_try = now + delay
+        why = "; once the database is back" if not db_up else (f"; in {delay}s, it keeps exiting" if delay else "")
+        _say(f"{self.name} exited with {self.proc.returncode}; restarting{why} (logs: {self.log})")
+        left = self.leftovers()
+        if left:
+            own = sum(1 for p in left if (st := _stat(p)) and st[1] == self.proc.pid)
+            _say(f"{self.name} left {len(left)} processes ({own} of its process group, {len(left) - own} in "
+                 f"groups of their own: task processes); ending them")
+            _signal(left, signal.SIGTERM)
+        self.state, self.started_ending, self.termed, self.killed = "ending", now, set(left), False
+        self.kill_at = now + LEFTOVER_GRACE
+
+    def tick(self, db_up: bool, db_fault: bool) -> None:
+        """One look at it: notice an exit, end the leftovers, start it when it is time and the database is up."""
+        now = time.monotonic()
+        if self.state == "running" and self.proc.poll() is not None:
+            self.exited(db_up, db_fault)
+        if self.state == "ending":
+            left = self.leftovers()
+            if new := [p for p in left if p not in self.termed]:  # forked by a worker since
+                _signal(new, signal.SIGTERM)
+                self.termed.update(new)
+            if now >= self.started_ending + GROUP_GRACE:
+                _signal([p for p in left if (st := _stat(p)) and st[1] == self.proc.pid], signal.SIGKILL)
+            if left and now >= self.kill_at:
+                if self.killed:  # not even SIGKILL ends them (stuck in the kernel): start anyway
+                    _say(f"{self.name}: processes it left do not end: {' '.join(map(str, left))}")
+                    left = []
+                else:
+                    _say(f"{self.name}: {len(left)} processes it left ignored SIGTERM; killing them")
+                    _signal(left, signal.SIGKILL)
+                    self.killed, self.kill_at = True, now + 5
+            if not left:
+                self.state = "waiting"
+        if self.state == "waiting" and db_up and now >= self.next_try:
+            self.start()
+
+
+def stop_all(components: list[Component], grace: float = 15.0) -> None:
+    """Stop components and everything they started, in parallel: SIGTERM to each one's whole session; once a
+    component has exited, SIGKILL to what is left of its process group (idle executor workers ignore SIGTERM);
+    its task processes (groups of their own) get until ``grace`` s to end their shielded sections, then SIGKILL."""
+    sent: set[int] = set()
+    for c in components:
+        if c.proc is not None and c.proc.poll() is None:
+            sent.update(left := c.leftovers())
+            _signal(left, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for c in components:
+        if c.proc is not None:
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    while time.monotonic() < deadline:
+        left = {c: c.leftovers() for c in components}
+        if not any(left.values()):
+            break
+        for c, pids in left.items():
+            if pids and c.proc.poll() is not None:  # as before: what is left of its group, at once
+                _signal([p for p in pids if (st := _stat(p)) and st[1] == c.proc.pid], signal.SIGKILL)
+            _signal([p for p in pids if p not in sent], signal.SIGTERM)  # task processes forked while it stopped
+            sent.update(pids)
+        time.sleep(0.1)
+    for c in components:
+        if left := c.leftovers():
+            _say(f"{c.name}: {len(left)} of its processes did not end in {grace:.0f}s; killing them: "
+                 + " ".join(f"{p} ({_cmdline(p)[:60]})" for p in left[:5]))
+            _signal(left, signal.SIGKILL)
+        if c.proc is not None:
+            if c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait(5)
+        c.state = "waiting"
+    deadline = time.monotonic() + 5
+    while any(c.leftovers() for c in components) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+class Database:
+    """The embedded PostgreSQL, watched like the components: when its postmaster dies it is started again (its
+    crash recovery replays the log), with ``BACKOFF`` between failed tries. ``back_at`` is when it last came back."""
+
+    name = "postgres"
+
+    def __init__(self, pgdata: Path | None = None):
+        self.pgdata = (pgdata or config.pg_dir()).resolve()
+        self.up = pgserver.running(self.pgdata)
+        self.pid = pgserver._pid(self.pgdata)
+        self.back_at = time.monotonic()
+        self.tries, self.next_try = 0, 0.0
+
+    def tick(self) -> bool:
+        """One look; True when it was started again just now."""
+        now = time.monotonic()
+        if self.up:
+            if pgserver.running(self.pgdata):
+                return False
+            _say(f"{self.name} (pid {self.pid}) exited; restarting (log: {self.pgdata / 'log'})")
+            self.up, self.tries, self.next_try = False, 0, now
+        if now < self.next_try:
+            return False
+        try:
+            self.pid = int(pgserver.start(self.pgdata))
+        except Exception as e:  # noqa: BLE001 - any failure to start is retried
+            self.tries += 1
+            delay = BACKOFF[min(self.tries, len(BACKOFF) - 1)]
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            _say(f"{self.name} did not start: {reason}; next try in {delay}s (log: {self.pgdata / 'log'})")
+            self.next_try = now + delay
+            return False
+        self.up, self.back_at = True, time.monotonic()
+        _say(f"{self.name} restarted (pid {self.pid})")
+        return True
+
+
 def run(extra_users: list[str] | None = None) -> int:
+    """Set up, start the components and watch them and the database until SIGINT or SIGTERM; stopping stops
+    everything, the database last, and nothing is restarted while it stops."""
     env = setup(extra_users)
-    procs: dict[str, subprocess.Popen] = {}
     stopping = False
 
     def _terminate(signum, frame):  # noqa: ARG001
@@ -241,35 +444,33 @@ def run(extra_users: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _terminate)
     signal.signal(signal.SIGTERM, _terminate)
     (_run_dir() / "service.pid").write_text(str(os.getpid()))
+    components = [Component(name, env) for name in COMPONENTS]
     try:
-        for name in COMPONENTS:
-            procs[name] = _start(name, env)
+        database = Database()
+        for c in components:
+            c.start()
         try:
-            wait_ready()
+            wait_ready(cancelled=lambda: stopping)
         except TimeoutError as e:
-            print(f"[airjobs] {e}; see {_var() / 'logs'}", flush=True)
+            _say(f"{e}; see {_var() / 'logs'}")
         else:
-            _banner()
-        restarts: dict[str, list[float]] = {n: [] for n in COMPONENTS}
+            if not stopping:
+                _banner()
         while not stopping:
             time.sleep(0.5)
-            for name, p in list(procs.items()):
-                if p.poll() is not None and not stopping:
-                    recent = [t for t in restarts[name] if time.monotonic() - t < 60]
-                    print(f"[airjobs] {name} exited with {p.returncode}; restarting "
-                          f"(logs: {_var() / 'logs' / (name + '.log')})", flush=True)
-                    if len(recent) >= 5:
-                        print(f"[airjobs] {name} keeps exiting; waiting 10s before the next try", flush=True)
-                        time.sleep(10)
-                    pgserver.start()  # the usual reason: the database went away
-                    restarts[name] = [*recent, time.monotonic()]
-                    procs[name] = _start(name, env)
+            database.tick()
+            db_fault = not database.up or time.monotonic() - database.back_at < DB_SETTLE
+            for c in components:
+                if not stopping:
+                    c.tick(database.up, db_fault)
     finally:
-        print("[airjobs] stopping", flush=True)
-        _stop_procs(procs)
+        _say("stopping")
+        stop_all(components)
+        for c in components:
+            (_run_dir() / f"{c.name}.pid").unlink(missing_ok=True)
         pgserver.stop()
         (_run_dir() / "service.pid").unlink(missing_ok=True)
-        print("[airjobs] stopped", flush=True)
+        _say("stopped")
     return 0
 
 
@@ -303,9 +504,16 @@ def stop() -> int:
             pass
     for f in _run_dir().glob("*.pid"):  # a runner that died without cleaning up
         try:
-            os.killpg(int(f.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
+            pid = int(f.read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid > 1:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if f.stem in COMPONENTS:  # and the task processes of its session
+                _signal(session_members(pid), signal.SIGKILL)
         f.unlink(missing_ok=True)
     pgserver.stop()
     print("[airjobs] stopped", flush=True)
