@@ -6,8 +6,17 @@ reports them, kills a job that outlived its ``maxRunTime`` (KILLED, D1), and say
 exit-code file the wrapper writes is the truth; a job the scheduler reports ended without one, or no longer
 knows at all, is done too (never left RUNNING). ``interval(checks)`` is the back-off as jobs age.
 
+A host that cannot be reached (SSH refused, reset, timed out) or a scheduler whose status command failed
+(slurmctld down) tells nothing about the jobs: they keep their status and are checked again with a back-off
+(``retry_in``), their history says once per outage that contact was lost and when it came back, and only after
+``unreachable_limit()`` seconds (``AIRJOBS_HOST_UNREACHABLE_SECONDS``, default 6 h) do they end FAILED with
+that reason. The ``maxRunTime`` kill still ends a job on time while its host is unreachable; the kill command
+then reaches the host when it answers again (``retry_kills``). The outage and a pending kill are kept in the
+job's ``remote_status`` (``UNREACHABLE:<since>``, ``KILL_PENDING:<since>``, epoch seconds), so they survive a
+restart of the triggerer.
+
 The Airflow trigger (``airjobs_airflow.triggers``) shares one poller per system in the triggerer and calls
-``check``; nothing here knows about Airflow.
+``check`` and ``retry_kills``; nothing here knows about Airflow.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import subprocess
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from shlex import quote
@@ -22,10 +33,11 @@ from types import ModuleType
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from airjobs import db, registry, schedulers, store, transports
-from airjobs.errors import IllegalTransition, StepError
-from airjobs.lifecycle import transition
+from airjobs.errors import AgaveError, IllegalTransition, StepError
+from airjobs.lifecycle import fail, record_event, transition
 from airjobs.models import Job
 from airjobs.paths import host_path
 from airjobs.rendering import EXIT_CODE_FILE
@@ -36,14 +48,19 @@ log = logging.getLogger(__name__)
 S = JobStatus
 
 MARK = "@@airjobs-exit-codes@@"
+STATUS_MARK = "@@airjobs-status@@"  # then the status command's exit status and, when it failed, its error
+END = "@@airjobs-end@@"  # the whole answer arrived
 #: checks of a job the scheduler does not know (and that left no exit code) before it is declared lost;
-#: a scheduler that answered nothing at all (controller down) gets more patience
+#: a scheduler that answered nothing at all gets more patience
 LOST_AFTER, LOST_AFTER_SILENT = 3, 10
+#: ``remote_status`` while the job's host does not answer / while a kill waits for the host (then epoch seconds)
+UNREACHABLE, KILL_PENDING = "UNREACHABLE:", "KILL_PENDING:"
 
 #: Agave's schedule (spec §10.7): 15 s for the first 4 checks, 30 s up to 14, 60 s up to 44, then the last
 #: value; ``AIRJOBS_POLL_SCHEDULE`` overrides the four intervals (seconds, comma-separated)
 _THRESHOLDS = (4, 14, 44)
 _DEFAULT_SCHEDULE = (15.0, 30.0, 60.0, 300.0)
+_DEFAULT_UNREACHABLE = 6 * 3600.0
 
 
 def schedule() -> tuple[float, ...]:
@@ -64,12 +81,66 @@ def interval(checks: int) -> float:
     return values[-1]
 
 
+def unreachable_limit() -> float:
+    """Seconds a job's host (or its scheduler) may stay unreachable before the job ends FAILED:
+    ``AIRJOBS_HOST_UNREACHABLE_SECONDS``, default 6 h."""
+    try:
+        value = float(os.environ.get("AIRJOBS_HOST_UNREACHABLE_SECONDS", "") or _DEFAULT_UNREACHABLE)
+    except ValueError:
+        return _DEFAULT_UNREACHABLE
+    return value if value > 0 else _DEFAULT_UNREACHABLE
+
+
+def retry_in(elapsed: float) -> float:
+    """Seconds until the next try after failing for ``elapsed`` seconds: as long again as it has been failing
+    (a doubling back-off), from the schedule's first interval up to its last."""
+    values = schedule()
+    return min(max(values[0], elapsed), values[-1])
+
+
+#: paramiko's errors that are refusals, not trouble on the way (matched by name: no paramiko import here)
+_REFUSALS = frozenset({"AuthenticationException", "BadHostKeyException", "PasswordRequiredException"})
+
+
+def transient(e: BaseException) -> bool:
+    """Does ``e`` say only that the host, its SSH server or the database could not be reached (refused, reset,
+    timed out, an SSH protocol error, a dropped database connection)? A refusal (permissions, the egress guard,
+    a rejected key, a system that is not set up) is not: retrying cannot change it."""
+    names = {c.__name__ for c in type(e).__mro__}
+    if isinstance(e, (PermissionError, FileNotFoundError, AgaveError, StepError)) or names & _REFUSALS:
+        return False
+    if isinstance(e, (OperationalError, DisconnectionError)):
+        return True
+    if isinstance(e, DBAPIError) and e.connection_invalidated:
+        return True
+    if isinstance(e, (OSError, EOFError, subprocess.TimeoutExpired)):  # the last: a LOCAL command that hung
+        return True
+    return any(c.__module__.startswith("paramiko") for c in type(e).__mro__)
+
+
+def describe(e: BaseException) -> str:
+    text = " ".join(str(e).split())[:300]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``6 h``, ``1 h 30 min``."""
+    s = int(round(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    h, m = divmod(s // 60, 60)
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
 @dataclass(frozen=True)
 class Check:
     done: bool
     exit_code: int | None = None
     detail: str = ""
     next_in: float | None = None  # seconds until this job wants its next check
+    retry_kill: bool = False  # the job ended KILLED but its host could not be told yet: ``retry_kills``
 
     def as_event(self) -> dict[str, Any]:
         return {"done": self.done, "exit_code": self.exit_code, "detail": self.detail}
@@ -112,6 +183,42 @@ def kill_remote(job: Job, system: dict[str, Any]) -> str:
     return f"{sched.NAME} kill of {job.local_id} answered {rc}{': ' + said if said else ''}"
 
 
+def status_script(sched: ModuleType, ids: list[str], code_files: list[str]) -> str:
+    """The one remote command of a cycle: the scheduler's status command (its output; then ``STATUS_MARK``, its
+    exit status and, when that is not 0, its error output on one line), then ``MARK`` and one line per exit-code
+    file (``-`` while it does not exist), then ``END``."""
+    reads = " ".join(quote(f) for f in code_files)
+    return (
+        f"{{ e=$( {{ {sched.status_command(ids)} ; }} 2>&1 >&3 ); r=$?; }} 3>&1; "
+        f'if [ "$r" -eq 0 ]; then e=; fi; '
+        f'printf "\\n%s %s %s\\n" {STATUS_MARK} "$r" "$(printf %s "$e" | tr "\\n" " " | cut -c1-300)"; '
+        f"echo {MARK}; "
+        f'for f in {reads}; do if [ -e "$f" ]; then printf "%s\\n" "$(head -c 32 "$f")"; else echo -; fi; done; '
+        f"echo {END}"
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_out: str  # what the status command printed
+    answered: bool  # it exited 0: a job it does not list is unknown to the scheduler
+    error: str  # its error output when it did not
+    codes: list[int | None | str]  # per exit-code file: the code, None (unreadable) or "-" (no file yet)
+
+
+def parse_answer(out: str, count: int) -> Answer | None:
+    """The output of ``status_script`` for ``count`` exit-code files; None when it did not all arrive."""
+    head, sep, rest = out.partition(f"\n{STATUS_MARK} ")
+    if not sep or END not in rest:
+        return None
+    line, _, rest = rest.partition("\n")
+    rc, _, error = line.partition(" ")
+    before, sep, codes = rest.partition(MARK)
+    if not sep or before.strip():
+        return None
+    return Answer(head, rc.strip() == "0", error.strip(), _codes(codes.partition(END)[0].lstrip("\n"), count))
+
+
 def _states(sched: ModuleType, output: str, ids: list[str]) -> dict[str, tuple[JobStatus, int | None, str]]:
     """remote id -> (status, scheduler exit code, scheduler's word) for the ids the scheduler reported."""
     if schedulers.is_fork(sched):
@@ -149,6 +256,21 @@ def _lost_count(remote_status: str | None) -> int:
     return 0
 
 
+def _since(remote_status: str | None, prefix: str) -> float | None:
+    """The epoch seconds of an ``UNREACHABLE:``/``KILL_PENDING:`` mark, None without one."""
+    if remote_status and remote_status.startswith(prefix):
+        try:
+            return float(remote_status[len(prefix):])
+        except ValueError:
+            return time.time()
+    return None
+
+
+def _word(remote_status: str | None) -> str | None:
+    """The scheduler's last word about a job, not one of the service's own marks."""
+    return None if remote_status and remote_status.startswith((UNREACHABLE, KILL_PENDING)) else remote_status
+
+
 def _over_time(job: Job) -> float | None:
     """Seconds left before the job's maxRunTime runs out (negative once over), None without a limit."""
     if not job.max_run_time or job.start_time is None or job.status != S.RUNNING.value:
@@ -169,7 +291,8 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
         if job is None:
             results[job_id] = Check(True, None, f"job {job_id} vanished")
         elif JobStatus(job.status) in TERMINAL:
-            results[job_id] = Check(True, job.exit_code, f"job is {job.status}")
+            results[job_id] = Check(True, job.exit_code, f"job is {job.status}",
+                                    retry_kill=_since(job.remote_status, KILL_PENDING) is not None)
     active = [j for j in jobs.values() if j.id not in results]
     if not active:
         return results
@@ -188,31 +311,38 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
 
     ids = [j.local_id for j in active if j.local_id]
     files = [posixpath.join(host_work_dir(j, system), EXIT_CODE_FILE) for j in active]
-    reads = " ".join(quote(f) for f in files)
-    command = (
-        f"{{ {sched.status_command(ids)} ; }} 2>/dev/null; echo {MARK}; "
-        f'for f in {reads}; do if [ -e "$f" ]; then printf "%s\\n" "$(head -c 32 "$f")"; else echo -; fi; done'
-    )
-    rc, out, err = run(system, command)
-    if MARK not in out:
-        raise OSError(f"status check on {system_id} failed ({rc}): {(err or out).strip()[:300]}")
-    status_out, _, codes_out = out.partition(MARK)
-    states = _states(sched, status_out, ids)
-    silent = not status_out.strip()
-    codes = _codes(codes_out.lstrip("\n"), len(active))
+    try:
+        rc, out, err = run(system, status_script(sched, ids, files))
+    except Exception as e:
+        if not transient(e):
+            raise
+        return results | _no_contact(active, system_id, describe(e))
+    answer = parse_answer(out, len(active))
+    if answer is None:  # the connection dropped midway, or the shell could not run the command
+        return results | _no_contact(active, system_id, f"the status command ended early (exit status {rc}): "
+                                                        f"{' '.join((err or out).split())[:300]}")
+    states = _states(sched, answer.status_out, ids)
+    silent = not answer.status_out.strip()
 
     counters: list[dict[str, Any]] = []
-    for job, code in zip(active, codes):
+    unknown: list[Job] = []  # no word about them: the scheduler could not answer
+    for job, code in zip(active, answer.codes):
         state = states.get(job.local_id or "")
         word = state[2] if state else None
         if code != "-":  # the wrapper finished: its exit code is the truth
             if job.status == S.QUEUED.value:  # it ran between two checks: history still shows that it ran
                 _move(job, S.RUNNING, system_id, sched.NAME)
+            if answer.answered:
+                _restored(job, system_id)
             results[job.id] = Check(True, code if isinstance(code, int) else None,
                                     "exit code file found" if isinstance(code, int) else "exit code file unreadable")
-            counters.append({"id": job.id, "remote_status": word or job.remote_status})
+            counters.append({"id": job.id, "remote_status": word or _word(job.remote_status)})
             continue
         if state is None:
+            if not answer.answered:
+                unknown.append(job)
+                continue
+            _restored(job, system_id)
             lost = _lost_count(job.remote_status) + 1
             if lost >= (LOST_AFTER_SILENT if silent else LOST_AFTER):
                 results[job.id] = Check(True, None, f"{sched.NAME} no longer knows job {job.local_id} "
@@ -220,13 +350,24 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
             counters.append({"id": job.id, "remote_status": f"UNKNOWN:{lost}"})
             continue
         status, sched_code, _ = state
-        counters.append({"id": job.id, "remote_status": word})
-        if status in (S.CLEANING_UP, S.FAILED):
-            results[job.id] = Check(True, sched_code, f"{sched.NAME} reports job {job.local_id} {word} without an exit code file")
+        if status in (S.CLEANING_UP, S.FAILED):  # ended (also in a partial answer: accounting knows it ended)
+            if answer.answered:
+                _restored(job, system_id)
+            counters.append({"id": job.id, "remote_status": word})
+            results[job.id] = Check(True, sched_code,
+                                    f"{sched.NAME} reports job {job.local_id} {word} without an exit code file")
             continue
+        if not answer.answered:  # a partial answer (squeue down, sacct up): keep the job's state
+            unknown.append(job)
+            continue
+        _restored(job, system_id)
+        counters.append({"id": job.id, "remote_status": word})
         if status in EXECUTING and status.value != job.status:
             _move(job, status, system_id, sched.NAME)
     _record(counters)
+    if unknown:
+        results |= _no_contact(unknown, system_id, f"{sched.NAME} did not answer: "
+                                                   f"{answer.error or 'its status command failed'}")
     for job in active:
         if job.id not in results:
             wait = interval(job.status_checks + 1)
@@ -248,17 +389,120 @@ def _move(job: Job, status: JobStatus, system_id: str, sched_name: str) -> None:
         log.info("status update of job %s skipped: %s", job.id, e)
 
 
+def _note(job_id: str, description: str, *, active_only: bool = True, **fields: Any) -> bool:
+    """One history event with the job's status unchanged, and ``fields`` set, in one transaction; False (and
+    nothing written) when the job is gone, or has ended and ``active_only``."""
+    with db.transaction() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or (active_only and JobStatus(job.status) in TERMINAL):
+            return False
+        for key, value in fields.items():
+            setattr(job, key, value)
+        if active_only:
+            job.message = description
+        job.last_updated = now()
+        record_event(s, job, job.status, description, created_by=None)
+    return True
+
+
+def _no_contact(jobs: list[Job], system_id: str, error: str) -> dict[str, Check]:
+    """The host or its scheduler said nothing about ``jobs``: they wait, with a back-off; their history says so
+    once per outage; past ``unreachable_limit()`` they end FAILED (and their process is killed when the host
+    answers again)."""
+    t, limit = time.time(), unreachable_limit()
+    out: dict[str, Check] = {}
+    for job in jobs:
+        since = _since(job.remote_status, UNREACHABLE)
+        if since is None:
+            since = t
+            mark = f"{UNREACHABLE}{t:.3f}"
+            if _note(job.id, f"Lost contact with {system_id}: {error}; still trying "
+                             f"(for up to {duration(limit)})", remote_status=mark):
+                job.remote_status = mark
+        elif t - since >= limit:
+            reason = f"Execution system {system_id} unreachable for {duration(t - since)}: {error}"
+            ended = fail(job.id, reason, remote_status=f"{KILL_PENDING}{t:.3f}" if job.local_id else None)
+            out[job.id] = Check(True, None, reason, retry_kill=bool(job.local_id and ended is not None
+                                                                   and ended.status == S.FAILED.value))
+            continue
+        wait = min(retry_in(t - since), max(limit - (t - since), 0.5))
+        left = _over_time(job)
+        out[job.id] = Check(False, next_in=min(wait, max(left, 0.5)) if left is not None else wait)
+    log.warning("no contact with %s for %d job(s): %s", system_id, len(jobs), error)
+    return out
+
+
+def _restored(job: Job, system_id: str) -> None:
+    """The host answered about a job of an outage: history says so (the next ``_record`` replaces the mark)."""
+    since = _since(job.remote_status, UNREACHABLE)
+    if since is not None:
+        _note(job.id, f"Contact with {system_id} restored after {duration(time.time() - since)}")
+
+
 def _kill_overtime(job: Job, system: dict[str, Any]) -> Check:
+    pending = None
     try:
         what = kill_remote(job, system)
     except Exception as e:  # the limit is still enforced: the job ends KILLED, the failure is recorded
-        what = f"the kill command failed: {e}"
+        if transient(e):
+            what = (f"{job.execution_system} was unreachable ({describe(e)}): its process there is killed as "
+                    f"soon as it answers again")
+            pending = f"{KILL_PENDING}{time.time():.3f}"
+        else:
+            what = f"the kill command failed: {e}"
     reason = f"Job exceeded its maximum run time of {job.max_run_time} and was killed ({what})."
     try:
-        transition(job.id, S.KILLED, reason)
+        transition(job.id, S.KILLED, reason, **({"remote_status": pending} if pending else {}))
     except IllegalTransition:
-        pass
-    return Check(True, None, reason)
+        pending = None
+    return Check(True, None, reason, retry_kill=pending is not None)
+
+
+def pending_kills(system_id: str) -> list[str]:
+    """Ids of the ended jobs of ``system_id`` whose process still has to be killed on the host."""
+    q = select(Job.id).where(Job.execution_system == system_id, Job.remote_status.like(f"{KILL_PENDING}%"),
+                             Job.status.in_([t.value for t in TERMINAL]))
+    with db.session() as s:
+        return list(s.scalars(q))
+
+
+def retry_kills(system_id: str, job_ids: list[str]) -> dict[str, float]:
+    """Try again the kill commands the host could not be given (``KILL_PENDING``): a process whose exit-code
+    file exists has ended by itself and is left alone. Each outcome is an event in the job's history; a kill
+    the host still refuses after ``unreachable_limit()`` is given up. Returns, for the jobs still waiting,
+    the seconds until their next try."""
+    system = registry.get_system(system_id)
+    t, limit = time.time(), unreachable_limit()
+    later: dict[str, float] = {}
+    for job in store.jobs_by_ids(job_ids):
+        since = _since(job.remote_status, KILL_PENDING)
+        if since is None:
+            continue
+        if system is None or not job.local_id:
+            _note(job.id, "Its process was not killed on its host: the system is gone", active_only=False,
+                  remote_status=None)
+            continue
+        sched = scheduler_of(system)
+        code_file = posixpath.join(host_work_dir(job, system), EXIT_CODE_FILE)
+        try:
+            rc, out, err = run(system, f"if [ -e {quote(code_file)} ]; then echo {END}; else "
+                                        f"{sched.kill_command(job.local_id)}; fi", timeout=60)
+        except Exception as e:
+            if transient(e) and t - since < limit:
+                later[job.id] = retry_in(t - since)
+                continue
+            _note(job.id, f"Gave up killing {sched.NAME} job {job.local_id} on {system_id}: {describe(e)}",
+                  active_only=False, remote_status=None)
+            continue
+        said = " ".join((err or out).split())[:300]
+        if END in out:  # its exit-code file: a pid of a FORK job that ended may be someone else's by now
+            text = f"{system_id} answers again: the job's process there had ended by itself"
+        else:
+            what = (f"{sched.NAME} job {job.local_id} killed" if rc == 0
+                    else f"{sched.NAME} kill of {job.local_id} answered {rc}{': ' + said if said else ''}")
+            text = f"Its process was killed on {system_id} now that it answers again ({what})"
+        _note(job.id, text, active_only=False, remote_status=None)
+    return later
 
 
 def _record(rows: list[dict[str, Any]]) -> None:

@@ -4,7 +4,9 @@ status check per cycle, and a job killed elsewhere ends its trigger without a re
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from airjobs import monitor, registry, steps, store, submission
 from airjobs.lifecycle import transition
 from airjobs.statuses import JobStatus
-from airjobs_airflow.triggers import JobStatusTrigger, SystemPoller
+from airjobs_airflow.triggers import MAX_CHECK_FAILURES, JobStatusTrigger, SystemPoller
 from conftest import install_app
 
 
@@ -73,3 +75,81 @@ def test_a_killed_job_ends_its_trigger_between_checks(pg, monkeypatch):
     with pytest.raises(steps.JobAlreadyFinal):
         steps.complete(job_id, event)
     assert "killed" in monitor.kill_remote(store.get_job(job_id), registry.get_system("demo-fork"))
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_job(pg, monkeypatch):
+    """A RUNNING job on a FORK system whose SSH host refuses connections (its Airflow Connection from the
+    environment, as Airflow reads them)."""
+    port = _closed_port()
+    monkeypatch.setenv("AIRFLOW_CONN_AJT_UNREACHABLE",
+                       '{"conn_type": "ssh", "host": "127.0.0.1", "port": %d, "login": "nobody"}' % port)
+    ssh = {"protocol": "SSH", "host": "127.0.0.1", "port": port, "connectionId": "ajt_unreachable"}
+    registry.put_system({"id": "unreachable.ssh", "name": "a host that is down", "type": "EXECUTION",
+                         "executionType": "CLI", "scheduler": "FORK", "public": True, "login": ssh,
+                         "storage": {**ssh, "protocol": "SFTP", "rootDir": "/home/nobody", "homeDir": "/"},
+                         "workDir": "/work", "queues": [{"name": "normal", "default": True}]}, "admin")
+    install_app("far-away", "true\n", execution_system="unreachable.ssh")
+    job, _ = store.create_job(submission.build_job({"name": "far", "appId": "far-away-1.0", "archive": False},
+                                                   "poller-user"), created_by="poller-user")
+    transition(job.id, JobStatus.STAGED, "staged")
+    transition(job.id, JobStatus.SUBMITTING, "submitting", work_path="/work/poller-user/far")
+    transition(job.id, JobStatus.RUNNING, "running", local_id="4242")
+    return job.id
+
+
+def _contact(job_id: str) -> list[str]:
+    from airjobs.models import JobEvent
+    from sqlalchemy import select
+
+    from airjobs import db
+
+    with db.session() as s:
+        return [d for d in s.scalars(select(JobEvent.description).where(JobEvent.job_id == job_id)
+                                     .order_by(JobEvent.id)) if "contact" in d.lower()]
+
+
+def test_an_unreachable_host_fails_its_jobs_only_after_the_configured_time(unreachable_job, monkeypatch):
+    monkeypatch.setenv("AIRJOBS_POLL_SCHEDULE", "0.2,0.2,0.2,0.2")
+    monkeypatch.setenv("AIRJOBS_HOST_UNREACHABLE_SECONDS", "5")
+    calls = []
+    real = monitor.check
+
+    def counting(system_id, job_ids):
+        calls.append(time.monotonic())
+        return real(system_id, job_ids)
+
+    monkeypatch.setattr(monitor, "check", counting)
+
+    async def main():
+        return await asyncio.wait_for(
+            _first_event(JobStatusTrigger(unreachable_job, "unreachable.ssh", min_wait=0)), 30)
+
+    started = time.monotonic()
+    event = asyncio.run(main())
+    took = time.monotonic() - started
+    # many more refused checks than the 10 after which monitoring used to give up, and the job kept waiting
+    assert len(calls) > 2 * MAX_CHECK_FAILURES and 5 <= took < 9, (len(calls), took)
+    job = store.get_job(unreachable_job)
+    assert event["done"] is True and job.status == "FAILED"
+    assert re.match(r"Execution system unreachable.ssh unreachable for [5-8] s: NoValidConnectionsError: .*"
+                    r"Unable to connect to port", job.message), job.message
+    lost = _contact(unreachable_job)
+    assert len(lost) == 1 and lost[0].startswith("Lost contact with unreachable.ssh: NoValidConnectionsError"), lost
+    assert "still trying (for up to 5 s)" in lost[0]
+    with pytest.raises(steps.JobAlreadyFinal):  # the resumed monitor leaves the job as it is
+        steps.complete(unreachable_job, event)
+
+
+async def _first_event(trigger) -> dict:
+    async for event in trigger.run():
+        return event.payload

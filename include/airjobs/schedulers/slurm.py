@@ -80,13 +80,18 @@ def parse_submit(output: str) -> str:
 
 
 def status_command(ids: list[str]) -> str:
-    """``squeue`` first (works without accounting), then ``sacct``: a later line for the same id wins."""
+    """``squeue`` first (works without accounting), then ``sacct``: a later line for the same id wins. Exits
+    non-zero, with squeue's error on stderr, when the controller did not answer (slurmctld down): what sacct
+    printed still holds, but a job it does not list may be running. "Invalid job id" is an answer (none of the
+    ids is known to the controller any more)."""
     if not ids:
         return "true"
     j = quote(",".join(ids))
     return (
-        f"squeue -h -o {quote('%i|%T')} -j {j} 2>/dev/null; "
-        f"sacct -n -P -X -o JobID,State,ExitCode -j {j} 2>/dev/null; true"
+        f"{{ q=$(squeue -h -o {quote('%i|%T')} -j {j} 2>&1 >&3); s=$?; }} 3>&1; "
+        f"sacct -n -P -X -o JobID,State,ExitCode -j {j} 2>/dev/null; "
+        f'[ "$s" -eq 0 ] || case "$q" in *"Invalid job id"*) true ;; '
+        f'*) printf "squeue: %s\\n" "${{q:-exit status $s}}" >&2; false ;; esac'
     )
 
 

@@ -289,3 +289,31 @@ def test_slurm_count_wrappers_log_each_call_and_return_real_output(host):
         assert all(line.split(" ", 1)[1] == f"squeue -h -j {job}" for line in lines[3:])
     finally:
         host.run(f"scancel {job}")
+
+
+def test_slurm_status_tells_a_controller_that_is_down_from_one_that_does_not_know_a_job(host):
+    """The real SLURM: the status command exits 0 when slurmctld answered (also "Invalid job id": none of the
+    ids is known), non-zero with squeue's error when it could not be reached; sacct (slurmdbd) still answers."""
+    rc, out, err = host.run("sbatch --parsable -J status-check -o /dev/null --wrap 'sleep 60'")
+    assert rc == 0, err
+    job = out.strip().split(";")[0]
+    try:
+        rc, out, err = host.run(slurm.status_command([job]))
+        assert rc == 0 and slurm.parse_status(out)[job][0] in (Q, R), (rc, out, err)
+        rc, out, err = host.run(slurm.status_command(["999999"]))
+        assert rc == 0 and slurm.parse_status(out) == {}, (rc, out, err)
+        # the same cluster, its controller on a port where nothing listens: as when slurmctld is down
+        conf = re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=1", host.ok('cat "$SLURM_CONF"'))
+        host.write(f"{host.home}/ctld-down.conf", conf)
+        rc, out, err = host.run(slurm.status_command([job]), env={"SLURM_CONF": f"{host.home}/ctld-down.conf"},
+                                timeout=120)
+        assert rc != 0 and "squeue: " in err and "Unable to contact slurm controller" in err, (rc, out, err)
+        assert slurm.parse_status(out)[job][0] in (Q, R)  # what slurmdbd knows is still printed
+        # slurmdbd unreachable too: nothing printed, which is no answer (it used to count as "SLURM forgot the job")
+        host.write(f"{host.home}/ctld-down.conf", re.sub(r"(?m)^AccountingStoragePort=.*$", "AccountingStoragePort=1",
+                                                         conf))
+        rc, out, err = host.run(slurm.status_command([job]), env={"SLURM_CONF": f"{host.home}/ctld-down.conf"},
+                                timeout=120)
+        assert rc != 0 and "Unable to contact slurm controller" in err and out.strip() == "", (rc, out, err)
+    finally:
+        host.run(f"scancel {job}; rm -f ~/ctld-down.conf")
