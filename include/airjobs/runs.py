@@ -1,32 +1,68 @@
-"""A job and its lifecycle run: which job a run may touch, and how a job ends when Airflow ended its run.
+"""A job and its lifecycle run: which job a run may touch, and what becomes of a job whose run ended or vanished.
 
 Every job has exactly one lifecycle run, triggered by the Jobs API with ``run_id`` = the job id and ``conf`` =
 ``{"job_id": <id>}``. Run ids are unique per DAG, so "one run per job" holds as long as a run only ever works
 on the job its run id names. ``job_of_run`` is the check every task of ``dags/airjobs_lifecycle.py`` makes
 first: a run triggered by hand (no conf, or a conf naming another job than its run id) touches no job.
 
-An administrator may still end a job's run in Airflow (mark it failed or success, delete it, mark its tasks).
-Airflow then stops the run's tasks but never tells the job. ``verdict`` says how such a job ends, ``end_job``
-ends it (the remote job is stopped first, as a kill does), and ``Watch`` keeps the timing: the reconciler of
-``airjobs_airflow.reconcile`` feeds it what it sees in Airflow every few seconds. A task Airflow stops on the
-way (SIGTERM) raises ``Terminated`` (``raise_on_sigterm``), which no step takes for the job failing: the job is
-left to the reconciler, or to the task's next try when the run was cleared. Nothing here imports Airflow.
+Airflow never tells a job what happened to its run. The reconciler of ``airjobs_airflow.reconcile`` looks every
+few seconds and asks this module what to do (nothing here imports Airflow):
+
+* ``verdict``: an administrator ended the run (an audit log entry says who): the job ends truthfully, FAILED
+  or KILLED (``end_job`` stops it on its host first, as a kill does). Nobody did (a component crashed, the
+  api-server died between accepting the job and triggering its run, the row went from the database): the job
+  is resumed, a new run that starts where the job stopped (``done_tasks``), at most ``max_resumes()`` times,
+  then FAILED with the reason. ``Watch`` keeps the timing (a run must look ended for a while first).
+* ``unwatched``: a job whose monitor waits in the triggerer but was not checked for too long (the triggerer is
+  down or hung) is checked by the reconciler itself.
+* ``stalled``: no job stays active forever. The longest a job may sit in each active status without progress
+  (a history event, a status check), and what happens then:
+
+  ======================================  =======================  =============================================
+  status                                  longest without          then
+                                          progress
+  ======================================  =======================  =============================================
+  PENDING, PROCESSING_INPUTS,             1800 s                   its run is ended and the job resumed, once
+  STAGING_INPUTS, STAGED, STAGING_JOB,                             per status; no progress again: FAILED with
+  SUBMITTING, CLEANING_UP, ARCHIVING,                              the reason (staging and archiving write a
+  ARCHIVING_FINISHED, ARCHIVING_FAILED                             progress event every 2 s while they copy)
+  QUEUED, RUNNING, PAUSED, monitor        no limit: the host's     the reconciler checks it itself when the
+  waiting in the triggerer                scheduler keeps it;      trigger did not for max(3 x the poll
+                                          ``maxRunTime`` kills     interval, 60 s); an unreachable host is
+                                          RUNNING on time          ``airjobs.monitor``'s (unreachable limit)
+  QUEUED, RUNNING, PAUSED, nothing        1800 s                   as the first row
+  watching it (monitor not deferred)
+  any, run lost or ended without anyone   10 s (60 s for a         resumed, at most 3 times per job, then
+  ending it                               PENDING job without      FAILED with the reason
+                                          a run)
+  any, run ended by an administrator      10 s                     FAILED (marked failed) or KILLED (marked
+                                                                   success, deleted), as the audit log says
+  ======================================  =======================  =============================================
+
+  ``AIRJOBS_STALL_SECONDS`` sets the 1800 s, ``AIRJOBS_STALL_SECONDS_<STATUS>`` one status (0: no limit);
+  ``AIRJOBS_RECONCILE_MAX_RESUMES`` (3), ``AIRJOBS_RECONCILE_SETTLE_SECONDS`` (10),
+  ``AIRJOBS_RECONCILE_LAUNCH_GRACE_SECONDS`` (60), ``AIRJOBS_RECONCILE_POLL_SECONDS`` (60, also the floor of
+  the backup check's wait) the others.
+
+A task Airflow stops on the way (SIGTERM) raises ``Terminated`` (``raise_on_sigterm``), which no step takes for
+the job failing: the job is left to the reconciler, or to the task's next try when the run was cleared.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from airjobs import db, monitor, registry, schedulers, store
 from airjobs.errors import IllegalTransition
-from airjobs.lifecycle import SYSTEM_ACTOR, transition
-from airjobs.models import Job
-from airjobs.statuses import TERMINAL, JobStatus, can_move
+from airjobs.lifecycle import SYSTEM_ACTOR, record_event, transition
+from airjobs.models import Job, JobEvent
+from airjobs.statuses import EXECUTING, TERMINAL, JobStatus, can_move
 from airjobs.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -124,7 +160,19 @@ def job_of_run(run_id: str | None, conf: Any) -> str:
     return job_id
 
 
-# ---------------------------------------------------------------- a job whose run Airflow ended
+# ---------------------------------------------------------------- a job whose run ended or vanished
+
+
+def _env_float(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    try:
+        return float((os.environ if env is None else env).get(name, default))
+    except ValueError:
+        return default
+
+
+def max_resumes(env: Mapping[str, str] | None = None) -> int:
+    """How often one job is resumed before it ends FAILED (``AIRJOBS_RECONCILE_MAX_RESUMES``, 3)."""
+    return max(0, int(_env_float("AIRJOBS_RECONCILE_MAX_RESUMES", 3, env)))
 
 
 @dataclass(frozen=True)
@@ -137,40 +185,95 @@ class RunView:
     actor: str | None = None
     #: what they did, in words: "marked failed", "deleted", "marked task monitor success", ...
     action: str | None = None
+    #: the tasks that failed in it (words for history only)
+    failed_tasks: tuple[str, ...] = ()
+    #: the reconciler ended the run itself because the job made no progress: why, in words
+    restarted: str | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    statuses: tuple[JobStatus, ...]  # the first one the job's status may move to
+    """The job ends: in the first of ``statuses`` its status may move to."""
+
+    statuses: tuple[JobStatus, ...]
     description: str
     created_by: str
 
 
-def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None = None) -> Verdict | None:
-    """How ``job`` ends now that its run is ``run``; None while the run still works on it (or may yet be
-    created: a run missing without anyone having deleted it gets ``launch_grace`` seconds after the job was
-    created). A run marked failed ends the job FAILED; a run that succeeded, or vanished, while its job was
-    still active ends it KILLED (the service killed it), or STOPPED/FAILED where the status table has no move
-    to KILLED."""
+@dataclass(frozen=True)
+class Resume:
+    """The job goes on in a new lifecycle run (same run id and conf) whose ``done`` tasks are marked success
+    (the job passed them), after the ended run, if any, is deleted."""
+
+    description: str
+    done: tuple[str, ...]
+
+
+#: every resume's history event ends so (``resumes`` counts them: a restarted api-server keeps the count)
+_RESUMED = "; resumed ({n} of {of})"
+_RESUMED_LIKE = "%; resumed (% of %)%"
+#: a stall's history event starts so (``stalled_before``)
+_STALL = "No progress for "
+
+#: the lifecycle DAG's tasks, in order
+TASKS = ("stage", "submit", "monitor", "archive", "notify")
+_DONE_AFTER = {
+    S.STAGED: 1, S.STAGING_JOB: 1, S.SUBMITTING: 1,
+    S.QUEUED: 2, S.RUNNING: 2, S.PAUSED: 2, S.HEARTBEAT: 2,
+    S.CLEANING_UP: 3, S.ARCHIVING: 3,
+    S.ARCHIVING_FINISHED: 4, S.ARCHIVING_FAILED: 4,
+}
+
+
+def done_tasks(status: JobStatus | str, submitted: bool = True) -> tuple[str, ...]:
+    """The lifecycle tasks a job in ``status`` has passed: a new run must not run them again (the monitor of a
+    job in CLEANING_UP would complete it a second time, and once archiving removed the work directory take it
+    for lost). A PAUSED job without a remote id (``submitted`` False) was paused before it was submitted."""
+    status = JobStatus(status)
+    if status in (S.PAUSED, S.HEARTBEAT) and not submitted:
+        return ()
+    return TASKS[:_DONE_AFTER.get(status, 0)]
+
+
+def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None = None, resumes: int = 0,
+            max_resumes: int = 3) -> Verdict | Resume | None:
+    """What becomes of ``job`` (``status``, ``created``, ``local_id``) now that its run is ``run``; None while the
+    run works on it, or may yet be created (a PENDING job without a run gets ``launch_grace`` seconds after it
+    was created: the Jobs API triggers the run right after it accepted the job).
+
+    An administrator's act (``run.actor``) is the truthful end: marked failed -> FAILED; marked success or
+    deleted while the job was active -> KILLED (STOPPED or FAILED where the status table has no move to
+    KILLED). A run that ended or vanished with nobody to blame is the service's loss: ``Resume`` while the job
+    was resumed fewer than ``max_resumes`` times (``resumes``), else FAILED with the reason."""
     status = JobStatus(job.status)
     if status in TERMINAL or run.state in WORKING:
         return None
     by = f" by {run.actor}" if run.actor else ""
     while_ = f" while the job was {status.value}"
-    if run.state is None:
-        if not run.actor:
-            age = ((at or now()) - job.created).total_seconds()
-            if age < launch_grace:
-                return None
-            return Verdict(_KILL, f"Lifecycle run no longer exists in Airflow{while_}", SYSTEM_ACTOR)
-        return Verdict(_KILL, f"Lifecycle run {run.action or 'deleted'} in Airflow{by}{while_}", run.actor)
-    if run.state == "failed":
-        what = run.action or "ended failed (no audit log entry says by whom)"
-        return Verdict((S.FAILED,), f"Lifecycle run {what} in Airflow{by}{while_}", run.actor or SYSTEM_ACTOR)
-    if run.state == "success":
-        what = run.action or "ended success (no audit log entry says by whom)"
-        return Verdict(_KILL, f"Lifecycle run {what} in Airflow{by}{while_}", run.actor or SYSTEM_ACTOR)
-    return None  # a state of a future Airflow: leave the job alone
+    if run.state not in (None, "failed", "success"):
+        return None  # a state of a future Airflow: leave the job alone
+    if run.actor:
+        if run.state is None:
+            return Verdict(_KILL, f"Lifecycle run {run.action or 'deleted'} in Airflow{by}{while_}", run.actor)
+        words = run.action or f"ended {run.state}"
+        return Verdict((S.FAILED,) if run.state == "failed" else _KILL, f"Lifecycle run {words} in Airflow{by}{while_}",
+                       run.actor)
+    if run.state is None and status is S.PENDING:
+        age = ((at or now()) - job.created).total_seconds()
+        if age < launch_grace:
+            return None
+    if run.restarted:
+        what = f"Lifecycle run ended by airjobs: {run.restarted}"
+    else:
+        how = "lost" if run.state is None else f"ended {run.state}"
+        tasks = f" (task {', '.join(run.failed_tasks)} failed)" if run.failed_tasks else ""
+        what = f"Lifecycle run {how} in Airflow without anyone ending it{while_}{tasks}"
+    if resumes < max_resumes:
+        done = done_tasks(status, bool(getattr(job, "local_id", None)))
+        return Resume(what + _RESUMED.format(n=resumes + 1, of=max_resumes), done)
+    why = (f"it was resumed {resumes} times already" if max_resumes else
+           "resuming is turned off (AIRJOBS_RECONCILE_MAX_RESUMES=0)")
+    return Verdict((S.FAILED,), f"{what}; not resumed: {why}", SYSTEM_ACTOR)
 
 
 def _stop_remote(job: Job) -> str | None:
@@ -220,18 +323,40 @@ def fail_and_stop(job_id: str, reason: str, *, created_by: str | None = None) ->
     return end_job(job_id, Verdict((S.FAILED,), reason, created_by or SYSTEM_ACTOR))
 
 
-def active_jobs() -> list[Any]:
-    """Every job in an active status, as rows of ``id``, ``status`` and ``created`` (the reconciler's list;
-    ``end_job`` reads the whole job again)."""
+def note(job_id: str, description: str) -> bool:
+    """A history event in the job's current status, by airjobs, without a status change (no notification is
+    sent: nothing happened to the job itself); False when the job has ended or is gone."""
+    with db.transaction() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or JobStatus(job.status) in TERMINAL:
+            return False
+        job.last_updated, job.message = now(), description
+        record_event(s, job, job.status, description, created_by=SYSTEM_ACTOR)
+    return True
+
+
+def resumes(job_id: str) -> int:
+    """How often the job was resumed (its history says)."""
     with db.session() as s:
-        return list(s.execute(select(Job.id, Job.status, Job.created).where(Job.status.in_(store.ACTIVE))))
+        return s.scalar(select(func.count(JobEvent.id)).where(
+            JobEvent.job_id == job_id, JobEvent.created_by == SYSTEM_ACTOR,
+            JobEvent.description.like(_RESUMED_LIKE))) or 0
+
+
+def active_jobs() -> list[Any]:
+    """Every job in an active status, as rows of the columns the reconciler decides on (``end_job`` reads the
+    whole job again)."""
+    cols = (Job.id, Job.status, Job.created, Job.owner, Job.execution_system, Job.local_id, Job.last_updated,
+            Job.last_polled, Job.status_checks)
+    with db.session() as s:
+        return list(s.execute(select(*cols).where(Job.status.in_(store.ACTIVE))))
 
 
 class Watch:
     """Since when each active job's run has looked wrong (ended or missing). A job is only looked at
     ``settle`` seconds after that, so the run's task processes have been stopped by Airflow (the task
     supervisor notices within its heartbeat and kills the task, SIGKILL 5 s after SIGTERM) and no task is
-    still working on the job when it ends."""
+    still working on the job when it ends or goes on in a new run."""
 
     def __init__(self, settle: float):
         self.settle = settle
@@ -251,3 +376,89 @@ class Watch:
             if job_id not in seen:
                 del self.since[job_id]
         return out
+
+
+# ---------------------------------------------------------------- a job nobody watches, a job that is stuck
+
+
+def _later(*times: datetime | None) -> datetime | None:
+    present = [t for t in times if t is not None]
+    return max(present) if present else None
+
+
+def unwatched(job: Any, *, at: datetime, floor: float) -> float | None:
+    """Seconds since the last status check of an executing job (``last_polled``, or since it got its status),
+    when that is longer than max(3 x its poll interval, ``floor``): whoever should check it (the triggerer)
+    does not. None otherwise. The interval is the one before its next check (``monitor.check`` waits so long
+    after it recorded a check), so the step from 60 s to 300 s at the 44th check is no false alarm."""
+    if JobStatus(job.status) not in EXECUTING:
+        return None
+    since = _later(job.last_polled, job.last_updated, job.created)
+    idle = (at - since).total_seconds()
+    return idle if idle > max(3 * monitor.interval((job.status_checks or 0) + 1), floor) else None
+
+
+def backup_note(idle: float, detail: str) -> str:
+    """The history event of a job the reconciler completed for the triggerer."""
+    return (f"The triggerer did not check the job for {idle:.0f} s (down or hung); the reconciler checked it "
+            f"instead and found it done ({detail or 'ended'})")
+
+
+STALL_SECONDS = 1800.0
+
+
+def stall_limit(status: JobStatus | str, env: Mapping[str, str] | None = None) -> float | None:
+    """The longest a job may sit in ``status`` without progress (``AIRJOBS_STALL_SECONDS_<STATUS>``, else
+    ``AIRJOBS_STALL_SECONDS``, else 1800 s); None: no limit (set to 0)."""
+    status = JobStatus(status)
+    default = _env_float("AIRJOBS_STALL_SECONDS", STALL_SECONDS, env)
+    limit = _env_float(f"AIRJOBS_STALL_SECONDS_{status.value}", default, env)
+    return limit if limit > 0 else None
+
+
+def stalled(job: Any, last_event: datetime | None, *, at: datetime, watched: bool,
+            env: Mapping[str, str] | None = None) -> tuple[float, float] | None:
+    """(seconds without progress, the limit) of a job that sat in its status longer than ``stall_limit``
+    without a history event or a status check; None otherwise. An executing job whose monitor waits in the
+    triggerer (``watched``) has no limit here: the triggerer (or the reconciler for it) checks it, the host's
+    scheduler may keep it as long as it likes, and an unreachable host is ``airjobs.monitor``'s to judge."""
+    status = JobStatus(job.status)
+    if status in TERMINAL or (status in EXECUTING and watched):
+        return None
+    limit = stall_limit(status, env)
+    if limit is None:
+        return None
+    idle = (at - _later(last_event, job.last_polled, job.last_updated, job.created)).total_seconds()
+    return (idle, limit) if idle > limit else None
+
+
+def stall_note(status: JobStatus | str, idle: float, limit: float) -> str:
+    return (f"{_STALL}{idle:.0f} s in {JobStatus(status).value} (the limit is {limit:.0f} s, "
+            f"AIRJOBS_STALL_SECONDS); its lifecycle run is ended and the job resumed")
+
+
+def stall_verdict(status: JobStatus | str, idle: float, limit: float) -> Verdict:
+    """A job that made no progress again after its run was restarted for the same status: FAILED."""
+    return Verdict((S.FAILED,), f"{_STALL}{idle:.0f} s in {JobStatus(status).value}, also after its lifecycle "
+                                f"run was restarted (the limit is {limit:.0f} s, AIRJOBS_STALL_SECONDS)",
+                   SYSTEM_ACTOR)
+
+
+def stalled_before(job_id: str, status: JobStatus | str) -> bool:
+    """Was the job's run restarted already because it made no progress in ``status``?"""
+    with db.session() as s:
+        return s.scalar(select(JobEvent.id).where(
+            JobEvent.job_id == job_id, JobEvent.status == JobStatus(status).value,
+            JobEvent.created_by == SYSTEM_ACTOR, JobEvent.description.like(_STALL + "%")).limit(1)) is not None
+
+
+def last_events(job_ids: list[str]) -> dict[str, datetime]:
+    """job id -> when its newest history event was written (progress: status changes, progress events of
+    staging and archiving, retries)."""
+    out: dict[str, datetime] = {}
+    with db.session() as s:
+        for i in range(0, len(job_ids), 500):
+            q = (select(JobEvent.job_id, func.max(JobEvent.created)).where(JobEvent.job_id.in_(job_ids[i:i + 500]))
+                 .group_by(JobEvent.job_id))
+            out.update({job_id: created for job_id, created in s.execute(q)})
+    return out

@@ -1,5 +1,6 @@
 """The reconciler's reading of Airflow's audit log (airjobs_airflow.reconcile.describe): which entry explains
-how a job's run ended. The reconciler itself runs against the real service in test_airflow_surface_e2e.py."""
+how a job's run ended. The reconciler itself runs against the real service in test_airflow_surface_e2e.py (an
+administrator's acts) and test_reconcile_e2e.py (lost runs resumed, the triggerer down, a job without progress)."""
 
 from __future__ import annotations
 
