@@ -51,6 +51,16 @@ def transaction(url: str | None = None) -> Iterator[Session]:
         yield s
 
 
+def alive(url: str | None = None) -> bool:
+    """Does the database answer right now (a fresh round trip)?"""
+    try:
+        with engine(url).connect() as c:
+            c.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
 def retrying(fn, *args, **kwargs):
     """Run a read or write unit of work; once more if the database connection had gone away."""
     from sqlalchemy.exc import DBAPIError

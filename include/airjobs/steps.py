@@ -274,7 +274,8 @@ def monitor_plan(job_id: str) -> tuple[str, bool]:
     check is a file read, are watched inline; batch jobs go straight to the shared poller (D8)."""
     job = _job(job_id)
     system = _system(job.execution_system)
-    return system["id"], schedulers.is_fork(monitor.scheduler_of(system))
+    # a job completed by an earlier try is "watched" inline: its first check says done, nothing is redone
+    return system["id"], schedulers.is_fork(monitor.scheduler_of(system)) or JobStatus(job.status) in AFTER_MONITOR
 
 
 def poll(job_id: str) -> PollResult:
@@ -282,7 +283,7 @@ def poll(job_id: str) -> PollResult:
     job = store.get_job(job_id)
     if job is None:
         return PollResult(True, None, f"job {job_id} vanished")
-    if JobStatus(job.status) in TERMINAL:
+    if JobStatus(job.status) in TERMINAL or JobStatus(job.status) in AFTER_MONITOR:
         return PollResult(True, job.exit_code, f"job is {job.status}")
     system = _system(job.execution_system)
     transport = transports.execution(system)
@@ -302,9 +303,16 @@ def poll(job_id: str) -> PollResult:
     return PollResult(True, None, f"process {job.local_id} ended without writing {EXIT_CODE_FILE}")
 
 
+#: statuses after ``complete``: a monitor try run again after it (its process was lost) leaves them alone
+AFTER_MONITOR = frozenset({S.CLEANING_UP, S.ARCHIVING, S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED})
+
+
 def complete(job_id: str, result: dict[str, Any]) -> None:
     """The job's process ended: CLEANING_UP on exit 0; FAILED with ``exitCode`` otherwise (D5)."""
     job = _job(job_id)
+    if JobStatus(job.status) in AFTER_MONITOR:  # an earlier try completed it already
+        log.warning("job %s is already %s; not completing it again", job_id, job.status)
+        return
     code = result.get("exit_code")
     if code == 0:
         transition(job_id, S.CLEANING_UP, "Job completed execution", exit_code=0)

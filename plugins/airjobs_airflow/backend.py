@@ -224,6 +224,7 @@ class AirflowBackend:
 
     def launch(self, job: Job) -> None:
         from airflow.api.common.trigger_dag import trigger_dag
+        from airflow.exceptions import DagRunAlreadyExists
         from airflow.utils.types import DagRunTriggeredByType
 
         try:
@@ -234,6 +235,8 @@ class AirflowBackend:
                 triggered_by=DagRunTriggeredByType.REST_API,
                 triggering_user_name=job.owner,
             )
+        except DagRunAlreadyExists:  # the reconciler launched it first (this request was slow): it runs
+            return
         except Exception as e:
             raise AgaveError(f"{type(e).__name__}: {e}", 500) from e
 

@@ -17,6 +17,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airjobs import SERVICE_VERSION, access, control, db, outputs, registry, representation as rep, store, submission
@@ -24,7 +25,6 @@ from airjobs import validation
 from airjobs.errors import AgaveError, BadRequest, Forbidden, NotFound, Unauthorized
 from airjobs.api.limits import check_json_depth
 from airjobs.api.throttle import LoginThrottle, client_address
-from airjobs.lifecycle import fail
 from airjobs.models import Job
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,13 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error(request, 400, f"Invalid request: {exc.errors()}")
 
+    @app.exception_handler(DBAPIError)
+    async def _database_away(request: Request, exc: DBAPIError) -> Response:
+        """The database went away (restarting): a 503 the client may retry, not a 500; no job is touched."""
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error(request, 503, "The service's database is unavailable for a moment; retry shortly.",
+                     headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -230,6 +237,9 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
             try:
                 result = await to_thread.run_sync(backend.login, who, fields["password"])
             except Unauthorized:
+                if not await to_thread.run_sync(db.alive):  # the user store is away, the password may be right
+                    return error(request, 503, "The service's database is unavailable for a moment; retry "
+                                               "shortly.", headers={"Retry-After": "5"})
                 logins.failure(who, address)
                 raise
             logins.success(who, address)
@@ -275,10 +285,9 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
             return job, False
         try:
             backend.launch(job)
-        except Exception as e:
-            log.exception("could not start the lifecycle run of job %s", job.id)
-            fail(job.id, f"Unable to schedule the job for execution: {type(e).__name__}: {e}")
-            raise AgaveError(f"Job {job.id} was accepted but could not be scheduled: {e}", 500) from None
+        except Exception:  # Airflow's database or scheduler side failed for a moment: the job is kept, PENDING,
+            # and the reconciler starts its run after its launch grace (``airjobs_airflow.reconcile``)
+            log.exception("could not start the lifecycle run of job %s now; the reconciler will", job.id)
         return store.get_job(job.id) or job, True
 
     @route("/jobs/v2", ["GET"])
