@@ -38,7 +38,7 @@ import pytest  # noqa: E402
 
 from conftest import VAR, install_app, process_alive  # noqa: E402
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]  # restarts or freezes parts of the service: runs last
 
 DAG = "airjobs_lifecycle"
 TERMINAL = ("FINISHED", "FAILED", "STOPPED", "KILLED")

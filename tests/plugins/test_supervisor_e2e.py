@@ -19,7 +19,7 @@ import pytest
 from airjobs import db
 from conftest import VAR, install_app, process_alive
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]  # restarts or freezes parts of the service: runs last
 
 DEMO = json.loads((Path(__file__).resolve().parents[2] / "include/examples/demo-job.json").read_text())
 TERMINAL = ("FINISHED", "FAILED", "STOPPED", "KILLED")
