@@ -39,6 +39,9 @@ RETRY_DELAY = 5.0
 MAX_RETRY_DELAY = 60.0
 #: tries Airflow makes at most; the time budget ends the retries long before (1 h at 60 s apart is ~70 tries)
 MAX_TRIES = 500
+#: a step that went this long without failing (it worked for a while: a long copy, a job waiting in the
+#: triggerer) starts its budget anew at its next failure
+QUIET_SECONDS = 2 * MAX_RETRY_DELAY + 60
 
 
 def budget() -> float:
@@ -82,9 +85,11 @@ def _note(job_id: str, task: str, attempt: int, description: str, error: str | N
             return None
         t = now()
         old = job.recovery if isinstance(job.recovery, dict) else {}
-        since = (_since(old) if old.get("task") == task else None) or t  # another step failing starts anew
-        rec = {"since": iso(since), "count": int(old.get("count") or 0) + 1, "task": task, "try": attempt,
-               "error": error or old.get("error")}
+        last = _since({"since": old.get("at")}) if old else None
+        fresh = old.get("task") != task or last is None or (t - last).total_seconds() > QUIET_SECONDS
+        since = (None if fresh else _since(old)) or t  # another step failing, or after a quiet spell: anew
+        rec = {"since": iso(since), "at": iso(t), "count": int(old.get("count") or 0) + 1, "task": task,
+               "try": attempt, "error": error or old.get("error")}
         deadline = since + timedelta(seconds=budget())
         if t >= deadline:
             rec["exhausted"] = True
@@ -113,6 +118,8 @@ def note_retry(job_id: str, task: str, attempt: int) -> None:
         if job is None or JobStatus(job.status) in TERMINAL:
             return
         rec = job.recovery if isinstance(job.recovery, dict) else {}
+    if rec.get("task") == task and rec.get("try") == attempt:  # this try again (resumed after a deferral)
+        return
     if rec.get("task") == task and rec.get("try") == attempt - 1:  # the try before said why it failed
         if rec.get("exhausted"):
             raise GaveUp(_gave_up(task, rec))

@@ -347,7 +347,7 @@ def active_jobs() -> list[Any]:
     """Every job in an active status, as rows of the columns the reconciler decides on (``end_job`` reads the
     whole job again)."""
     cols = (Job.id, Job.status, Job.created, Job.owner, Job.execution_system, Job.local_id, Job.last_updated,
-            Job.last_polled, Job.status_checks)
+            Job.last_polled, Job.status_checks, Job.remote_status)
     with db.session() as s:
         return list(s.execute(select(*cols).where(Job.status.in_(store.ACTIVE))))
 

@@ -125,8 +125,18 @@ def submit(job_id: str) -> None:
     app = registry.get_app(job.app_id)
     if app is None:
         raise StepError(f"App {job.app_id} is no longer registered.")
-    transition(job_id, S.SUBMITTING, "Preparing job for execution and staging assets to execution system")
     host_dir = _host_path(system, job.work_path or work_path(job, system))
+    if transport.exists(posixpath.join(host_dir, SUBMIT_MARK)):  # an earlier try handed it over (or is doing so)
+        # and was cut before recording it: read that hand-over back, rewrite nothing the job may be running
+        transition(job_id, S.SUBMITTING, "Reading back the submission of an earlier try that was cut short")
+        sched = monitor.scheduler_of(system)
+        name = slug(job.name)
+        command = (fork.submit_command(host_dir, f"{name}.ipcexe", name) if schedulers.is_fork(sched)
+                   else sched.submit_command(host_dir, f"{name}.ipcexe"))
+        with runs.shielded():
+            _hand_over(job_id, system, sched, host_dir, command)
+        return
+    transition(job_id, S.SUBMITTING, "Preparing job for execution and staging assets to execution system")
 
     deploy = _system(app.get("deploymentSystem") or system["id"])
     deploy_transport = transports.storage(deploy)
@@ -216,6 +226,10 @@ def _parse_once(rc: int, out: str, err: str) -> tuple[int, str, str]:
 
 def _hand_over(job_id: str, system: dict[str, Any], sched: Any, host_dir: str, command: str) -> None:
     rc, out, err = _parse_once(*monitor.run(system, once(host_dir, command)))
+    unreachable = getattr(sched, "controller_unreachable", None)
+    if rc != 0 and unreachable is not None and unreachable(f"{out}\n{err}"):  # nothing was submitted: the
+        monitor.run(system, f"rm -rf -- {quote(posixpath.join(host_dir, SUBMIT_MARK))}")  # next try submits
+        raise OSError(f"{sched.NAME} on {system['id']} could not reach its controller: {(err or out).strip()[:300]}")
     try:
         remote_id = sched.parse_submit(out if schedulers.is_fork(sched) else f"{out}\n{err}")
     except ValueError as e:

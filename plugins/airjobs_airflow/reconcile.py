@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 ENDING_EVENTS = ("patch_dag_run", "bulk_dag_runs", "delete_dag_run", "delete_dag", "patch_task_instance",
                  "patch_task_group_instances")
 LOCK_KEY = "airjobs-reconciler"
+#: a run none of whose tasks runs (they wait for a slot, or for their retry) gets this many times the stall limit
+IDLE_FACTOR = 4
 _CHUNK = 500
 #: the lifecycle task that waits in the triggerer
 MONITOR_TASK = "monitor"
@@ -163,6 +165,8 @@ class Run:
     queued_at: datetime | None
     #: the state of its monitor task instance ("deferred": waiting in the triggerer)
     monitor: str | None
+    #: a task instance of the run is running or deferred (False: its next task waits for a slot or a retry)
+    busy: bool = True
 
 
 def _str(state: Any) -> str | None:
@@ -171,22 +175,26 @@ def _str(state: Any) -> str | None:
 
 def _runs(job_ids: list[str]) -> dict[str, Run]:
     """job id -> its run (absent: no run) with its monitor task's state: one query per 500 jobs."""
-    from sqlalchemy import and_, select
+    from sqlalchemy import and_, exists, select
+    from sqlalchemy.orm import aliased
 
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
 
+    other = aliased(TI)
+    busy = exists().where(other.dag_id == DagRun.dag_id, other.run_id == DagRun.run_id,
+                          other.state.in_(("running", "deferred")))
     out: dict[str, Run] = {}
     with create_session() as session:
         for i in range(0, len(job_ids), _CHUNK):
-            q = (select(DagRun.run_id, DagRun.state, DagRun.queued_at, TI.state)
+            q = (select(DagRun.run_id, DagRun.state, DagRun.queued_at, TI.state, busy)
                  .select_from(DagRun)
                  .outerjoin(TI, and_(TI.dag_id == DagRun.dag_id, TI.run_id == DagRun.run_id,
                                      TI.task_id == MONITOR_TASK, TI.map_index == -1))
                  .where(DagRun.dag_id == LIFECYCLE_DAG_ID, DagRun.run_id.in_(job_ids[i:i + _CHUNK])))
-            for run_id, state, queued_at, monitor in session.execute(q):
-                out[run_id] = Run(_str(state), queued_at, _str(monitor))
+            for run_id, state, queued_at, monitor, working in session.execute(q):
+                out[run_id] = Run(_str(state), queued_at, _str(monitor), bool(working))
     return out
 
 
@@ -398,6 +406,8 @@ class Reconciler:
             run = seen.get(job.id)
             if run is None or run.state not in runs.WORKING or run.monitor != "deferred":
                 continue
+            if (job.remote_status or "").startswith(("UNREACHABLE:", "KILL_PENDING:")):
+                continue  # its host is away: the triggerer's poller judges it (AIRJOBS_HOST_UNREACHABLE_SECONDS)
             idle = runs.unwatched(job, at=at, floor=self.poll)
             if idle is not None:
                 due.setdefault(job.execution_system, []).append((job, idle))
@@ -430,7 +440,7 @@ class Reconciler:
         job resumed once it settled) or, when that happened in this status already, the job FAILED."""
         from airjobs import runs
 
-        working = [j for j in jobs if (r := seen.get(j.id)) is not None and r.state in runs.WORKING]
+        working = [j for j in jobs if (r := seen.get(j.id)) is not None and r.state == "running"]
         last = runs.last_events([j.id for j in working]) if working else {}
         acted = []
         for job in working:
@@ -438,6 +448,8 @@ class Reconciler:
             if hit is None:
                 continue
             idle, limit = hit
+            if not seen[job.id].busy and idle <= IDLE_FACTOR * limit:  # waiting for a free slot (a burst) or
+                continue  # a retry: not stuck yet (a scheduler that queues nothing at all is, later)
             try:
                 if runs.stalled_before(job.id, job.status):
                     done = runs.end_job(job.id, runs.stall_verdict(job.status, idle, limit))

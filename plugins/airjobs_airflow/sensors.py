@@ -32,28 +32,39 @@ class JobMonitorSensor(BaseSensorOperator):
 
         return self._step(context, lambda: steps.poll(self.job_id)).done
 
-    def _step(self, context: Any, fn: Any) -> Any:
-        """``steps.run_step`` of the monitor: what the job did fails the task without a retry."""
+    def _step(self, context: Any, fn: Any, worked: bool = False) -> Any:
+        """``steps.run_step`` of the monitor: what the job did fails the task without a retry; ``worked``: the
+        step's success ends the job's recovery (``airjobs.recovery``)."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from airjobs import steps
+        from airjobs import recovery, steps
 
         ti = context.get("ti") if context else None
         try:
-            return steps.run_step("monitor", self.job_id, fn, attempt=getattr(ti, "try_number", None) or 1)
+            result = steps.run_step("monitor", self.job_id, fn, attempt=getattr(ti, "try_number", None) or 1)
         except steps.JobAlreadyFinal as e:
             raise AirflowSkipException(str(e)) from None
         except steps.JobFailed as e:
             raise AirflowFailException(str(e)) from None
+        if worked:
+            recovery.recovered(self.job_id)
+        return result
 
     def execute(self, context: Any) -> None:
         from airjobs import config, steps
 
-        system_id, inline_ok = self._step(context, lambda: steps.monitor_plan(self.job_id))
+        system_id, inline_ok = self._step(context, lambda: steps.monitor_plan(self.job_id), worked=True)
         inline = config.monitor_inline_seconds() if self.inline_seconds is None else self.inline_seconds
         deadline = time.monotonic() + (inline if inline_ok else 0)
         while inline_ok:  # a check costs a file read and a row read: 20 a second is cheap and catches short jobs
-            result = self._step(context, lambda: steps.poll(self.job_id))
+            try:
+                result = steps.poll(self.job_id)
+            except Exception as e:  # the host away (SSH): the trigger waits for it, with its own patience
+                from airjobs import recovery
+
+                if recovery.is_jobs_fault(e):
+                    self._step(context, lambda: _raise(e))  # fails the job, as the step does
+                break
             if result.done:
                 return self._complete(context, result.as_dict())
             if time.monotonic() + INLINE_POLL_SECONDS > deadline:
@@ -67,4 +78,8 @@ class JobMonitorSensor(BaseSensorOperator):
     def _complete(self, context: Any, event: dict[str, Any]) -> None:
         from airjobs import steps
 
-        self._step(context, lambda: steps.complete(self.job_id, event))
+        self._step(context, lambda: steps.complete(self.job_id, event), worked=True)
+
+
+def _raise(e: BaseException) -> None:
+    raise e

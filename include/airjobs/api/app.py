@@ -17,7 +17,8 @@ from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airjobs import SERVICE_VERSION, access, control, db, outputs, registry, representation as rep, store, submission
@@ -167,12 +168,14 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error(request, 400, f"Invalid request: {exc.errors()}")
 
-    @app.exception_handler(DBAPIError)
-    async def _database_away(request: Request, exc: DBAPIError) -> Response:
-        """The database went away (restarting): a 503 the client may retry, not a 500; no job is touched."""
-        log.warning("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+    async def _database_away(request: Request, exc: Exception) -> Response:
+        """The database went away (restarting) or is saturated: a 503 the client may retry, not a 500."""
+        log.warning("database error on %s %s: %s", request.method, request.url.path, getattr(exc, "orig", exc))
         return error(request, 503, "The service's database is unavailable for a moment; retry shortly.",
                      headers={"Retry-After": "5"})
+
+    for away in (DBAPIError, DisconnectionError, PendingRollbackError, PoolTimeout):
+        app.add_exception_handler(away, _database_away)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

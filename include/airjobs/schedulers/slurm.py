@@ -121,3 +121,12 @@ def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
 
 def kill_command(remote_id: str) -> str:
     return f"scancel {quote(remote_id)}"
+
+
+_NO_CONTROLLER = re.compile(r"Unable to contact slurm controller|Zero Bytes were transmitted|Connection refused")
+
+
+def controller_unreachable(output: str) -> bool:
+    """Did ``sbatch`` fail because slurmctld could not be reached (so nothing was submitted, and a retry may
+    work), rather than refuse the job?"""
+    return bool(_NO_CONTROLLER.search(output))

@@ -500,3 +500,11 @@ def _words(cmd: str) -> list[str]:
 def _bash_syntax_ok(cmd: str) -> None:
     p = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_sbatch_that_cannot_reach_its_controller_is_told_from_a_refusal():
+    from airjobs.schedulers import slurm
+
+    assert slurm.controller_unreachable(
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")
+    assert not slurm.controller_unreachable("sbatch: error: Batch job submission failed: Invalid partition name")

@@ -176,3 +176,47 @@ def test_an_interrupted_staging_copies_only_what_was_not_copied(pg):
     steps.run_step("stage", job_id, attempt=2)
     assert store.get_job(job_id).status == "STAGED"
     assert sum(d.startswith("Copy of agave://demo-storage/samples/zen-of-python.txt") for d in _descriptions(job_id)) == 1
+
+
+def test_a_monitor_resumed_from_the_triggerer_is_no_retry_and_a_quiet_spell_restarts_the_budget(pg, monkeypatch):
+    from sqlalchemy import update
+
+    from airjobs import db, recovery
+    from airjobs.models import Job
+
+    job_id = _submit()
+    recovery.note_retry(job_id, "monitor", 2)  # try 2 after a try 1 that died silently: one event
+    recovery.note_retry(job_id, "monitor", 2)  # the same try resumed after its deferral: none
+    assert sum("starts try 2" in d for d in _descriptions(job_id)) == 1
+    monkeypatch.setenv("AIRJOBS_RETRY_SECONDS", "60")
+    old = "2020-01-01T00:00:00+00:00"  # failing since long ago, but quiet for years: no GaveUp
+    with db.transaction() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            recovery={"since": old, "at": old, "count": 3, "task": "monitor", "try": 2, "error": "x"}))
+    recovery.note_failure(job_id, "monitor", 3, OSError("ssh reset"))
+    assert store.get_job(job_id).recovery["since"] != old and store.get_job(job_id).status == "PENDING"
+
+
+def test_a_submit_retried_after_an_unrecorded_hand_over_reads_it_back_and_rewrites_nothing(pg):
+    import os
+
+    from sqlalchemy import update
+
+    from airjobs import db
+    from airjobs.models import Job
+    from airjobs.paths import host_path
+
+    job_id = _submit()
+    steps.run_step("stage", job_id)
+    steps.run_step("submit", job_id)
+    job = store.get_job(job_id)
+    work = host_path(registry.get_system("demo-fork"), job.work_path)
+    pid, wrapper = job.local_id, os.path.join(work, "steps-test.ipcexe")
+    before = os.stat(wrapper).st_mtime_ns
+    with db.transaction() as s:  # as if the try had been killed between the hand-over and its record
+        s.execute(update(Job).where(Job.id == job_id).values(status="SUBMITTING", local_id=None))
+    steps.run_step("submit", job_id, attempt=2)
+    job = store.get_job(job_id)
+    assert job.local_id == pid and job.status == "RUNNING"
+    assert os.stat(wrapper).st_mtime_ns == before
+    assert any(d.startswith("Reading back the submission") for d in _descriptions(job_id))
