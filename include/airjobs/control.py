@@ -27,8 +27,13 @@ def kill(job_id: str, user: str, is_admin: bool) -> Job:
     if status in TERMINAL or status in (S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED):
         return job
     message = "Job cancelled by user."
+    system = registry.get_system(job.execution_system) if status in _REMOTE else None
+    if system is not None and not job.local_id and status is S.SUBMITTING:
+        try:  # handed over by a submit that was cut before recording it: that remote job is killed too
+            job.local_id = monitor.submitted_id(job, system)
+        except Exception as e:
+            log.warning("could not read the submission record of job %s: %s", job_id, e)
     if job.local_id and status in _REMOTE:
-        system = registry.get_system(job.execution_system)
         if system is not None:
             try:
                 what = monitor.kill_remote(job, system)

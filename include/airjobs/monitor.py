@@ -40,7 +40,7 @@ from airjobs.errors import AgaveError, IllegalTransition, StepError
 from airjobs.lifecycle import fail, record_event, transition
 from airjobs.models import Job
 from airjobs.paths import host_path
-from airjobs.rendering import EXIT_CODE_FILE
+from airjobs.rendering import EXIT_CODE_FILE, SUBMIT_MARK
 from airjobs.statuses import EXECUTING, TERMINAL, JobStatus
 from airjobs.timeutil import hms_to_seconds, now
 
@@ -168,6 +168,24 @@ def scheduler_of(system: dict[str, Any]) -> ModuleType:
 
 def run(system: dict[str, Any], command: str, timeout: float = 120) -> tuple[int, str, str]:
     return transports.execution(system).run(startup_prefix(system) + command, timeout=timeout)
+
+
+def submitted_id(job: Job, system: dict[str, Any]) -> str | None:
+    """The remote id of a job handed to its scheduler by a submit that was cut before recording it (its work
+    directory's ``SUBMIT_MARK`` holds the scheduler's answer), else ``job.local_id``; None when there is none."""
+    if job.local_id or job.status != S.SUBMITTING.value:
+        return job.local_id
+    mark = posixpath.join(host_work_dir(job, system), SUBMIT_MARK)
+    rc, out, _ = run(system, f"cat {quote(mark + '/rc')} && cat {quote(mark + '/out')} {quote(mark + '/err')}",
+                     timeout=30)
+    lines = out.splitlines()
+    if rc != 0 or not lines or lines[0].strip() != "0":
+        return None
+    sched = scheduler_of(system)
+    try:
+        return sched.parse_submit("\n".join(lines[1:]))
+    except ValueError:
+        return None
 
 
 def kill_remote(job: Job, system: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ from airjobs.timeutil import hms_to_seconds
 
 EXIT_CODE_FILE = ".agave.exitcode"
 ARCHIVE_MANIFEST = ".agave.archive"
+#: the work directory's record of the one hand-over to the scheduler (``airjobs.steps.once``)
+SUBMIT_MARK = ".airjobs-submit"
 LOG_FILE = ".agave.log"
 
 _MACRO = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -278,13 +278,21 @@ def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None 
 
 def _stop_remote(job: Job) -> str | None:
     """Best effort: the scheduler's kill command for a job that may be on its host; what happened, in words."""
-    if not job.local_id or JobStatus(job.status) not in _REMOTE:
+    if JobStatus(job.status) not in _REMOTE:
         return None
     system = registry.get_system(job.execution_system)
     if system is None:
         return None
+    recorded = bool(job.local_id)
+    if not recorded:  # a submit cut before recording its hand-over may have left a remote job
+        try:
+            job.local_id = monitor.submitted_id(job, system)
+        except Exception as e:
+            log.warning("could not read the submission record of job %s: %s", job.id, e)
+        if not job.local_id:
+            return None
     try:
-        if schedulers.is_fork(monitor.scheduler_of(system)):
+        if recorded and schedulers.is_fork(monitor.scheduler_of(system)):
             from airjobs import steps  # a FORK pid is only killed while it is that job's (pids are reused)
 
             if steps.poll(job.id).done:

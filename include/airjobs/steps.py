@@ -22,7 +22,7 @@ from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
 from airjobs.paths import clean_relative, slug
 from airjobs.paths import host_path as _host_path
-from airjobs.rendering import ARCHIVE_MANIFEST, EXIT_CODE_FILE, RenderContext, render_wrapper
+from airjobs.rendering import ARCHIVE_MANIFEST, EXIT_CODE_FILE, SUBMIT_MARK, RenderContext, render_wrapper
 from airjobs.schedulers import fork
 from airjobs.schedulers.base import JobRequest
 from airjobs.statuses import TERMINAL, JobStatus
@@ -185,8 +185,6 @@ def submit(job_id: str) -> None:
         _hand_over(job_id, system, sched, host_dir, command)
 
 
-#: the work directory's record of the one hand-over to the scheduler (``once``): a retried submit reads it
-SUBMIT_MARK = ".airjobs-submit"
 #: how long a retried submit waits for the record of a hand-over still under way before trying again later
 SUBMIT_WAIT_SECONDS = 120
 

@@ -220,3 +220,42 @@ def test_a_submit_retried_after_an_unrecorded_hand_over_reads_it_back_and_rewrit
     assert job.local_id == pid and job.status == "RUNNING"
     assert os.stat(wrapper).st_mtime_ns == before
     assert any(d.startswith("Reading back the submission") for d in _descriptions(job_id))
+
+
+
+def test_a_job_killed_after_an_unrecorded_hand_over_is_killed_on_its_host(pg):
+    import os
+    import signal
+
+    from sqlalchemy import update
+
+    from airjobs import control, db
+    from airjobs.models import Job
+    from airjobs.paths import host_path
+
+    app = dict(registry.get_app("wc-1.0"))
+    app.update(name="wc-sleepy")
+    root = registry.get_system("demo-storage")["storage"]["rootDir"]
+    src = os.path.join(root, app["deploymentPath"].strip("/"))
+    dst = os.path.join(root, "apps/wc-sleepy-1.0")
+    os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        text = open(os.path.join(src, name)).read()
+        open(os.path.join(dst, name), "w").write(("sleep 300\n" + text) if name == app["templatePath"] else text)
+    app["deploymentPath"] = "/apps/wc-sleepy-1.0"
+    registry.put_app(app, "admin")
+    body = {"name": "sleepy", "appId": "wc-sleepy-1.0",
+            "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"}}
+    job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
+    steps.run_step("stage", job.id)
+    steps.run_step("submit", job.id)
+    pid = int(store.get_job(job.id).local_id)
+    assert os.path.exists(f"/proc/{pid}")
+    with db.transaction() as s:  # the try was cut between the hand-over and its record
+        s.execute(update(Job).where(Job.id == job.id).values(status="SUBMITTING", local_id=None))
+    done = control.kill(job.id, "dave", False)
+    assert done.status == "STOPPED" and str(pid) in done.message
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "the job's process survived its kill"
+        time.sleep(0.1)
