@@ -491,6 +491,12 @@ def _banner() -> None:
     )
 
 
+def _ours(pid: int) -> bool:
+    """Is ``pid`` a process of this service (an ``airflow`` component or ``python -m airjobs.service``)?"""
+    line = _cmdline(pid)
+    return "airflow" in line or "airjobs.service" in line
+
+
 def stop() -> int:
     pidfile = _run_dir() / "service.pid"
     if pidfile.exists():
@@ -507,7 +513,7 @@ def stop() -> int:
             pid = int(f.read_text())
         except (OSError, ValueError):
             pid = 0
-        if pid > 1:
+        if pid > 1 and _ours(pid):  # a stale pid file may name a pid the system gave to someone else since
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -527,13 +533,14 @@ def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
     for u in users:
         args += ["--user", u]
     log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")  # it shows secrets
+    start = log_path.stat().st_size  # a log kept from an earlier run already says "ready."
     proc = subprocess.Popen(args, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=config.CHECKOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the service exited early; see {log_path}")
-        if b"[airjobs] ready." in log_path.read_bytes():
+        if b"[airjobs] ready." in log_path.read_bytes()[start:]:
             return proc
         time.sleep(0.5)
     terminate(proc)
