@@ -35,12 +35,11 @@ def _in_cluster(pid: int, pgdata: Path) -> bool:
     backend run in it)? A pid the kernel gave to another process since is not."""
     try:
         return _alive(pid) and Path(os.readlink(f"/proc/{pid}/cwd")) == pgdata
-    except PermissionError:  # no CAP_SYS_PTRACE (a container's default): a postgres process of the data dir's owner
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-            return _alive(pid) and comm in ("postgres", "postmaster") and \
-                os.stat(f"/proc/{pid}").st_uid == pgdata.stat().st_uid
+    except PermissionError:  # no CAP_SYS_PTRACE (a container's default): the postmaster names its data dir
+        try:  # on its command line (its backends do not: they are then not seen, only waited for by start)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            return _alive(pid) and os.fsencode(str(pgdata)) in args
         except OSError:
             return False
     except OSError:
