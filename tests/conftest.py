@@ -148,6 +148,24 @@ def install_app(name: str, template: str, execution_system: str = "demo-fork", *
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_active_jobs_left_behind(request):
+    """Unit tests create jobs straight in the database, without a lifecycle run. Left active, the service the
+    end-to-end tests start later in the session would take them for jobs whose run it lost and resume them
+    (``airjobs_airflow.reconcile``): each unit test's leftovers are stopped here."""
+    yield
+    if "pg" not in request.fixturenames or "service" in request.fixturenames:
+        return
+    from sqlalchemy import update
+
+    from airjobs import db, store
+    from airjobs.models import Job
+
+    with db.transaction() as s:
+        s.execute(update(Job).where(Job.status.in_(store.ACTIVE))
+                  .values(status="STOPPED", message="Left active by a unit test; stopped by the test harness."))
+
+
 def pytest_collection_modifyitems(session, config, items):
     """The fault tests (marker ``faults``) kill and restart parts of the session's service and of the test hosts:
     they run after all the others, so a test never meets a service in the middle of a restart."""

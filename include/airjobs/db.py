@@ -26,9 +26,9 @@ def engine(url: str | None = None) -> Engine:
             if eng is None:
                 kwargs = {}
                 if make_url(url).get_backend_name() == "postgresql":
-                    # no pre-ping (a round trip per checkout); a dropped connection invalidates the pool
-                    # and ``retrying`` runs the unit of work once more
-                    kwargs = dict(pool_size=20, max_overflow=20, pool_recycle=1800)
+                    # pre-ping: a pooled connection that died with a restarted server is replaced at checkout
+                    # (one round trip, ~0.1 ms on the local socket), not met as an error by the next request
+                    kwargs = dict(pool_size=20, max_overflow=20, pool_recycle=1800, pool_pre_ping=True)
                 eng = _engines[url] = create_engine(url, **kwargs)
     return eng
 

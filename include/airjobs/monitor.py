@@ -99,7 +99,10 @@ def retry_in(elapsed: float) -> float:
 
 
 #: paramiko's errors that are refusals, not trouble on the way (matched by name: no paramiko import here)
-_REFUSALS = frozenset({"AuthenticationException", "BadHostKeyException", "PasswordRequiredException"})
+#: what a host or Airflow says when retrying cannot help: a rejected key, a host key that changed, a Connection
+#: that does not exist (by class name: paramiko's and Airflow's, which the core does not import)
+_REFUSALS = frozenset({"AuthenticationException", "BadHostKeyException", "PasswordRequiredException",
+                       "AirflowNotFoundException"})
 
 
 def transient(e: BaseException) -> bool:

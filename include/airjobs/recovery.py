@@ -1,8 +1,9 @@
 """What the job did, and what the service suffered: a step that failed because of the service is retried.
 
 A lifecycle step ends its job FAILED at once only for what the job did (``is_jobs_fault``): a ``StepError``
-(the app exited non-zero, the scheduler refused the script, an input is missing, a system is gone) or an
-``AgaveError`` of the access rules (a permission refused). Anything else is a failure of the service or of
+(the app exited non-zero, the scheduler refused the script, an input is missing, a system is gone), an
+``AgaveError`` of the access rules (a permission refused), a file missing or forbidden on a host, a rejected SSH
+key or a Connection that does not exist. Anything else is a failure of the service or of
 the way to the host (the execution API unreachable, the database connection dropped, an SSH connection
 reset, a task process killed, a worker lost, a bug): the step is retried.
 
@@ -60,7 +61,11 @@ class GaveUp(Exception):
 def is_jobs_fault(exc: BaseException) -> bool:
     """Did the job (its app, its inputs, its owner's rights, its systems) cause ``exc``, so that retrying cannot
     help? Everything else is a failure of the service, retried."""
-    if isinstance(exc, StepError):
+    from airjobs.monitor import _REFUSALS
+
+    if isinstance(exc, (StepError, PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return True  # (staging and archiving name the host and path of a missing or forbidden file themselves)
+    if {c.__name__ for c in type(exc).__mro__} & _REFUSALS:  # a rejected key, a Connection that does not exist
         return True
     return isinstance(exc, AgaveError) and not isinstance(exc, IllegalTransition)
 

@@ -240,11 +240,16 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
             try:
                 result = await to_thread.run_sync(backend.login, who, fields["password"])
             except Unauthorized:
-                if not await to_thread.run_sync(db.alive):  # the user store is away, the password may be right
+                # FAB answers "no such user" when it cannot reach its database: a refusal counts only when the
+                # database answers and a second try refuses too (the first may have met the database restarting)
+                if not await to_thread.run_sync(db.alive):
                     return error(request, 503, "The service's database is unavailable for a moment; retry "
                                                "shortly.", headers={"Retry-After": "5"})
-                logins.failure(who, address)
-                raise
+                try:
+                    result = await to_thread.run_sync(backend.login, who, fields["password"])
+                except Unauthorized:
+                    logins.failure(who, address)
+                    raise
             logins.success(who, address)
         elif grant == "refresh_token":
             if not fields.get("refresh_token"):
