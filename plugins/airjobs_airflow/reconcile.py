@@ -440,7 +440,7 @@ class Reconciler:
         job resumed once it settled) or, when that happened in this status already, the job FAILED."""
         from airjobs import runs
 
-        working = [j for j in jobs if (r := seen.get(j.id)) is not None and r.state == "running"]
+        working = [j for j in jobs if (r := seen.get(j.id)) is not None and r.state in runs.WORKING]
         last = runs.last_events([j.id for j in working]) if working else {}
         acted = []
         for job in working:

@@ -228,6 +228,8 @@ def test_a_job_accepted_without_a_run_gets_one_once(service, admin, gated, gates
 def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin, gated):
     from sqlalchemy import update
 
+    from airjobs_airflow.reconcile import IDLE_FACTOR
+
     from airjobs import db
     from airjobs.lifecycle import transition
     from airjobs.models import Job
@@ -239,7 +241,8 @@ def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin,
         with db.transaction() as s:  # no step (and no legal move) leads to STAGING_JOB: no other job sits there
             s.execute(update(Job).where(Job.id == job_id).values(status="STAGING_JOB"))
         stall = _wait("the stall", lambda: [e for e in _history(service, job_id)
-                                            if e["description"].startswith("No progress for ")], STALL + 40)
+                                            if e["description"].startswith("No progress for ")],
+                     IDLE_FACTOR * STALL + 40)  # nothing of its run runs (queued): 4x the limit
         assert f"s in STAGING_JOB (the limit is {STALL:.0f} s" in stall[0]["description"], stall
         resumed = _wait("the resume", lambda: [e for e in _history(service, job_id)
                                                if "resumed (1 of" in e["description"]], 40)
@@ -247,7 +250,7 @@ def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin,
         run = admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json()
         assert run["state"] == "queued", run  # the new run, its stage task done already
         assert _tis_states(admin, job_id)["stage"] == "success"
-        job = _wait_status(service, job_id, TERMINAL, STALL + 40)
+        job = _wait_status(service, job_id, TERMINAL, IDLE_FACTOR * STALL + 40)
         assert job["status"] == "FAILED" and "also after its lifecycle run was restarted" in job["message"], job
         assert [e["status"] for e in _history(service, job_id)] == [
             "PENDING", "STAGED", "STAGING_JOB", "STAGING_JOB", "FAILED"]
