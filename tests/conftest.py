@@ -100,6 +100,14 @@ class Service:
         r.raise_for_status()
         return r.json()["access_token"]
 
+    def job(self, job_id: str, user: str = "admin") -> dict:
+        with self.client(user) as c:
+            return c.get(f"/jobs/v2/{job_id}").json()["result"]
+
+    def history(self, job_id: str, user: str = "admin") -> list[dict]:
+        with self.client(user) as c:
+            return c.get(f"/jobs/v2/{job_id}/history").json()["result"]
+
     def wait_terminal(self, job_id: str, user: str = "alice", timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         with self.client(user) as c:

@@ -58,19 +58,9 @@ def _submit(service, app: str, user: str = "alice") -> str:
         return r.json()["result"]["id"]
 
 
-def _job(service, job_id: str) -> dict:
-    with service.client("admin") as c:
-        return c.get(f"/jobs/v2/{job_id}").json()["result"]
-
-
-def _history(service, job_id: str) -> list[dict]:
-    with service.client("admin") as c:
-        return c.get(f"/jobs/v2/{job_id}/history").json()["result"]
-
-
 def _wait_status(service, job_id: str, wanted: tuple[str, ...], timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
-    while (job := _job(service, job_id))["status"] not in wanted:
+    while (job := service.job(job_id))["status"] not in wanted:
         assert time.monotonic() < deadline, f"job {job_id} is {job['status']}, not {wanted}, after {timeout}s"
         time.sleep(0.3)
     return job
@@ -221,7 +211,7 @@ def test_a_job_user_sees_and_changes_nothing_of_airflow(service, admin, apps):
     assert admin.get("/variables/alice-var").status_code == 404
     assert admin.get("/pools/alice-pool").status_code == 404
     assert admin.get("/pools/default_pool").json()["slots"] != 1
-    assert _job(service, bob_job)["status"] == "FINISHED"
+    assert service.job(bob_job)["status"] == "FINISHED"
 
 
 def test_make_user_adds_a_job_user_and_changes_a_password(service):
@@ -248,7 +238,7 @@ def test_make_user_adds_a_job_user_and_changes_a_password(service):
 
 
 def _last_event(service, job_id: str) -> dict:
-    return _history(service, job_id)[-1]
+    return service.history(job_id)[-1]
 
 
 def _wait_ti(admin, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 30) -> str:
@@ -302,7 +292,7 @@ def test_deleting_the_run_of_a_running_job_is_refused_or_kills_it(service, admin
         r = admin.delete(f"/dags/{DAG}/dagRuns/{job_id}")  # Airflow refuses to delete a running run
         assert r.status_code == 409, r.text
         time.sleep(3)
-        assert _job(service, job_id)["status"] == "RUNNING" and process_alive(pid)
+        assert service.job(job_id)["status"] == "RUNNING" and process_alive(pid)
         # but one bulk request may queue it and delete it
         r = admin.patch(f"/dags/{DAG}/dagRuns", json={"actions": [
             {"action": "update", "entities": [{"dag_run_id": job_id, "state": "queued"}]},
@@ -323,7 +313,7 @@ def test_clearing_a_finished_run_leaves_its_job_as_it_was(service, admin, apps):
     job_id = _submit(service, apps["quick"])
     assert _wait_status(service, job_id, TERMINAL)["status"] == "FINISHED"
     _wait_run(admin, job_id)
-    before = _job(service, job_id), _history(service, job_id)
+    before = service.job(job_id), service.history(job_id)
     r = admin.post(f"/dags/{DAG}/dagRuns/{job_id}/clear", json={"dry_run": False})
     assert r.status_code == 200, r.text
     assert _run(admin, job_id)["state"] in ("queued", "running")
@@ -331,7 +321,7 @@ def test_clearing_a_finished_run_leaves_its_job_as_it_was(service, admin, apps):
     assert run["state"] == "success", run
     assert _tis(admin, job_id)["stage"]["try_number"] == 2  # the tasks did run again, and skipped
     time.sleep(3)  # what the reconciler might do
-    assert (_job(service, job_id), _history(service, job_id)) == before
+    assert (service.job(job_id), service.history(job_id)) == before
 
 
 def test_clearing_a_running_run_keeps_its_job_consistent(service, admin, apps):
@@ -344,7 +334,7 @@ def test_clearing_a_running_run_keeps_its_job_consistent(service, admin, apps):
     print("monitor was", monitor, "when the run was cleared")
     job = _wait_status(service, job_id, TERMINAL, 90)
     assert job["status"] == "FINISHED" and job["localId"] == str(pid), job
-    statuses = [e["status"] for e in _history(service, job_id)]
+    statuses = [e["status"] for e in service.history(job_id)]
     for once in ("PENDING", "STAGED", "SUBMITTING", "QUEUED", "CLEANING_UP", "FINISHED"):
         assert statuses.count(once) == 1, statuses  # nothing staged, submitted or finished twice
     assert _wait_run(admin, job_id)["state"] == "success"
@@ -375,13 +365,13 @@ def test_a_run_triggered_by_hand_touches_no_job(service, admin, apps):
     pending, _ = store.create_job(submission.build_job({"name": "never launched", "appId": apps["quick"],
                                                         "archive": False}, "alice"), created_by="alice")
     try:
-        before = {j: (_job(service, j), _history(service, j)) for j in (finished, running, pending.id)}
+        before = {j: (service.job(j), service.history(j)) for j in (finished, running, pending.id)}
         _refused(admin, _trigger(admin, {}), "names no job")
         for job_id in (finished, running, pending.id):
             _refused(admin, _trigger(admin, {"conf": {"job_id": job_id}}), f"is not the lifecycle run of job {job_id}")
         _refused(admin, _trigger(admin, {"dag_run_id": "not-a-job", "conf": {"job_id": "not-a-job"}}),
                  "there is no job not-a-job")
-        assert {j: (_job(service, j), _history(service, j)) for j in before} == before
+        assert {j: (service.job(j), service.history(j)) for j in before} == before
         assert process_alive(pid)
 
         # a run with the job's own id is that job's one run: it runs the job; a second one cannot exist
@@ -391,7 +381,7 @@ def test_a_run_triggered_by_hand_touches_no_job(service, admin, apps):
                                                      "conf": {"job_id": pending.id}})
         assert r.status_code == 409, r.text
         assert _wait_status(service, pending.id, TERMINAL)["status"] == "FINISHED"
-        assert [e["status"] for e in _history(service, pending.id)].count("SUBMITTING") == 1
+        assert [e["status"] for e in service.history(pending.id)].count("SUBMITTING") == 1
     finally:
         _kill(service, running)
         _kill(service, pending.id)
@@ -407,5 +397,5 @@ def test_the_audit_log_names_the_admin(service, admin, apps):
     assert r.status_code == 200, r.text
     entries = r.json()["event_logs"]
     assert entries and entries[-1]["owner"] == "admin" and json.loads(entries[-1]["extra"])["note"] == "seen"
-    assert run["state"] == "success" and _job(service, job_id)["status"] == "FINISHED"
+    assert run["state"] == "success" and service.job(job_id)["status"] == "FINISHED"
 

@@ -154,11 +154,6 @@ def _statuses(service, ids: list[str]) -> dict[str, str]:
         return {i: c.get(f"/jobs/v2/{i}/status").json()["result"]["status"] for i in ids}
 
 
-def _history(service, job_id: str) -> list[dict]:
-    with service.client() as c:
-        return c.get(f"/jobs/v2/{job_id}/history").json()["result"]
-
-
 def _deferred_monitors(service) -> int:
     r = httpx.get(f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/~/taskInstances",
                   params={"limit": 1, "task_id": "monitor", "state": "deferred"},
@@ -242,7 +237,7 @@ def test_jobs_wait_for_a_host_whose_sshd_is_down_and_finish_when_it_is_back(serv
     for job_id, job in jobs.items():
         assert job["localId"] == local_ids[job_id]  # never submitted again
         system = FORK if "-fork-" in names[job_id] else SLURM
-        history = _history(service, job_id)
+        history = service.history(job_id, user="alice")
         lost, back = _contact_events(history, system)
         # once per outage: one event when contact was lost, one when it came back, in that order
         assert len(lost) == 1 and len(back) == 1 and lost[0] < back[0], [e["description"] for e in history]
@@ -311,7 +306,7 @@ def test_slurm_jobs_survive_a_slurmctld_restart(service, hosts):
     for job_id, name in names.items():
         assert jobs[job_id]["localId"] == local_ids[job_id]
         assert _sbatch_count(hosts, name) == 1, name  # one sbatch per job: nothing resubmitted
-        history = _history(service, job_id)
+        history = service.history(job_id, user="alice")
         assert "FAILED" not in [e["status"] for e in history]
         if job_id in waiting:  # still running when the controller came back
             lost, back = _contact_events(history, SLURM)
@@ -351,6 +346,6 @@ def test_max_run_time_kill_happens_on_time_while_the_host_is_unreachable(service
     while _group_alive(pgid):
         assert time.monotonic() < deadline, "the job's process still runs after the host came back"
         time.sleep(0.5)
-    descriptions = [e["description"] for e in _history(service, job_id)]
+    descriptions = [e["description"] for e in service.history(job_id, user="alice")]
     assert any("killed" in d and "answer" in d for d in descriptions[-2:]), descriptions
     assert process_alive(pgid) is False

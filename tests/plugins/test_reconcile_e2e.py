@@ -88,16 +88,6 @@ def _submit(service, app: str, name: str) -> str:
         return r.json()["result"]["id"]
 
 
-def _job(service, job_id: str) -> dict:
-    with service.client("admin") as c:
-        return c.get(f"/jobs/v2/{job_id}").json()["result"]
-
-
-def _history(service, job_id: str) -> list[dict]:
-    with service.client("admin") as c:
-        return c.get(f"/jobs/v2/{job_id}/history").json()["result"]
-
-
 def _wait(what, check, timeout: float, every: float = 0.3):
     deadline = time.monotonic() + timeout
     while not (value := check()):
@@ -107,7 +97,7 @@ def _wait(what, check, timeout: float, every: float = 0.3):
 
 
 def _wait_status(service, job_id: str, wanted: tuple[str, ...], timeout: float = 90) -> dict:
-    return _wait(f"job {job_id} in {wanted}", lambda: (j := _job(service, job_id))["status"] in wanted and j,
+    return _wait(f"job {job_id} in {wanted}", lambda: (j := service.job(job_id))["status"] in wanted and j,
                  timeout)
 
 
@@ -125,13 +115,13 @@ def _deferred_running(service, admin, app: str, name: str) -> tuple[str, int]:
 
 
 def _resumes(service, job_id: str) -> list[dict]:
-    return [e for e in _history(service, job_id) if RESUMED in (e["description"] or "")]
+    return [e for e in service.history(job_id) if RESUMED in (e["description"] or "")]
 
 
 def _once(service, job_id: str) -> None:
     """Nothing done twice: staged, submitted, completed and finished once each (the reconciler's own notes are
     events in the job's current status)."""
-    statuses = [e["status"] for e in _history(service, job_id) if e["createdBy"] != "airjobs"
+    statuses = [e["status"] for e in service.history(job_id) if e["createdBy"] != "airjobs"
                 or not (RESUMED in e["description"] or "the reconciler" in e["description"])]
     for once in ("PENDING", "STAGED", "SUBMITTING", "QUEUED", "CLEANING_UP", "FINISHED"):
         assert statuses.count(once) == 1, statuses
@@ -211,7 +201,7 @@ def test_a_job_accepted_without_a_run_gets_one_once(service, admin, gated, gates
     assert admin.get(f"/dags/{DAG}/dagRuns/{job.id}").status_code == 404
     try:
         time.sleep(min(GRACE / 2, 20))  # within the launch grace: the API's own trigger may still come
-        assert _job(service, job.id)["status"] == "PENDING" and not _resumes(service, job.id)
+        assert service.job(job.id)["status"] == "PENDING" and not _resumes(service, job.id)
         _wait("the run", lambda: admin.get(f"/dags/{DAG}/dagRuns/{job.id}").status_code == 200, GRACE + 40)
         _wait_status(service, job.id, ("RUNNING",), 60)
         (gates / "norun").touch()
@@ -240,11 +230,11 @@ def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin,
         transition(job_id, "STAGED", "Skipping staging.")
         with db.transaction() as s:  # no step (and no legal move) leads to STAGING_JOB: no other job sits there
             s.execute(update(Job).where(Job.id == job_id).values(status="STAGING_JOB"))
-        stall = _wait("the stall", lambda: [e for e in _history(service, job_id)
+        stall = _wait("the stall", lambda: [e for e in service.history(job_id)
                                             if e["description"].startswith("No progress for ")],
                      IDLE_FACTOR * STALL + 40)  # nothing of its run runs (queued): 4x the limit
         assert f"s in STAGING_JOB (the limit is {STALL:.0f} s" in stall[0]["description"], stall
-        resumed = _wait("the resume", lambda: [e for e in _history(service, job_id)
+        resumed = _wait("the resume", lambda: [e for e in service.history(job_id)
                                                if "resumed (1 of" in e["description"]], 40)
         assert "Lifecycle run ended by airjobs: no progress for" in resumed[0]["description"], resumed
         run = admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json()
@@ -252,7 +242,7 @@ def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin,
         assert _tis_states(admin, job_id)["stage"] == "success"
         job = _wait_status(service, job_id, TERMINAL, IDLE_FACTOR * STALL + 40)
         assert job["status"] == "FAILED" and "also after its lifecycle run was restarted" in job["message"], job
-        assert [e["status"] for e in _history(service, job_id)] == [
+        assert [e["status"] for e in service.history(job_id)] == [
             "PENDING", "STAGED", "STAGING_JOB", "STAGING_JOB", "FAILED"]
         _wait("the run to end", lambda: admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json()["state"] == "failed", 20)
     finally:
@@ -277,19 +267,19 @@ def test_a_job_that_ends_while_the_triggerer_is_frozen_is_completed(service, adm
         _wait("the job's process to end", lambda: not process_alive(pid), 15)
         job = _wait_status(service, job_id, TERMINAL, 90)
         assert job["status"] == "FINISHED", job
-        notes = [e for e in _history(service, job_id) if "the reconciler" in (e["description"] or "")]
-        assert len(notes) == 1 and "triggerer" in notes[0]["description"], _history(service, job_id)
+        notes = [e for e in service.history(job_id) if "the reconciler" in (e["description"] or "")]
+        assert len(notes) == 1 and "triggerer" in notes[0]["description"], service.history(job_id)
         _once(service, job_id)
         assert not _resumes(service, job_id)
     finally:
         os.killpg(group, signal.SIGCONT)
-    before = _history(service, job_id)
+    before = service.history(job_id)
     # thawed: the old trigger fires into nothing, and deferred jobs are watched by the triggerer again
     later, _ = _deferred_running(service, admin, gated, "thawed")
     (gates / "thawed").touch()
     assert _wait_status(service, later, TERMINAL, 60)["status"] == "FINISHED"
-    assert not [e for e in _history(service, later) if "the reconciler" in (e["description"] or "")]
-    assert _history(service, job_id) == before
+    assert not [e for e in service.history(later) if "the reconciler" in (e["description"] or "")]
+    assert service.history(job_id) == before
     run = admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json()
     assert run["state"] == "success", run
     assert _triggerer_group() == group  # the same triggerer, frozen and thawed, not a restarted one
