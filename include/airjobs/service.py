@@ -88,6 +88,9 @@ def environment() -> dict[str, str]:
             "AIRJOBS_DB_URL": config.db_url(),
             "XDG_RUNTIME_DIR": env.get("XDG_RUNTIME_DIR") or str(_var() / "xdg"),
             "PYTHONUNBUFFERED": "1",
+            # this checkout's code first, whichever checkout the venv's airjobs.pth names
+            "PYTHONPATH": os.pathsep.join([str(config.CHECKOUT / "include"), str(config.CHECKOUT / "plugins"),
+                                           *filter(None, [env.get("PYTHONPATH")])]),
         }
     )
     Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -165,7 +168,7 @@ def setup(extra_users: list[str] | None = None) -> dict[str, str]:
     users = [f"{ADMIN_USER}:{admin_password()}:Admin", *(extra_users or [])]
     subprocess.run(
         [sys.executable, "-m", "airjobs_airflow.fab_setup", *[a for u in users for a in ("--user", u)]],
-        env={**env, "PYTHONPATH": str(config.CHECKOUT / "plugins")},
+        env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )
