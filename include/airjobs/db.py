@@ -5,13 +5,18 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from airjobs import config
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -33,7 +38,7 @@ def engine(url: str | None = None) -> Engine:
     return eng
 
 
-_sessionmakers: dict[str, sessionmaker] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
 
 
 def session(url: str | None = None) -> Session:
@@ -61,7 +66,7 @@ def alive(url: str | None = None) -> bool:
         return False
 
 
-def retrying(fn, *args, **kwargs):
+def retrying(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a read or write unit of work; once more if the database connection had gone away."""
     from sqlalchemy.exc import DBAPIError
 
@@ -88,7 +93,7 @@ def create_database(url: str | None = None) -> None:
         admin.dispose()
 
 
-def alembic_config(url: str | None = None):
+def alembic_config(url: str | None = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()

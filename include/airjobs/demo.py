@@ -4,6 +4,7 @@ sure the account the FORK system's jobs run as exists."""
 from __future__ import annotations
 
 import json
+from typing import Any
 import shutil
 from pathlib import Path
 
@@ -13,9 +14,10 @@ EXAMPLES = config.CHECKOUT / "include" / "examples"
 DEMO_OWNER = "admin"
 
 
-def _load(name: str) -> dict:
+def _load(name: str) -> dict[str, Any]:
     text = (EXAMPLES / name).read_text().replace("${AIRJOBS_VAR}", str(config.var_dir()))
-    return json.loads(text)
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 def register(owner: str = DEMO_OWNER) -> None:

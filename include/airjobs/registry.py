@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy.orm import Session
 
 from airjobs import access, db
 from airjobs.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -13,7 +14,7 @@ from airjobs.models import App, Job, System, UserDefault
 from airjobs.timeutil import now
 
 
-def _visible(model, user: str | None):
+def _visible(model: type[App] | type[System], user: str | None) -> Select[Any]:
     q = select(model)
     if user is not None:
         q = q.where(or_(model.owner == user, model.is_public.is_(True)))
@@ -59,7 +60,7 @@ def default_storage(owner: str) -> dict[str, Any] | None:
             select(System).where(System.type == "STORAGE", System.global_default.is_(True))
             .where(or_(System.owner == owner, System.is_public.is_(True)))
         ).all()
-    rows.sort(key=lambda r: (r.owner != owner, r.id))
+    rows = sorted(rows, key=lambda r: (r.owner != owner, r.id))
     return dict(rows[0].document) if rows else None
 
 
@@ -80,19 +81,19 @@ def set_default(system_id: str, user: str, is_admin: bool, on: bool) -> dict[str
 
 def visible_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_system(system_id)
-    if not access.may_use_system(doc, user, is_admin):
+    if doc is None or not access.may_use_system(doc, user, is_admin):
         raise NotFound(f"No system found matching {system_id}")
     return doc
 
 
 def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_app(app_id)
-    if not access.may_use_app(doc, user, is_admin):
+    if doc is None or not access.may_use_app(doc, user, is_admin):
         raise NotFound(f"No software found matching {app_id}")
     return doc
 
 
-def _active_jobs(s, *conditions) -> list[str]:
+def _active_jobs(s: Session, *conditions: ColumnElement[bool]) -> list[str]:
     from airjobs.store import ACTIVE
 
     return list(s.scalars(select(Job.id).where(Job.status.in_(ACTIVE), or_(*conditions)).order_by(Job.created)
@@ -119,14 +120,21 @@ def register_system(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dic
     if existing and existing["type"] != doc["type"]:
         raise BadRequest(f"Invalid type: system {doc['id']} is a {existing['type']} system.")
     put_system(doc, owner)
-    return get_system(doc["id"]), existing is None
+    return _stored(get_system(doc["id"]), "system", doc["id"]), existing is None
 
 
 def register_app(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[str, Any], bool]:
     existing = get_app(doc["id"])
     check_owner(existing, "app", doc["id"], user, is_admin)
     put_app(doc, existing["owner"] if existing else user)
-    return get_app(doc["id"]), existing is None
+    return _stored(get_app(doc["id"]), "app", doc["id"]), existing is None
+
+
+def _stored(doc: dict[str, Any] | None, kind: str, ident: str) -> dict[str, Any]:
+    """The document just written (gone only if deleted at that very moment)."""
+    if doc is None:
+        raise NotFound(f"No {kind} found matching {ident}")
+    return doc
 
 
 def check_new_id(system_id: str, owner: str, existing: dict[str, Any] | None) -> None:

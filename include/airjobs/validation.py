@@ -40,10 +40,10 @@ ConnectionCheck = Callable[[str], bool]
 
 
 #: a Connection to write once the description is valid: (conn_id, conn_type, host, port, login, password, extra)
-PendingConnection = tuple[str, str, str, int, str | None, str | None, dict]
+PendingConnection = tuple[str, str, str, int, str | None, str | None, dict[str, Any]]
 
 
-def extract_credentials(doc: Any, existing: Callable[[str], dict | None], *, owner: str) -> tuple[Any,
+def extract_credentials(doc: Any, existing: Callable[[str], dict[str, Any] | None], *, owner: str) -> tuple[Any,
                                                                                                   list[PendingConnection]]:
     """Agave descriptions carry credentials inline (``login.auth``/``storage.auth``). They are moved into an
     Airflow Connection named ``airjobs-<system id>-<login|storage>`` and the description keeps only its id,
@@ -90,13 +90,13 @@ def extract_credentials(doc: Any, existing: Callable[[str], dict | None], *, own
     return doc, pending
 
 
-def _obj(doc: Any, field: str) -> dict:
+def _obj(doc: Any, field: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadRequest(f"Invalid {field}: must be a JSON object.")
     return doc
 
 
-def _str(doc: dict, field: str, *, required: bool = False, max_len: int = 1024, path: str = "") -> str | None:
+def _str(doc: dict[str, Any], field: str, *, required: bool = False, max_len: int = 1024, path: str = "") -> str | None:
     name = path + field
     value = doc.get(field)
     if value is None or value == "":
@@ -110,7 +110,14 @@ def _str(doc: dict, field: str, *, required: bool = False, max_len: int = 1024, 
     return value
 
 
-def _int(doc: dict, field: str, default: int, *, minimum: int = -1, path: str = "") -> int:
+def _req(doc: dict[str, Any], field: str, *, max_len: int = 1024, path: str = "") -> str:
+    """A string field that must be given (``_str`` with ``required``)."""
+    value = _str(doc, field, required=True, max_len=max_len, path=path)
+    assert value is not None  # _str raised for a missing one
+    return value
+
+
+def _int(doc: dict[str, Any], field: str, default: int, *, minimum: int = -1, path: str = "") -> int:
     value = doc.get(field, default)
     if value is None:
         return default
@@ -127,7 +134,7 @@ def _int(doc: dict, field: str, default: int, *, minimum: int = -1, path: str = 
     return n
 
 
-def _bool(doc: dict, field: str, default: bool, path: str = "") -> bool:
+def _bool(doc: dict[str, Any], field: str, default: bool, path: str = "") -> bool:
     value = doc.get(field, default)
     if isinstance(value, bool):
         return value
@@ -136,7 +143,7 @@ def _bool(doc: dict, field: str, default: bool, path: str = "") -> bool:
     raise BadRequest(f"Invalid {path}{field}: must be true or false.")
 
 
-def _no_secrets(section: dict, path: str) -> None:
+def _no_secrets(section: dict[str, Any], path: str) -> None:
     auth = section.get("auth")
     found = [k for k in (auth or {}) if k in SECRET_KEYS] if isinstance(auth, dict) else []
     found += [k for k in section if k in SECRET_KEYS]
@@ -147,8 +154,8 @@ def _no_secrets(section: dict, path: str) -> None:
         )
 
 
-def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], check: ConnectionCheck,
-              is_admin: bool, guard: bool) -> dict:
+def _endpoint(section: dict[str, Any], path: str, protocols: set[str], known: set[str], check: ConnectionCheck,
+              is_admin: bool, guard: bool) -> dict[str, Any]:
     section = dict(_obj(section, path))
     _no_secrets(section, path)
     protocol = str(section.get("protocol") or "").upper()
@@ -164,7 +171,7 @@ def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], ch
             raise Forbidden(f"Only administrators may register {path}.protocol LOCAL (it reads the service's own host).")
         section.setdefault("host", "localhost")
         return section
-    host = _str(section, "host", required=True, max_len=255, path=path + ".")
+    host = _req(section, "host", max_len=255, path=path + ".")
     if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", host or ""):
         raise BadRequest(f"Invalid {path}.host {host!r}: must be a host name or address.")
     section["port"] = _int(section, "port", 22, minimum=1, path=path + ".")
@@ -177,7 +184,7 @@ def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], ch
             egress.check_host(host, section["port"])
         except egress.EgressRefused as e:
             raise BadRequest(f"Invalid {path}.host: {e.message}") from None
-    conn = _str(section, "connectionId", required=True, max_len=250, path=path + ".")
+    conn = _req(section, "connectionId", max_len=250, path=path + ".")
     if not check(conn):  # missing, or not one the caller may use: the same answer, so names stay private
         raise BadRequest(
             f"Invalid {path}.connectionId: no Airflow Connection named {conn!r} exists that you may use. Create "
@@ -187,13 +194,13 @@ def _endpoint(section: dict, path: str, protocols: set[str], known: set[str], ch
     return section
 
 
-def _queue(q: Any, i: int) -> dict:
+def _queue(q: Any, i: int) -> dict[str, Any]:
     path = f"queues[{i}]."
     q = dict(_obj(q, f"queues[{i}]"))
-    name = _str(q, "name", required=True, max_len=128, path=path)
+    name = _req(q, "name", max_len=128, path=path)
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name or ""):
         raise BadRequest(f"Invalid {path}name {name!r}: letters, digits, '_', '.', '@' and '-' only.")
-    out = {"name": name, "mappedName": _str(q, "mappedName", max_len=128, path=path) or None,
+    out: dict[str, Any] = {"name": name, "mappedName": _str(q, "mappedName", max_len=128, path=path) or None,
            "description": _str(q, "description", path=path), "default": _bool(q, "default", False, path)}
     for field in ("maxJobs", "maxUserJobs", "maxNodes", "maxProcessorsPerNode"):
         out[field] = _int(q, field, -1, path=path)
@@ -217,15 +224,15 @@ def _queue(q: Any, i: int) -> dict:
     return out
 
 
-def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool, guard: bool | None = None) -> dict[str, Any]:
+def validate_system(given: Any, *, check: ConnectionCheck, is_admin: bool, guard: bool | None = None) -> dict[str, Any]:
     """``guard``: the system is reached only where the egress guard allows (default: unless an admin registers
     it; an admin changing a user's system keeps it guarded)."""
     guard = (not is_admin) if guard is None else guard
-    doc = copy.deepcopy(_obj(doc, "system description"))
-    sid = _str(doc, "id", required=True, max_len=64)
+    doc = copy.deepcopy(_obj(given, "system description"))
+    sid = _req(doc, "id", max_len=64)
     if not ID_RE.match(sid or ""):
         raise BadRequest(f"Invalid id {sid!r}: letters, digits, '_', '.' and '-', starting with a letter or digit.")
-    _str(doc, "name", required=True, max_len=64)
+    _req(doc, "name", max_len=64)
     stype = str(doc.get("type") or "").upper()
     if stype not in ("STORAGE", "EXECUTION"):
         raise BadRequest("Invalid type: must be STORAGE or EXECUTION.")
@@ -297,10 +304,10 @@ def validate_system(doc: Any, *, check: ConnectionCheck, is_admin: bool, guard: 
     return doc
 
 
-def _item(item: Any, kind: str, i: int, seen: set[str]) -> dict:
+def _item(given: Any, kind: str, i: int, seen: set[str]) -> dict[str, Any]:
     path = f"{kind}[{i}]"
-    item = copy.deepcopy(_obj(item, path))
-    iid = _str(item, "id", required=True, max_len=64, path=path + ".")
+    item = copy.deepcopy(_obj(given, path))
+    iid = _req(item, "id", max_len=64, path=path + ".")
     if not ITEM_ID_RE.match(iid or ""):
         raise BadRequest(f"Invalid {path}.id {iid!r}: letters, digits and '_', not starting with a digit.")
     if iid.lower() in seen:
@@ -350,15 +357,15 @@ def _item(item: Any, kind: str, i: int, seen: set[str]) -> dict:
     return item
 
 
-def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | None],
-                 default_storage: Callable[[str], dict | None], is_admin: bool,
+def validate_app(given: Any, *, owner: str, get_system: Callable[[str], dict[str, Any] | None],
+                 default_storage: Callable[[str], dict[str, Any] | None], is_admin: bool,
                  apps: access.AppsArg = (), owner_is_admin: bool | None = None) -> dict[str, Any]:
     """``apps``: the registered apps (others' deployment folders are no user's to read). ``owner_is_admin``:
     whether the app's owner is an admin (default ``is_admin``; False when an admin changes a user's app), for
     the rule that the owner may read the deployment folder."""
     owner_is_admin = is_admin if owner_is_admin is None else owner_is_admin
-    doc = copy.deepcopy(_obj(doc, "app description"))
-    name = _str(doc, "name", required=True, max_len=64)
+    doc = copy.deepcopy(_obj(given, "app description"))
+    name = _req(doc, "name", max_len=64)
     if not ID_RE.match(name or ""):
         raise BadRequest(f"Invalid name {name!r}: letters, digits, '_', '.' and '-'.")
     version = doc.get("version")
@@ -373,7 +380,7 @@ def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | Non
     if _bool(doc, "isPublic", False) and not is_admin:
         raise Forbidden("Only administrators may publish an app (isPublic).")
 
-    def visible_system(sid: str, field: str, kind: str) -> dict:
+    def visible_system(sid: str, field: str, kind: str) -> dict[str, Any]:
         system = get_system(sid)
         if system is None or not (is_admin or system.get("public") or system.get("owner") == owner):
             raise BadRequest(f"Invalid {field}: no system found matching {sid}.")
@@ -381,7 +388,7 @@ def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | Non
             raise BadRequest(f"Invalid {field}: {sid} is not a {kind} system.")
         return system
 
-    exec_id = _str(doc, "executionSystem", required=True, max_len=64)
+    exec_id = _req(doc, "executionSystem", max_len=64)
     system = visible_system(exec_id, "executionSystem", "EXECUTION")
     if str((system.get("login") or {}).get("protocol", "")).upper() == "LOCAL" and not is_admin:
         raise Forbidden(
@@ -405,8 +412,8 @@ def validate_app(doc: Any, *, owner: str, get_system: Callable[[str], dict | Non
         deploy_id = default["id"]
     deploy_system = visible_system(deploy_id, "deploymentSystem", "STORAGE")
     doc["deploymentSystem"] = deploy_id
-    deployment_path = _str(doc, "deploymentPath", required=True)
-    template_path = _str(doc, "templatePath", required=True)
+    deployment_path = _req(doc, "deploymentPath")
+    template_path = _req(doc, "templatePath")
     for field, value in (("deploymentPath", deployment_path), ("templatePath", template_path)):
         if "\x00" in value or ".." in value.split("/"):
             raise BadRequest(f"Invalid {field}: may not contain '..'.")

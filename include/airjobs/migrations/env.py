@@ -10,6 +10,8 @@ url = config.get_main_option("sqlalchemy.url")
 
 
 def run() -> None:
+    if not url:
+        raise RuntimeError("alembic: sqlalchemy.url is not set")
     eng = create_engine(url)
     with eng.connect() as connection:
         context.configure(

@@ -120,7 +120,7 @@ class _Body:
     def __enter__(self) -> _Body:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -165,5 +165,5 @@ class HTTPSource:
     def __enter__(self) -> HTTPSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -21,7 +21,8 @@ import shutil
 import stat as st
 import subprocess
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any, cast
 
 from airjobs.transports import FileInfo
 
@@ -72,12 +73,14 @@ def _error(said: bytes | str, path: str) -> OSError:
 class _AccountFile:
     """A file being written by ``cat`` running as the account; the bytes go through a pipe."""
 
-    def __init__(self, proc: subprocess.Popen, path: str):
+    def __init__(self, proc: subprocess.Popen[bytes], path: str):
+        assert proc.stdin is not None and proc.stderr is not None  # both are pipes
         self._proc, self._path = proc, path
+        self._stdin, self._stderr = proc.stdin, proc.stderr
 
     def write(self, data: bytes) -> int:
         try:
-            self._proc.stdin.write(data)
+            self._stdin.write(data)
         except BrokenPipeError:
             self._finish()
             raise OSError(errno.EPIPE, "the writer ended early", self._path) from None
@@ -85,11 +88,11 @@ class _AccountFile:
 
     def _finish(self) -> None:
         try:
-            self._proc.stdin.close()
+            self._stdin.close()
         except BrokenPipeError:
             pass
-        said = self._proc.stderr.read()
-        self._proc.stderr.close()
+        said = self._stderr.read()
+        self._stderr.close()
         if self._proc.wait() != 0:
             raise _error(said, self._path)
 
@@ -100,7 +103,8 @@ class _AccountFile:
     def __enter__(self) -> _AccountFile:
         return self
 
-    def __exit__(self, kind, value, tb) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if kind is None:
             self.close()
             return
@@ -217,12 +221,12 @@ class LocalTransport:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
 
-    def open_write(self, path: str):
+    def open_write(self, path: str) -> IO[bytes]:
         self._inside(os.path.dirname(path))
         if self.account() is not None:
             proc = subprocess.Popen(["/bin/sh", "-c", 'exec cat > "$1"', "sh", path], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **self._identity())
-            return _AccountFile(proc, path)
+            return cast(IO[bytes], _AccountFile(proc, path))
         return open(path, "wb")
 
     def remove_tree(self, path: str) -> None:
@@ -250,7 +254,7 @@ class LocalTransport:
         finally:
             os.close(fd)
 
-    def open_read(self, path: str):
+    def open_read(self, path: str) -> IO[bytes]:
         return open(self._open(path, os.O_RDONLY), "rb")
 
     def realpath(self, path: str) -> str:
