@@ -8,7 +8,7 @@ export AIRJOBS_PORT ?= 8080
 export AIRFLOW_HOME := $(CURDIR)
 export AIRFLOW_CONFIG := $(CURDIR)/airflow.cfg
 
-.PHONY: install run stop test bench freeze clean
+.PHONY: install run stop test lint bench freeze clean
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,12 +44,22 @@ test: install
 	if [ -n "$$infra" ]; then bash .ci/infra-down.sh "$(INFRA)" || true; fi; \
 	exit $$rc
 
+# The checks pyproject.toml configures: ruff (lint and format), mypy (strict on include/airjobs) and the import
+# contract (no Airflow import in the core, no import cycle among its modules).
+LINTED := include plugins dags tests bench
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+	PYTHONPATH=include:plugins $(VENV)/bin/lint-imports
+
 bench: install
 	$(PY) bench/lifecycle.py
 
 freeze:
-	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > /tmp/airjobs-freeze.txt && \
-	  { sed -n '/^#/p' requirements.txt; cat /tmp/airjobs-freeze.txt; } > requirements.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v -e '^-e' -e ' @ file:' > /tmp/airjobs-freeze.txt && \
+	  { sed -n '/^#/p' requirements.txt; cat /tmp/airjobs-freeze.txt; } > /tmp/airjobs-requirements.txt && \
+	  mv /tmp/airjobs-requirements.txt requirements.txt
 
 clean: stop
 	rm -rf $(AIRJOBS_VAR)
