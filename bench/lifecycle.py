@@ -70,12 +70,13 @@ class Bench:
 
     def noop_latency(self, c: httpx.Client) -> float:
         t0 = time.perf_counter()
-        r = c.post(f"{self.base}/api/v2/dags/bench_noop_5/dagRuns", json={"logical_date": None},
-                   headers=self.airflow)
+        r = c.post(f"{self.base}/api/v2/dags/bench_noop_5/dagRuns", json={"logical_date": None}, headers=self.airflow)
         r.raise_for_status()
         run_id = r.json()["dag_run_id"]
         while True:
-            state = c.get(f"{self.base}/api/v2/dags/bench_noop_5/dagRuns/{run_id}", headers=self.airflow).json()["state"]
+            state = c.get(f"{self.base}/api/v2/dags/bench_noop_5/dagRuns/{run_id}", headers=self.airflow).json()[
+                "state"
+            ]
             if state in ("success", "failed"):
                 if state != "success":
                     raise RuntimeError(f"bench_noop_5 run {run_id} {state}")
@@ -98,10 +99,15 @@ class Bench:
         elapsed = time.perf_counter() - t0
         jobs = store.jobs_by_ids(ids)
         return {
-            "submitted": n, "distinct_ids": len(set(ids)), "rows_written": store.count_jobs() - before,
-            "lost": n - len(jobs), "finished": sum(j.status == "FINISHED" for j in jobs),
+            "submitted": n,
+            "distinct_ids": len(set(ids)),
+            "rows_written": store.count_jobs() - before,
+            "lost": n - len(jobs),
+            "finished": sum(j.status == "FINISHED" for j in jobs),
             "not_finished": [j.id for j in jobs if j.status != "FINISHED"],
-            "accept_s": round(accepted, 2), "all_terminal_s": round(elapsed, 1), "jobs_per_s": round(n / elapsed, 2),
+            "accept_s": round(accepted, 2),
+            "all_terminal_s": round(elapsed, 1),
+            "jobs_per_s": round(n / elapsed, 2),
         }
 
     def http_latency(self, job_id: str, clients: int, per_client: int) -> dict:
@@ -110,15 +116,16 @@ class Bench:
         endpoints = {
             "status": lambda c: c.get(f"{self.base}/jobs/v2/{job_id}/status", headers=self.agave),
             "airflow_version": lambda c: c.get(f"{self.base}/api/v2/version"),
-            "submit": lambda c: c.post(f"{self.base}/jobs/v2", json={**self.demo, "archive": False},
-                                       headers=self.agave),
+            "submit": lambda c: c.post(
+                f"{self.base}/jobs/v2", json={**self.demo, "archive": False}, headers=self.agave
+            ),
         }
         for name, call in endpoints.items():
             count = per_client if name != "submit" else max(5, per_client // 10)
             lat: list[float] = []
             lock = threading.Lock()
 
-            def worker():
+            def worker(call=call, count=count, lock=lock, lat=lat):
                 with httpx.Client(timeout=120) as c:
                     call(c)  # connect once before timing
                     for _ in range(count):
@@ -136,8 +143,12 @@ class Bench:
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
-            out[name] = {"p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
-                         "req_per_s": round(len(lat) / wall, 1), "n": len(lat)}
+            out[name] = {
+                "p50_ms": round(pct(lat, 50) * 1000, 1),
+                "p99_ms": round(pct(lat, 99) * 1000, 1),
+                "req_per_s": round(len(lat) / wall, 1),
+                "n": len(lat),
+            }
         return out
 
 
@@ -160,9 +171,11 @@ def main() -> int:
 
     print(f"[bench] starting the service in {var} on port {args.port}", flush=True)
     proc = service.spawn([], var / "service.log")
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                     f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
-                     f"Python {platform.python_version()}"}
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+        f"Python {platform.python_version()}"
+    }
     try:
         b = Bench(f"http://127.0.0.1:{args.port}")
         with httpx.Client(timeout=120) as c:
@@ -190,11 +203,15 @@ def main() -> int:
         results["d_http_20_clients"] = b.http_latency(probe, clients=20, per_client=50)
         d20 = results["d_http_20_clients"]
         results["d_status_throughput_vs_airflow_version"] = round(
-            d20["status"]["req_per_s"] / d20["airflow_version"]["req_per_s"], 2)
+            d20["status"]["req_per_s"] / d20["airflow_version"]["req_per_s"], 2
+        )
     finally:
         service.terminate(proc)
-        results["settings"] = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW__", "AIRJOBS_MONITOR"))
-                               and "SECRET" not in k and "FERNET" not in k}
+        results["settings"] = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("AIRFLOW__", "AIRJOBS_MONITOR")) and "SECRET" not in k and "FERNET" not in k
+        }
         print(json.dumps(results, indent=1))
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
         print(f"[bench] written to {args.out}")

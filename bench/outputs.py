@@ -38,9 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import read_infra, sha256_file
-
 import httpx
+from common import read_infra, sha256_file
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(CHECKOUT / "include"), str(CHECKOUT / "plugins")]
@@ -63,18 +62,26 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+        ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.strip()
     except OSError:
         ssh_v = ""
     import paramiko
 
-    return {"arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
-            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-            "kernel": platform.release(), "python": platform.python_version(), "paramiko": paramiko.__version__,
-            "httpx": httpx.__version__, "openssh_client": ssh_v}
+    return {
+        "arch": platform.machine(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "paramiko": paramiko.__version__,
+        "httpx": httpx.__version__,
+        "openssh_client": ssh_v,
+    }
 
 
 # ------------------------------------------------------------------ api-server RSS from /proc
+
 
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
@@ -180,9 +187,13 @@ class CpuMeter:
 
     def read(self) -> dict:
         now = (time.process_time(), cpu_ticks(self.api_pid), cpu_ticks(self.sshd), cpu_ticks(SERVICE_PID))
-        api, sshd, service = (cpu_delta(a, b) for a, b in zip(self.t0[1:], now[1:]))
-        return {"bench_process": round(now[0] - self.t0[0], 2), "api_server": round(api, 2),
-                "sshd": round(sshd, 2), "rest_of_service": round(service - api, 2)}
+        api, sshd, service = (cpu_delta(a, b) for a, b in zip(self.t0[1:], now[1:], strict=True))
+        return {
+            "bench_process": round(now[0] - self.t0[0], 2),
+            "api_server": round(api, 2),
+            "sshd": round(sshd, 2),
+            "rest_of_service": round(service - api, 2),
+        }
 
     def __exit__(self, *exc):
         return None
@@ -211,14 +222,19 @@ class RssSampler:
         self.after = rss_kib(self.root)[0]
 
     def report(self) -> dict:
-        peak = max(self.samples + [self.after])
-        return {"before_MB": round(self.before * 1024 / 1e6, 1), "peak_MB": round(peak * 1024 / 1e6, 1),
-                "after_MB": round(self.after * 1024 / 1e6, 1),
-                "peak_growth_MB": round((peak - self.before) * 1024 / 1e6, 1),
-                "samples": len(self.samples), "processes": self.procs}
+        peak = max([*self.samples, self.after])
+        return {
+            "before_MB": round(self.before * 1024 / 1e6, 1),
+            "peak_MB": round(peak * 1024 / 1e6, 1),
+            "after_MB": round(self.after * 1024 / 1e6, 1),
+            "peak_growth_MB": round((peak - self.before) * 1024 / 1e6, 1),
+            "samples": len(self.samples),
+            "processes": self.procs,
+        }
 
 
 # ------------------------------------------------------------------ the measurements
+
 
 def download_api(base: str, headers: dict, job_id: str, size: int, api_pid: int, sshd: int | None) -> dict:
     h = hashlib.sha256()
@@ -237,19 +253,34 @@ def download_api(base: str, headers: dict, job_id: str, size: int, api_pid: int,
         took = time.perf_counter() - t0
     if n != size:
         raise RuntimeError(f"download: {n} bytes, expected {size}")
-    return {"s": round(took, 3), "MBps": round(size / 1e6 / took, 1), "ttfb_ms": round(ttfb * 1000, 1),
-            "sha256": h.hexdigest(), "cpu_s": used, "rss": rss.report()}
+    return {
+        "s": round(took, 3),
+        "MBps": round(size / 1e6 / took, 1),
+        "ttfb_ms": round(ttfb * 1000, 1),
+        "sha256": h.hexdigest(),
+        "cpu_s": used,
+        "rss": rss.report(),
+    }
 
 
 def download_curl(base: str, headers: dict, job_id: str, size: int) -> dict:
     """The same download with curl to /dev/null (a client that costs almost no CPU: shows what the server side
     alone delivers); no sha256 (the bytes are not kept), size checked."""
-    argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
-            "-H", f"Authorization: {headers['Authorization']}", f"{base}/jobs/v2/{job_id}/outputs/media/big.bin"]
+    argv = [
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download} %{time_total}",
+        "-H",
+        f"Authorization: {headers['Authorization']}",
+        f"{base}/jobs/v2/{job_id}/outputs/media/big.bin",
+    ]
     t0 = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True)
+    p = subprocess.run(argv, capture_output=True, text=True, check=False)
     took = time.perf_counter() - t0
-    code, n, _ = (p.stdout.split() + ["", "", ""])[:3]
+    code, n, _ = [*p.stdout.split(), "", "", ""][:3]
     if p.returncode != 0 or code != "200" or int(n or 0) != size:
         raise RuntimeError(f"curl: rc {p.returncode} {p.stdout} {p.stderr}")
     return {"s": round(took, 3), "MBps": round(size / 1e6 / took, 1)}
@@ -300,14 +331,24 @@ def range_request(base: str, headers: dict, job_id: str, local: Path, size: int)
     with httpx.Client(timeout=120) as c:
         for _ in range(5):
             t0 = time.perf_counter()
-            r = c.get(f"{base}/jobs/v2/{job_id}/outputs/media/big.bin",
-                      headers={**headers, "Range": f"bytes=-{RANGE_BYTES}"})
+            r = c.get(
+                f"{base}/jobs/v2/{job_id}/outputs/media/big.bin", headers={**headers, "Range": f"bytes=-{RANGE_BYTES}"}
+            )
             times.append(time.perf_counter() - t0)
-            ok = ok and r.status_code == 206 and r.content == want and \
-                r.headers.get("content-range") == f"bytes {size - RANGE_BYTES}-{size - 1}/{size}"
-    return {"status": r.status_code, "content_range": r.headers.get("content-range"), "bytes": len(r.content),
-            "bytes_ok": ok, "ms_runs": [round(t * 1000, 1) for t in times],
-            "median_ms": round(statistics.median(times) * 1000, 1)}
+            ok = (
+                ok
+                and r.status_code == 206
+                and r.content == want
+                and r.headers.get("content-range") == f"bytes {size - RANGE_BYTES}-{size - 1}/{size}"
+            )
+    return {
+        "status": r.status_code,
+        "content_range": r.headers.get("content-range"),
+        "bytes": len(r.content),
+        "bytes_ok": ok,
+        "ms_runs": [round(t * 1000, 1) for t in times],
+        "median_ms": round(statistics.median(times) * 1000, 1),
+    }
 
 
 def main() -> int:
@@ -327,8 +368,14 @@ def main() -> int:
     work_name = f"bench-work-{os.getpid()}"
 
     var = Path(tempfile.mkdtemp(prefix="ajo-", dir="/tmp"))
-    os.environ.update({"AIRJOBS_VAR": str(var), "AIRJOBS_PORT": str(args.port), "AIRJOBS_ADMIN_PASSWORD": PASSWORD,
-                       "AIRJOBS_POLL_SCHEDULE": os.environ.get("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")})
+    os.environ.update(
+        {
+            "AIRJOBS_VAR": str(var),
+            "AIRJOBS_PORT": str(args.port),
+            "AIRJOBS_ADMIN_PASSWORD": PASSWORD,
+            "AIRJOBS_POLL_SCHEDULE": os.environ.get("AIRJOBS_POLL_SCHEDULE", "1,1,2,3"),
+        }
+    )
     os.environ.pop("AIRJOBS_DB_URL", None)
     (var / "xdg").mkdir(mode=0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(var / "xdg")
@@ -342,43 +389,72 @@ def main() -> int:
     print(f"[bench] service ready in {time.perf_counter() - t0:.0f} s", flush=True)
     pclient = None
     try:
-        r = httpx.post(f"{base}/token", data={"grant_type": "password", "username": "admin", "password": PASSWORD},
-                       timeout=60)
+        r = httpx.post(
+            f"{base}/token", data={"grant_type": "password", "username": "admin", "password": PASSWORD}, timeout=60
+        )
         r.raise_for_status()
         agave = {"Authorization": f"Bearer {r.json()['access_token']}"}
         r = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": PASSWORD}, timeout=60)
         r.raise_for_status()
         airflow = {"Authorization": f"Bearer {r.json()['access_token']}"}
         extra = {"key_file": infra["AIRJOBS_SSH_KEY"], "no_host_key_check": True}
-        conn = {"connection_id": SERVER_CONN, "conn_type": "ssh", "host": ssh_host, "port": ssh_port,
-                "login": ssh_user, "extra": json.dumps(extra)}
+        conn = {
+            "connection_id": SERVER_CONN,
+            "conn_type": "ssh",
+            "host": ssh_host,
+            "port": ssh_port,
+            "login": ssh_user,
+            "extra": json.dumps(extra),
+        }
         r = httpx.post(f"{base}/api/v2/connections", json=conn, headers=airflow, timeout=60)
         if r.status_code not in (201, 409):
             raise RuntimeError(f"connection: {r.status_code} {r.text}")
         os.environ[f"AIRFLOW_CONN_{LOCAL_CONN.upper()}"] = json.dumps(
-            {"conn_type": "ssh", "host": ssh_host, "port": ssh_port, "login": ssh_user, "extra": extra})
+            {"conn_type": "ssh", "host": ssh_host, "port": ssh_port, "login": ssh_user, "extra": extra}
+        )
 
         from airjobs import registry
 
-        registry.put_system({
-            "id": "bench.outputs.ssh", "name": "Outputs bench SSH (FORK)", "type": "EXECUTION",
-            "executionType": "CLI", "scheduler": "FORK",
-            "login": {"protocol": "SSH", "host": ssh_host, "port": ssh_port, "connectionId": SERVER_CONN},
-            "storage": {"protocol": "SFTP", "host": ssh_host, "port": ssh_port, "connectionId": SERVER_CONN,
-                        "rootDir": str(home), "homeDir": "/"},
-            "workDir": f"/{work_name}",
-            "queues": [{"name": "normal", "default": True}],
-        }, "admin")
+        registry.put_system(
+            {
+                "id": "bench.outputs.ssh",
+                "name": "Outputs bench SSH (FORK)",
+                "type": "EXECUTION",
+                "executionType": "CLI",
+                "scheduler": "FORK",
+                "login": {"protocol": "SSH", "host": ssh_host, "port": ssh_port, "connectionId": SERVER_CONN},
+                "storage": {
+                    "protocol": "SFTP",
+                    "host": ssh_host,
+                    "port": ssh_port,
+                    "connectionId": SERVER_CONN,
+                    "rootDir": str(home),
+                    "homeDir": "/",
+                },
+                "workDir": f"/{work_name}",
+                "queues": [{"name": "normal", "default": True}],
+            },
+            "admin",
+        )
         storage_root = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
         (storage_root / f"apps/{APP_NAME}-1.0").mkdir(parents=True, exist_ok=True)
-        (storage_root / f"apps/{APP_NAME}-1.0/run.sh").write_text(
-            f"head -c {size} /dev/urandom > big.bin\n")
-        registry.put_app({
-            "name": APP_NAME, "version": "1.0", "executionSystem": "bench.outputs.ssh", "executionType": "CLI",
-            "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-            "deploymentPath": f"/apps/{APP_NAME}-1.0", "templatePath": "run.sh", "defaultQueue": "normal",
-            "defaultMaxRunTime": "00:30:00",
-        }, "admin")
+        (storage_root / f"apps/{APP_NAME}-1.0/run.sh").write_text(f"head -c {size} /dev/urandom > big.bin\n")
+        registry.put_app(
+            {
+                "name": APP_NAME,
+                "version": "1.0",
+                "executionSystem": "bench.outputs.ssh",
+                "executionType": "CLI",
+                "parallelism": "SERIAL",
+                "isPublic": True,
+                "deploymentSystem": "demo-storage",
+                "deploymentPath": f"/apps/{APP_NAME}-1.0",
+                "templatePath": "run.sh",
+                "defaultQueue": "normal",
+                "defaultMaxRunTime": "00:30:00",
+            },
+            "admin",
+        )
 
         with httpx.Client(base_url=base, headers=agave, timeout=120) as c:
             t0 = time.perf_counter()
@@ -395,10 +471,15 @@ def main() -> int:
                 time.sleep(0.5)
             if job["status"] != "FINISHED":
                 raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('message')}")
-            results["job"] = {"id": job_id, "outputPath": job["outputPath"],
-                              "submit_to_finished_s": round(time.perf_counter() - t0, 1)}
-            print(f"[bench] job {job_id} FINISHED in {results['job']['submit_to_finished_s']} s: {job['outputPath']}",
-                  flush=True)
+            results["job"] = {
+                "id": job_id,
+                "outputPath": job["outputPath"],
+                "submit_to_finished_s": round(time.perf_counter() - t0, 1),
+            }
+            print(
+                f"[bench] job {job_id} FINISHED in {results['job']['submit_to_finished_s']} s: {job['outputPath']}",
+                flush=True,
+            )
             listing = {f["name"]: f for f in c.get(f"/jobs/v2/{job_id}/outputs/listings").json()["result"]}
             if listing.get("big.bin", {}).get("length") != size:
                 raise RuntimeError(f"listing: {listing.get('big.bin')}")
@@ -411,10 +492,16 @@ def main() -> int:
         print(f"[bench] {remote}: sha256 {digest}", flush=True)
 
         api_pid = find_api_server(proc.pid)
-        results["api_server"] = {"pid": api_pid, "cmdline": _cmdline(api_pid).strip(),
-                                 "processes": len(descendants(api_pid))}
-        print(f"[bench] api-server pid {api_pid} ({results['api_server']['processes']} processes): "
-              f"{results['api_server']['cmdline']}", flush=True)
+        results["api_server"] = {
+            "pid": api_pid,
+            "cmdline": _cmdline(api_pid).strip(),
+            "processes": len(descendants(api_pid)),
+        }
+        print(
+            f"[bench] api-server pid {api_pid} ({results['api_server']['processes']} processes): "
+            f"{results['api_server']['cmdline']}",
+            flush=True,
+        )
 
         # warm-up: both sides' SSH connections opened, caches filled (a small range, not timed)
         range_request(base, agave, job_id, local, size)
@@ -430,8 +517,14 @@ def main() -> int:
 
             pclient = paramiko.SSHClient()
             pclient.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            pclient.connect(ssh_host, ssh_port, ssh_user, key_filename=infra["AIRJOBS_SSH_KEY"],
-                            allow_agent=False, look_for_keys=False)
+            pclient.connect(
+                ssh_host,
+                ssh_port,
+                ssh_user,
+                key_filename=infra["AIRJOBS_SSH_KEY"],
+                allow_agent=False,
+                look_for_keys=False,
+            )
 
         sshd = sshd_pid(infra)
         global SERVICE_PID
@@ -455,18 +548,24 @@ def main() -> int:
         api_mbps = statistics.median(r["MBps"] for r in api)
         sftp_mbps = statistics.median(r["MBps"] for r in sftp)
         growth = max(r["rss"]["peak_growth_MB"] for r in api)
-        results.update({
-            "a_api_runs": api, "a_api_median_MBps": api_mbps,
-            "b_sftp_runs": sftp, "b_sftp_median_MBps": sftp_mbps,
-            "b_sftp_how": "airjobs_airflow.transport_ssh.SSHTransport(AIRFLOW_CONN_ env Connection).open_read, "
-                          "read(1 MiB) until EOF, in the benchmark process",
-            "ratio_a_b": round(api_mbps / sftp_mbps, 3),
-            "c_rss_peak_growth_MB_max": growth, "c_rss_target_MB": 50, "c_rss_ok": growth < 50,
-            "range": rng,
-            "sha256_ok": all(r["sha256"] == digest for r in api + sftp + plain),
-            "ssh_algorithms_bench_process": transport_ssh.describe(LOCAL_CONN),
-            "loadavg_1min_between_rounds": [round(x, 1) for x in load],
-        })
+        results.update(
+            {
+                "a_api_runs": api,
+                "a_api_median_MBps": api_mbps,
+                "b_sftp_runs": sftp,
+                "b_sftp_median_MBps": sftp_mbps,
+                "b_sftp_how": "airjobs_airflow.transport_ssh.SSHTransport(AIRFLOW_CONN_ env Connection).open_read, "
+                "read(1 MiB) until EOF, in the benchmark process",
+                "ratio_a_b": round(api_mbps / sftp_mbps, 3),
+                "c_rss_peak_growth_MB_max": growth,
+                "c_rss_target_MB": 50,
+                "c_rss_ok": growth < 50,
+                "range": rng,
+                "sha256_ok": all(r["sha256"] == digest for r in api + sftp + plain),
+                "ssh_algorithms_bench_process": transport_ssh.describe(LOCAL_CONN),
+                "loadavg_1min_between_rounds": [round(x, 1) for x in load],
+            }
+        )
         if curl:
             results["a2_curl_runs"] = curl
             results["a2_curl_median_MBps"] = statistics.median(r["MBps"] for r in curl)
@@ -491,19 +590,27 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(f"[bench] written to {args.out}\n")
     print(f"{'size':<28}{args.size_mib} MiB, sha256 ok: {results['sha256_ok']}")
-    print(f"{'(a) API download':<28}{results['a_api_median_MBps']:>8.1f} MB/s  runs "
-          f"{[r['MBps'] for r in results['a_api_runs']]}")
-    print(f"{'(b) SFTP direct':<28}{results['b_sftp_median_MBps']:>8.1f} MB/s  runs "
-          f"{[r['MBps'] for r in results['b_sftp_runs']]}")
+    print(
+        f"{'(a) API download':<28}{results['a_api_median_MBps']:>8.1f} MB/s  runs "
+        f"{[r['MBps'] for r in results['a_api_runs']]}"
+    )
+    print(
+        f"{'(b) SFTP direct':<28}{results['b_sftp_median_MBps']:>8.1f} MB/s  runs "
+        f"{[r['MBps'] for r in results['b_sftp_runs']]}"
+    )
     if "b2_paramiko_prefetch_median_MBps" in results:
         print(f"{'(b2) paramiko prefetch':<28}{results['b2_paramiko_prefetch_median_MBps']:>8.1f} MB/s")
     if "a2_curl_median_MBps" in results:
-        print(f"{'(a2) API download, curl':<28}{results['a2_curl_median_MBps']:>8.1f} MB/s  runs "
-              f"{[r['MBps'] for r in results['a2_curl_runs']]}  (ratio to b {results['ratio_a2_curl_b']})")
+        print(
+            f"{'(a2) API download, curl':<28}{results['a2_curl_median_MBps']:>8.1f} MB/s  runs "
+            f"{[r['MBps'] for r in results['a2_curl_runs']]}  (ratio to b {results['ratio_a2_curl_b']})"
+        )
     print(f"{'ratio a/b':<28}{results['ratio_a_b']:>8.3f}")
     print(f"{'(c) api-server RSS growth':<28}{results['c_rss_peak_growth_MB_max']:>8.1f} MB  (target < 50)")
-    print(f"{'range bytes=-1MiB':<28}{results['range']['median_ms']:>8.1f} ms  status {results['range']['status']}, "
-          f"bytes ok {results['range']['bytes_ok']}")
+    print(
+        f"{'range bytes=-1MiB':<28}{results['range']['median_ms']:>8.1f} ms  status {results['range']['status']}, "
+        f"bytes ok {results['range']['bytes_ok']}"
+    )
     return 0
 
 

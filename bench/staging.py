@@ -83,13 +83,21 @@ class OpenSSH:
     def __init__(self, infra: dict[str, str]):
         self.user, self.host = infra["AIRJOBS_SSH_USER"], infra["AIRJOBS_SSH_HOST"]
         self.port = infra["AIRJOBS_SSH_PORT"]
-        self.opts = ["-i", infra["AIRJOBS_SSH_KEY"], "-o", f"UserKnownHostsFile={infra['AIRJOBS_SSH_KNOWN_HOSTS']}",
-                     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+        self.opts = [
+            "-i",
+            infra["AIRJOBS_SSH_KEY"],
+            "-o",
+            f"UserKnownHostsFile={infra['AIRJOBS_SSH_KNOWN_HOSTS']}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ]
         self.remote = f"{self.user}@{self.host}"
 
     def _timed(self, argv: list[str], stdin: str | None = None) -> float:
         t0 = time.perf_counter()
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
         took = time.perf_counter() - t0
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
@@ -100,14 +108,17 @@ class OpenSSH:
 
     def crossload(self, src: str, dst: str) -> float:
         """scp -3 in SFTP mode: remote -> this host -> remote, streamed (OpenSSH's sftp_crossload)."""
-        return self._timed(["scp", "-3", "-s", "-q", *self.opts, "-P", self.port, f"{self.remote}:{src}",
-                            f"{self.remote}:{dst}"])
+        return self._timed(
+            ["scp", "-3", "-s", "-q", *self.opts, "-P", self.port, f"{self.remote}:{src}", f"{self.remote}:{dst}"]
+        )
 
     def ciphers(self) -> str:
-        p = subprocess.run(["ssh", "-v", *self.opts, "-p", self.port, self.remote, "true"], capture_output=True,
-                           text=True)
-        return "; ".join(line.split("kex: ", 1)[1] for line in p.stderr.splitlines()
-                         if "kex: " in line and "cipher" in line)
+        p = subprocess.run(
+            ["ssh", "-v", *self.opts, "-p", self.port, self.remote, "true"], capture_output=True, text=True, check=False
+        )
+        return "; ".join(
+            line.split("kex: ", 1)[1] for line in p.stderr.splitlines() if "kex: " in line and "cipher" in line
+        )
 
 
 def median(values: list[float]) -> float:
@@ -118,8 +129,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3, help="runs of each (alternating), at least 2")
-    parser.add_argument("--one-connection", action="store_true",
-                        help="storage and execution system share one Airflow Connection (one SSH connection)")
+    parser.add_argument(
+        "--one-connection",
+        action="store_true",
+        help="storage and execution system share one Airflow Connection (one SSH connection)",
+    )
     parser.add_argument("--skip-getput", action="store_true", help="do not measure sftp get + put")
     parser.add_argument("--out", default=str(CHECKOUT / "bench" / "results-staging.json"))
     args = parser.parse_args()
@@ -131,8 +145,9 @@ def main() -> int:
     user, home = infra["AIRJOBS_SSH_USER"], Path(f"/home/{infra['AIRJOBS_SSH_USER']}")
     port = int(infra["AIRJOBS_SSH_PORT"])
     var = Path(tempfile.mkdtemp(prefix="ajs-", dir="/tmp"))
-    os.environ.update({"AIRJOBS_VAR": str(var), "XDG_RUNTIME_DIR": str(var / "xdg"),
-                       "AIRJOBS_STAGING_BACKOFF_SECONDS": "1"})
+    os.environ.update(
+        {"AIRJOBS_VAR": str(var), "XDG_RUNTIME_DIR": str(var / "xdg"), "AIRJOBS_STAGING_BACKOFF_SECONDS": "1"}
+    )
     os.environ.pop("AIRJOBS_DB_URL", None)
     (var / "xdg").mkdir(mode=0o700)
     base_name = f"bench-staging-{os.getpid()}"
@@ -140,22 +155,29 @@ def main() -> int:
     shm = Path(f"/dev/shm/{base_name}.bin")
     exec_conn = STORAGE_CONN if args.one_connection else EXEC_CONN
     for conn_id in {STORAGE_CONN, exec_conn}:
-        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({
-            "conn_type": "ssh", "host": infra["AIRJOBS_SSH_HOST"], "port": port, "login": user,
-            "extra": {"key_file": infra["AIRJOBS_SSH_KEY"], "no_host_key_check": True}})
-
-    from airjobs import db, demo, pgserver, registry, staging, store, submission
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+            {
+                "conn_type": "ssh",
+                "host": infra["AIRJOBS_SSH_HOST"],
+                "port": port,
+                "login": user,
+                "extra": {"key_file": infra["AIRJOBS_SSH_KEY"], "no_host_key_check": True},
+            }
+        )
 
     import airflow.providers.ssh.hooks.ssh  # noqa: F401  imported once per process, not a cost of a transfer
+
     import airjobs_airflow  # noqa: F401  registers the SSH/SFTP transports
+    from airjobs import db, demo, pgserver, registry, staging, store, submission
     from airjobs_airflow import transport_ssh
 
     ssh = OpenSSH(infra)
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
-                   f"Python {platform.python_version()}",
-        "size_mib": args.size_mib, "connections": 1 if args.one_connection else 2,
+        f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+        f"Python {platform.python_version()}",
+        "size_mib": args.size_mib,
+        "connections": 1 if args.one_connection else 2,
     }
     print(f"[bench] embedded PostgreSQL in {var}; files under {base}", flush=True)
     pgserver.start()
@@ -169,36 +191,77 @@ def main() -> int:
         t0 = time.perf_counter()
         src = base / "src" / f"input-{args.size_mib}MiB.bin"
         digest = make_input(src, size, user)
-        print(f"[bench] {src}: {args.size_mib} MiB of random bytes in {time.perf_counter() - t0:.1f} s, "
-              f"sha256 {digest}", flush=True)
+        print(
+            f"[bench] {src}: {args.size_mib} MiB of random bytes in {time.perf_counter() - t0:.1f} s, sha256 {digest}",
+            flush=True,
+        )
 
-        registry.put_system({
-            "id": "bench.sftp", "name": "Bench SFTP storage", "type": "STORAGE",
-            "storage": {"protocol": "SFTP", "host": infra["AIRJOBS_SSH_HOST"], "port": port,
-                        "connectionId": STORAGE_CONN, "rootDir": str(home), "homeDir": "/",
-                        "auth": {"type": "SSHKEYS", "username": user}},
-        }, OWNER)
-        registry.put_system({
-            "id": "bench.ssh", "name": "Bench SSH execution (FORK)", "type": "EXECUTION", "executionType": "CLI",
-            "scheduler": "FORK",
-            "login": {"protocol": "SSH", "host": infra["AIRJOBS_SSH_HOST"], "port": port, "connectionId": exec_conn},
-            "storage": {"protocol": "SFTP", "host": infra["AIRJOBS_SSH_HOST"], "port": port,
-                        "connectionId": exec_conn, "rootDir": str(home), "homeDir": "/"},
-            "workDir": f"/{base_name}/work",
-            "queues": [{"name": "normal", "default": True}],
-        }, OWNER)
-        registry.put_app({
-            "name": "stagebench", "version": "1.0", "executionSystem": "bench.ssh", "executionType": "CLI",
-            "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-            "deploymentPath": "/apps/wc-1.0", "templatePath": "wc.sh",
-            "inputs": [{"id": "data", "value": {"required": True}}],
-        }, "admin")
+        registry.put_system(
+            {
+                "id": "bench.sftp",
+                "name": "Bench SFTP storage",
+                "type": "STORAGE",
+                "storage": {
+                    "protocol": "SFTP",
+                    "host": infra["AIRJOBS_SSH_HOST"],
+                    "port": port,
+                    "connectionId": STORAGE_CONN,
+                    "rootDir": str(home),
+                    "homeDir": "/",
+                    "auth": {"type": "SSHKEYS", "username": user},
+                },
+            },
+            OWNER,
+        )
+        registry.put_system(
+            {
+                "id": "bench.ssh",
+                "name": "Bench SSH execution (FORK)",
+                "type": "EXECUTION",
+                "executionType": "CLI",
+                "scheduler": "FORK",
+                "login": {
+                    "protocol": "SSH",
+                    "host": infra["AIRJOBS_SSH_HOST"],
+                    "port": port,
+                    "connectionId": exec_conn,
+                },
+                "storage": {
+                    "protocol": "SFTP",
+                    "host": infra["AIRJOBS_SSH_HOST"],
+                    "port": port,
+                    "connectionId": exec_conn,
+                    "rootDir": str(home),
+                    "homeDir": "/",
+                },
+                "workDir": f"/{base_name}/work",
+                "queues": [{"name": "normal", "default": True}],
+            },
+            OWNER,
+        )
+        registry.put_app(
+            {
+                "name": "stagebench",
+                "version": "1.0",
+                "executionSystem": "bench.ssh",
+                "executionType": "CLI",
+                "parallelism": "SERIAL",
+                "isPublic": True,
+                "deploymentSystem": "demo-storage",
+                "deploymentPath": "/apps/wc-1.0",
+                "templatePath": "wc.sh",
+                "inputs": [{"id": "data", "value": {"required": True}}],
+            },
+            "admin",
+        )
         uri = f"agave://bench.sftp/{base_name}/src/{src.name}"
 
         def run_staging(n: int) -> dict:
             transport_ssh.close_all()  # each run connects anew, like the baseline's ssh processes
-            job, _ = store.create_job(submission.build_job(
-                {"name": f"staging bench {n}", "appId": APP, "inputs": {"data": uri}}, OWNER), created_by=OWNER)
+            job, _ = store.create_job(
+                submission.build_job({"name": f"staging bench {n}", "appId": APP, "inputs": {"data": uri}}, OWNER),
+                created_by=OWNER,
+            )
             cpu0, t0 = time.process_time(), time.perf_counter()
             staging.stage(job.id)
             took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -213,9 +276,13 @@ def main() -> int:
             rm(home / job.work_path.lstrip("/"))
             if not ok:
                 raise RuntimeError(f"staged file differs: recorded {record}, on disk {on_disk}, source {digest}")
-            return {"s": round(took, 3), "MBps": round(mb / took, 1), "cpu_s": round(cpu, 2),
-                    "progress_events": sum(e.description.startswith("Copy in progress") for e in history),
-                    "sha256_ok": ok}
+            return {
+                "s": round(took, 3),
+                "MBps": round(mb / took, 1),
+                "cpu_s": round(cpu, 2),
+                "progress_events": sum(e.description.startswith("Copy in progress") for e in history),
+                "sha256_ok": ok,
+            }
 
         def run_crossload() -> dict:
             dst = base / "scp" / "crossload.bin"
@@ -235,9 +302,15 @@ def main() -> int:
             rm(shm)
             if not ok:
                 raise RuntimeError("sftp get + put copy differs from the source")
-            return {"get_s": round(get, 3), "put_s": round(put, 3), "s": round(get + put, 3),
-                    "MBps": round(mb / (get + put), 1), "get_MBps": round(mb / get, 1),
-                    "put_MBps": round(mb / put, 1), "sha256_ok": ok}
+            return {
+                "get_s": round(get, 3),
+                "put_s": round(put, 3),
+                "s": round(get + put, 3),
+                "MBps": round(mb / (get + put), 1),
+                "get_MBps": round(mb / get, 1),
+                "put_MBps": round(mb / put, 1),
+                "sha256_ok": ok,
+            }
 
         crossload, getput, stagings = [], [], []
         load = [os.getloadavg()[0]]
@@ -253,28 +326,32 @@ def main() -> int:
 
         base_mbps = median([r["MBps"] for r in crossload])
         stage_mbps = median([r["MBps"] for r in stagings])
-        results.update({
-            "openssh_ciphers": ssh.ciphers(),
-            "paramiko_ciphers": transport_ssh.describe(STORAGE_CONN),
-            "baseline": "scp -3 -s (OpenSSH SFTP read over one connection, write over another, streamed "
-                        "through this host): what staging does, in C",
-            "baseline_scp3_runs": crossload,
-            "baseline_scp3_median_MBps": base_mbps,
-            "staging_runs": stagings,
-            "staging_median_MBps": stage_mbps,
-            "ratio_staging_baseline": round(stage_mbps / base_mbps, 3),
-            "target_ratio": 0.8,
-            "sha256_ok": all(r["sha256_ok"] for r in stagings + crossload + getput),
-            "loadavg_1min_between_rounds": [round(x, 1) for x in load],
-        })
+        results.update(
+            {
+                "openssh_ciphers": ssh.ciphers(),
+                "paramiko_ciphers": transport_ssh.describe(STORAGE_CONN),
+                "baseline": "scp -3 -s (OpenSSH SFTP read over one connection, write over another, streamed "
+                "through this host): what staging does, in C",
+                "baseline_scp3_runs": crossload,
+                "baseline_scp3_median_MBps": base_mbps,
+                "staging_runs": stagings,
+                "staging_median_MBps": stage_mbps,
+                "ratio_staging_baseline": round(stage_mbps / base_mbps, 3),
+                "target_ratio": 0.8,
+                "sha256_ok": all(r["sha256_ok"] for r in stagings + crossload + getput),
+                "loadavg_1min_between_rounds": [round(x, 1) for x in load],
+            }
+        )
         if getput:
-            results.update({
-                "sftp_get_put_runs": getput,
-                "sftp_get_put_median_MBps": median([r["MBps"] for r in getput]),
-                "sftp_get_median_MBps": median([r["get_MBps"] for r in getput]),
-                "sftp_put_median_MBps": median([r["put_MBps"] for r in getput]),
-                "ratio_staging_get_put": round(stage_mbps / median([r["MBps"] for r in getput]), 3),
-            })
+            results.update(
+                {
+                    "sftp_get_put_runs": getput,
+                    "sftp_get_put_median_MBps": median([r["MBps"] for r in getput]),
+                    "sftp_get_median_MBps": median([r["get_MBps"] for r in getput]),
+                    "sftp_put_median_MBps": median([r["put_MBps"] for r in getput]),
+                    "ratio_staging_get_put": round(stage_mbps / median([r["MBps"] for r in getput]), 3),
+                }
+            )
     finally:
         transport_ssh.close_all()
         rm(base)

@@ -4,9 +4,9 @@ sure the account the FORK system's jobs run as exists."""
 from __future__ import annotations
 
 import json
-from typing import Any
 import shutil
 from pathlib import Path
+from typing import Any
 
 from airjobs import config, registry, service
 

@@ -26,12 +26,12 @@ import os
 import re
 import socket
 import unicodedata
-from typing import Any, Union
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airjobs.errors import BadRequest
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 log = logging.getLogger(__name__)
 
 ALLOW_VAR = "AIRJOBS_EGRESS_ALLOW"
@@ -55,8 +55,10 @@ def _ipv4(host: str) -> ipaddress.IPv4Address | None:
     parts = host.split(".")
     if not 1 <= len(parts) <= 4 or not all(_IPV4_PART.fullmatch(p) for p in parts):
         return None
-    numbers = [int(p[2:] or "0", 16) if p[:2].lower() == "0x" else int(p, 8 if len(p) > 1 and p[0] == "0" else 10)
-               for p in parts]
+    numbers = [
+        int(p[2:] or "0", 16) if p[:2].lower() == "0x" else int(p, 8 if len(p) > 1 and p[0] == "0" else 10)
+        for p in parts
+    ]
     *head, last = numbers
     if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
         return None
@@ -152,8 +154,9 @@ def _refusal(ip: IPAddress, allow: Allowed, port: int | None = None) -> str | No
         return None
     if ip.version == 4:
         return next((why for net, why in _V4 if ip in net), None)
-    embedded = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-                                  if (ip in _COMPATIBLE and int(ip) > 1) or ip in _NAT64 else None)
+    embedded = ip.ipv4_mapped or (
+        ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if (ip in _COMPATIBLE and int(ip) > 1) or ip in _NAT64 else None
+    )
     if embedded is not None:
         why = _refusal(embedded, allow, port)
         return why and f"{why} ({embedded}) in IPv6 form"
@@ -219,8 +222,10 @@ def is_service_output_url(url: str) -> tuple[str, str] | None:
     if parts.scheme.lower() not in ("http", "https") or not host:
         return None
     ip = parse_host(host)
-    loopback = host == "localhost" or ip is not None and (
-        ip.is_loopback or ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+    loopback = host == "localhost" or (
+        ip is not None
+        and (ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback))
+    )
     public = _public()
     if loopback and port == _service_port():
         prefix = ""
@@ -228,7 +233,7 @@ def is_service_output_url(url: str) -> tuple[str, str] | None:
         prefix = public[2]
     else:
         return None
-    m = _OUTPUT_PATH.fullmatch(parts.path[len(prefix):]) if parts.path.startswith(prefix) else None
+    m = _OUTPUT_PATH.fullmatch(parts.path[len(prefix) :]) if parts.path.startswith(prefix) else None
     return (unquote(m.group(1)), unquote(m.group(2))) if m else None
 
 
@@ -259,8 +264,9 @@ def resolve_checked(host: str, port: int) -> list[tuple[Any, ...]]:
         ip = ipaddress.ip_address(sockaddr[0])
         if why := _refusal(ip, allow, port):
             named = f"{ip} is" if parse_host(host) == ip else f"{host} resolves to {ip}, which is"
-            raise EgressRefused(f"Connection to {host}:{port} refused by the egress guard: {named} {why}. "
-                                f"{HOW_TO_ALLOW}")
+            raise EgressRefused(
+                f"Connection to {host}:{port} refused by the egress guard: {named} {why}. {HOW_TO_ALLOW}"
+            )
     return infos
 
 

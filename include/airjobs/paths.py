@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 import re
+from typing import Any
 
 from airjobs.errors import BadRequest
 

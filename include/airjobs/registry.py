@@ -57,7 +57,8 @@ def default_storage(owner: str) -> dict[str, Any] | None:
             if row is not None:
                 return dict(row.document)
         rows = s.scalars(
-            select(System).where(System.type == "STORAGE", System.global_default.is_(True))
+            select(System)
+            .where(System.type == "STORAGE", System.global_default.is_(True))
             .where(or_(System.owner == owner, System.is_public.is_(True)))
         ).all()
     rows = sorted(rows, key=lambda r: (r.owner != owner, r.id))
@@ -96,15 +97,18 @@ def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
 def _active_jobs(s: Session, *conditions: ColumnElement[bool]) -> list[str]:
     from airjobs.store import ACTIVE
 
-    return list(s.scalars(select(Job.id).where(Job.status.in_(ACTIVE), or_(*conditions)).order_by(Job.created)
-                          .limit(20)))
+    return list(
+        s.scalars(select(Job.id).where(Job.status.in_(ACTIVE), or_(*conditions)).order_by(Job.created).limit(20))
+    )
 
 
 def _refuse_if_active(kind: str, ident: str, jobs: list[str]) -> None:
     if jobs:
         more = " (and more)" if len(jobs) == 20 else ""
-        raise Conflict(f"{kind} {ident} has active jobs: {', '.join(jobs)}{more}. Stop them or wait until they "
-                       "end, then delete it.")
+        raise Conflict(
+            f"{kind} {ident} has active jobs: {', '.join(jobs)}{more}. Stop them or wait until they "
+            "end, then delete it."
+        )
 
 
 def check_owner(existing: dict[str, Any] | None, kind: str, ident: str, user: str, is_admin: bool) -> None:
@@ -143,8 +147,11 @@ def check_new_id(system_id: str, owner: str, existing: dict[str, Any] | None) ->
     if existing is not None:
         return
     with db.session() as s:
-        other = s.scalar(select(Job.id).where(or_(Job.execution_system == system_id, Job.archive_system == system_id),
-                                              Job.owner != owner).limit(1))
+        other = s.scalar(
+            select(Job.id)
+            .where(or_(Job.execution_system == system_id, Job.archive_system == system_id), Job.owner != owner)
+            .limit(1)
+        )
     if other is not None:
         raise Forbidden(f"The system id {system_id} is already in use by another user.")
 
@@ -154,8 +161,9 @@ def delete_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     if not is_admin and doc.get("owner") != user:
         raise Forbidden(f"Permission denied: you do not own system {system_id}.")
     with db.transaction() as s:
-        _refuse_if_active("System", system_id, _active_jobs(s, Job.execution_system == system_id,
-                                                            Job.archive_system == system_id))
+        _refuse_if_active(
+            "System", system_id, _active_jobs(s, Job.execution_system == system_id, Job.archive_system == system_id)
+        )
         users = s.scalars(select(App.id).where(App.execution_system == system_id)).all()
         deployed = [r.id for r in s.scalars(select(App)) if (r.document or {}).get("deploymentSystem") == system_id]
         if users or deployed:
@@ -212,7 +220,9 @@ def put_app(doc: dict[str, Any], owner: str) -> None:
         try:
             doc["assetChecksums"] = assets.fingerprint(doc, deploy)
         except Exception as e:
-            raise BadRequest(f"Unable to read the assets of app {app_id} on {deploy['id']} to publish it: {e}") from None
+            raise BadRequest(
+                f"Unable to read the assets of app {app_id} on {deploy['id']} to publish it: {e}"
+            ) from None
     with db.transaction() as s:
         row = s.get(App, app_id)
         if row is None:

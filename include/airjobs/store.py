@@ -108,7 +108,8 @@ def job_for(job_id: str, user: str, is_admin: bool, action: str = "read") -> Job
     job = get_job(job_id)
     perm = permission_of(job, user, is_admin) if job is not None else access.NONE
     access.check_job(job, job_id, perm, action)
-    assert job is not None  # check_job refused a missing job
+    if job is None:  # check_job refuses a missing job; this keeps the type checker informed
+        raise NotFound(f"No job found with job id {job_id}.")
     return job
 
 

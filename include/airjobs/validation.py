@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from airjobs import access
 from airjobs.errors import BadRequest, Forbidden
@@ -21,17 +22,56 @@ VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
 
 EXECUTION_TYPES = {"HPC", "CLI", "CONDOR"}
 SCHEDULERS = {
-    "FORK", "SLURM", "CUSTOM_SLURM", "PBS", "CUSTOM_PBS", "TORQUE", "CUSTOM_TORQUE", "MOAB", "CUSTOM_MOAB",
-    "SGE", "CUSTOM_GRIDENGINE", "LSF", "CUSTOM_LSF", "CONDOR", "CUSTOM_CONDOR", "LOADLEVELER",
-    "CUSTOM_LOADLEVELER", "UNKNOWN",
+    "FORK",
+    "SLURM",
+    "CUSTOM_SLURM",
+    "PBS",
+    "CUSTOM_PBS",
+    "TORQUE",
+    "CUSTOM_TORQUE",
+    "MOAB",
+    "CUSTOM_MOAB",
+    "SGE",
+    "CUSTOM_GRIDENGINE",
+    "LSF",
+    "CUSTOM_LSF",
+    "CONDOR",
+    "CUSTOM_CONDOR",
+    "LOADLEVELER",
+    "CUSTOM_LOADLEVELER",
+    "UNKNOWN",
 }
 #: what this service can actually run (spec D11)
-SUPPORTED_SCHEDULERS = {"FORK", "SLURM", "CUSTOM_SLURM", "PBS", "CUSTOM_PBS", "TORQUE", "CUSTOM_TORQUE",
-                        "SGE", "CUSTOM_GRIDENGINE", "LSF", "CUSTOM_LSF", "CONDOR", "CUSTOM_CONDOR"}
+SUPPORTED_SCHEDULERS = {
+    "FORK",
+    "SLURM",
+    "CUSTOM_SLURM",
+    "PBS",
+    "CUSTOM_PBS",
+    "TORQUE",
+    "CUSTOM_TORQUE",
+    "SGE",
+    "CUSTOM_GRIDENGINE",
+    "LSF",
+    "CUSTOM_LSF",
+    "CONDOR",
+    "CUSTOM_CONDOR",
+}
 LOGIN_PROTOCOLS = {"SSH", "LOCAL"}
 STORAGE_PROTOCOLS = {"SFTP", "LOCAL"}
-KNOWN_STORAGE_PROTOCOLS = {"SFTP", "FTP", "GRIDFTP", "IRODS", "IRODS4", "LOCAL", "AZURE", "S3", "SWIFT", "HTTP",
-                           "HTTPS"}
+KNOWN_STORAGE_PROTOCOLS = {
+    "SFTP",
+    "FTP",
+    "GRIDFTP",
+    "IRODS",
+    "IRODS4",
+    "LOCAL",
+    "AZURE",
+    "S3",
+    "SWIFT",
+    "HTTP",
+    "HTTPS",
+}
 SECRET_KEYS = {"password", "privateKey", "publicKey", "credential", "token", "secret", "passphrase"}
 PARAM_TYPES = {"string", "number", "enumeration", "bool", "flag"}
 PARALLELISM = {"SERIAL", "PARALLEL", "PTHREAD"}
@@ -43,8 +83,9 @@ ConnectionCheck = Callable[[str], bool]
 PendingConnection = tuple[str, str, str, int, str | None, str | None, dict[str, Any]]
 
 
-def extract_credentials(doc: Any, existing: Callable[[str], dict[str, Any] | None], *, owner: str) -> tuple[Any,
-                                                                                                  list[PendingConnection]]:
+def extract_credentials(
+    doc: Any, existing: Callable[[str], dict[str, Any] | None], *, owner: str
+) -> tuple[Any, list[PendingConnection]]:
     """Agave descriptions carry credentials inline (``login.auth``/``storage.auth``). They are moved into an
     Airflow Connection named ``airjobs-<system id>-<login|storage>`` and the description keeps only its id,
     so unchanged Agave JSON registers while no secret reaches the project's tables. The Connection records
@@ -72,8 +113,10 @@ def extract_credentials(doc: Any, existing: Callable[[str], dict[str, Any] | Non
         conn_id = f"airjobs-{doc['id']}-{section_name}"
         current = existing(conn_id)
         if current is not None and current.get("airjobs_owner") != owner:
-            raise BadRequest(f"Invalid {section_name}.auth: an Airflow Connection named {conn_id} already exists; "
-                             f"name it in {section_name}.connectionId instead of sending credentials.")
+            raise BadRequest(
+                f"Invalid {section_name}.auth: an Airflow Connection named {conn_id} already exists; "
+                f"name it in {section_name}.connectionId instead of sending credentials."
+            )
         extra: dict[str, Any] = {"airjobs_owner": owner}
         if auth.get("privateKey"):
             extra["private_key"] = auth["privateKey"]
@@ -83,8 +126,17 @@ def extract_credentials(doc: Any, existing: Callable[[str], dict[str, Any] | Non
             port = int(section.get("port") or 22)
         except (TypeError, ValueError):
             raise BadRequest(f"Invalid {section_name}.port: must be an integer.") from None
-        pending.append((conn_id, conn_type, str(section.get("host") or ""), port, auth.get("username"),
-                        None if auth.get("privateKey") else auth.get("password"), extra))
+        pending.append(
+            (
+                conn_id,
+                conn_type,
+                str(section.get("host") or ""),
+                port,
+                auth.get("username"),
+                None if auth.get("privateKey") else auth.get("password"),
+                extra,
+            )
+        )
         section["connectionId"] = conn_id
         section["auth"] = {"type": auth.get("type"), "username": auth.get("username")}
     return doc, pending
@@ -113,7 +165,8 @@ def _str(doc: dict[str, Any], field: str, *, required: bool = False, max_len: in
 def _req(doc: dict[str, Any], field: str, *, max_len: int = 1024, path: str = "") -> str:
     """A string field that must be given (``_str`` with ``required``)."""
     value = _str(doc, field, required=True, max_len=max_len, path=path)
-    assert value is not None  # _str raised for a missing one
+    if value is None:  # _str raised for a missing one already
+        raise BadRequest(f"Missing {path + field}: it is required.")
     return value
 
 
@@ -154,8 +207,15 @@ def _no_secrets(section: dict[str, Any], path: str) -> None:
         )
 
 
-def _endpoint(section: dict[str, Any], path: str, protocols: set[str], known: set[str], check: ConnectionCheck,
-              is_admin: bool, guard: bool) -> dict[str, Any]:
+def _endpoint(
+    section: dict[str, Any],
+    path: str,
+    protocols: set[str],
+    known: set[str],
+    check: ConnectionCheck,
+    is_admin: bool,
+    guard: bool,
+) -> dict[str, Any]:
     section = dict(_obj(section, path))
     _no_secrets(section, path)
     protocol = str(section.get("protocol") or "").upper()
@@ -163,12 +223,16 @@ def _endpoint(section: dict[str, Any], path: str, protocols: set[str], known: se
         raise BadRequest(f"Missing {path}.protocol: it is required.")
     if protocol not in protocols:
         if protocol in known:
-            raise BadRequest(f"Invalid {path}.protocol {protocol}: this service supports {', '.join(sorted(protocols))}.")
+            raise BadRequest(
+                f"Invalid {path}.protocol {protocol}: this service supports {', '.join(sorted(protocols))}."
+            )
         raise BadRequest(f"Invalid {path}.protocol {protocol!r}: must be one of {', '.join(sorted(known))}.")
     section["protocol"] = protocol
     if protocol == "LOCAL":
         if not is_admin:
-            raise Forbidden(f"Only administrators may register {path}.protocol LOCAL (it reads the service's own host).")
+            raise Forbidden(
+                f"Only administrators may register {path}.protocol LOCAL (it reads the service's own host)."
+            )
         section.setdefault("host", "localhost")
         return section
     host = _req(section, "host", max_len=255, path=path + ".")
@@ -200,8 +264,12 @@ def _queue(q: Any, i: int) -> dict[str, Any]:
     name = _req(q, "name", max_len=128, path=path)
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name or ""):
         raise BadRequest(f"Invalid {path}name {name!r}: letters, digits, '_', '.', '@' and '-' only.")
-    out: dict[str, Any] = {"name": name, "mappedName": _str(q, "mappedName", max_len=128, path=path) or None,
-           "description": _str(q, "description", path=path), "default": _bool(q, "default", False, path)}
+    out: dict[str, Any] = {
+        "name": name,
+        "mappedName": _str(q, "mappedName", max_len=128, path=path) or None,
+        "description": _str(q, "description", path=path),
+        "default": _bool(q, "default", False, path),
+    }
     for field in ("maxJobs", "maxUserJobs", "maxNodes", "maxProcessorsPerNode"):
         out[field] = _int(q, field, -1, path=path)
     mem = q.get("maxMemoryPerNode", -1)
@@ -250,16 +318,18 @@ def validate_system(given: Any, *, check: ConnectionCheck, is_admin: bool, guard
         raise Forbidden("Only administrators may publish a system (public or globalDefault).")
     if "storage" not in doc:
         raise BadRequest("Missing storage: it is required.")
-    doc["storage"] = _endpoint(doc["storage"], "storage", STORAGE_PROTOCOLS, KNOWN_STORAGE_PROTOCOLS, check, is_admin,
-                               guard)
+    doc["storage"] = _endpoint(
+        doc["storage"], "storage", STORAGE_PROTOCOLS, KNOWN_STORAGE_PROTOCOLS, check, is_admin, guard
+    )
     storage = doc["storage"]
     storage["rootDir"] = _str(storage, "rootDir", path="storage.") or "/"
     storage["homeDir"] = _str(storage, "homeDir", path="storage.") or "/"
     if not storage["rootDir"].startswith("/"):
         raise BadRequest("Invalid storage.rootDir: must be an absolute path.")
     shared = doc.get("publishedPaths") or []
-    if not isinstance(shared, list) or any(not isinstance(p, str) or not p.strip("/") or "\x00" in p
-                                           or ".." in p.split("/") for p in shared):
+    if not isinstance(shared, list) or any(
+        not isinstance(p, str) or not p.strip("/") or "\x00" in p or ".." in p.split("/") for p in shared
+    ):
         raise BadRequest("Invalid publishedPaths: a list of folders (no '..') that every user may read.")
     doc["publishedPaths"] = shared
     if stype == "STORAGE":
@@ -282,8 +352,9 @@ def validate_system(given: Any, *, check: ConnectionCheck, is_admin: bool, guard
     doc["scheduler"] = scheduler
     if "login" not in doc:
         raise BadRequest("Missing login: it is required for execution systems.")
-    doc["login"] = _endpoint(doc["login"], "login", LOGIN_PROTOCOLS, LOGIN_PROTOCOLS | {"GSISSH", "API"}, check,
-                             is_admin, guard)
+    doc["login"] = _endpoint(
+        doc["login"], "login", LOGIN_PROTOCOLS, LOGIN_PROTOCOLS | {"GSISSH", "API"}, check, is_admin, guard
+    )
     for field in ("workDir", "scratchDir"):
         value = _str(doc, field)
         if value is not None and ("\x00" in value or ".." in value.split("/")):
@@ -345,8 +416,13 @@ def _item(given: Any, kind: str, i: int, seen: set[str]) -> dict[str, Any]:
                 raise BadRequest(f"Invalid {path}.value.enumValues: an enumeration needs a list of values.")
     else:
         value["required"] = _bool(value, "required", not visible, path + ".value.")
-    lo = _int(semantics, "minCardinality", 1 if kind == "inputs" and (value["required"] or not visible) else 0,
-              minimum=0, path=path + ".semantics.")
+    lo = _int(
+        semantics,
+        "minCardinality",
+        1 if kind == "inputs" and (value["required"] or not visible) else 0,
+        minimum=0,
+        path=path + ".semantics.",
+    )
     hi = _int(semantics, "maxCardinality", 1 if kind != "outputs" else -1, path=path + ".semantics.")
     if hi != -1 and hi < lo:
         raise BadRequest(f"Invalid {path}.semantics.maxCardinality: smaller than minCardinality.")
@@ -357,9 +433,16 @@ def _item(given: Any, kind: str, i: int, seen: set[str]) -> dict[str, Any]:
     return item
 
 
-def validate_app(given: Any, *, owner: str, get_system: Callable[[str], dict[str, Any] | None],
-                 default_storage: Callable[[str], dict[str, Any] | None], is_admin: bool,
-                 apps: access.AppsArg = (), owner_is_admin: bool | None = None) -> dict[str, Any]:
+def validate_app(
+    given: Any,
+    *,
+    owner: str,
+    get_system: Callable[[str], dict[str, Any] | None],
+    default_storage: Callable[[str], dict[str, Any] | None],
+    is_admin: bool,
+    apps: access.AppsArg = (),
+    owner_is_admin: bool | None = None,
+) -> dict[str, Any]:
     """``apps``: the registered apps (others' deployment folders are no user's to read). ``owner_is_admin``:
     whether the app's owner is an admin (default ``is_admin``; False when an admin changes a user's app), for
     the rule that the owner may read the deployment folder."""
@@ -398,7 +481,9 @@ def validate_app(given: Any, *, owner: str, get_system: Callable[[str], dict[str
     etype = str(doc.get("executionType") or system.get("executionType") or "").upper()
     compatible = {"HPC": {"HPC", "CLI"}, "CLI": {"CLI"}, "CONDOR": {"CONDOR"}}[system["executionType"]]
     if etype not in compatible:
-        raise BadRequest(f"Invalid executionType {etype or None}: system {exec_id} runs {', '.join(sorted(compatible))} apps.")
+        raise BadRequest(
+            f"Invalid executionType {etype or None}: system {exec_id} runs {', '.join(sorted(compatible))} apps."
+        )
     doc["executionType"] = etype
     parallelism = str(doc.get("parallelism") or "SERIAL").upper()
     if parallelism not in PARALLELISM:
@@ -418,8 +503,9 @@ def validate_app(given: Any, *, owner: str, get_system: Callable[[str], dict[str
         if "\x00" in value or ".." in value.split("/"):
             raise BadRequest(f"Invalid {field}: may not contain '..'.")
     # every job copies the deployment folder: it must be one the app's owner may read
-    access.check_path(deploy_system, deployment_path, owner, owner_is_admin, write=False, what="deploymentPath",
-                      apps=apps)
+    access.check_path(
+        deploy_system, deployment_path, owner, owner_is_admin, write=False, what="deploymentPath", apps=apps
+    )
     queues = {q["name"]: q for q in system.get("queues") or []}
     queue_name = _str(doc, "defaultQueue", max_len=128)
     if queue_name is not None and queue_name not in queues:
@@ -435,9 +521,8 @@ def validate_app(given: Any, *, owner: str, get_system: Callable[[str], dict[str
     if doc.get("defaultMemoryPerNode") not in (None, -1, "-1", ""):
         parse_memory_gb(doc["defaultMemoryPerNode"], "defaultMemoryPerNode")
     rt = doc.get("defaultMaxRunTime")
-    if rt not in (None, ""):
-        if not isinstance(rt, str) or not RUNTIME_RE.match(rt):
-            raise BadRequest(f"Invalid defaultMaxRunTime {rt!r}: must be in hh:mm:ss format.")
+    if rt not in (None, "") and (not isinstance(rt, str) or not RUNTIME_RE.match(rt)):
+        raise BadRequest(f"Invalid defaultMaxRunTime {rt!r}: must be in hh:mm:ss format.")
     modules = doc.get("modules") or []
     if not isinstance(modules, list) or any(not isinstance(m, str) or "\n" in m for m in modules):
         raise BadRequest("Invalid modules: a list of single-line strings.")

@@ -2,17 +2,17 @@
 
 Tokens: access tokens are Airflow's own JWTs (``sub`` = the FAB user id). The facade re-checks, at most
 ``USER_CHECK_SECONDS`` apart per user id, that the user still exists and is active (FAB's auth manager keeps
-users ``[fab] cache_ttl`` seconds, 2 in airflow.cfg, 30 by default), and at most ``REVOCATION_CACHE_SECONDS`` apart per token that it was not
-revoked (Airflow's ``revoked_token`` table). Refresh tokens are HS512 JWTs of this service bound to the user
-record (``uid``) with a ``jti``: refused when the account was deleted, re-created (another id) or deactivated,
-and when revoked through ``POST /revoke`` (``airjobs_revoked_refresh_token``).
+users ``[fab] cache_ttl`` seconds, 2 in airflow.cfg, 30 by default), and at most ``REVOCATION_CACHE_SECONDS``
+apart per token that it was not revoked (Airflow's ``revoked_token`` table). Refresh tokens are HS512 JWTs of
+this service bound to the user record (``uid``) with a ``jti``: refused when the account was deleted, re-created
+(another id) or deactivated, and when revoked through ``POST /revoke`` (``airjobs_revoked_refresh_token``).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -106,10 +106,9 @@ class AirflowBackend:
     def _user_valid(self, uid: int) -> bool:
         """Does the FAB user with this id exist and is it active? One query, remembered for USER_CHECK_SECONDS
         (FAB's own user cache keeps a user for ``[fab] cache_ttl`` seconds)."""
-        from sqlalchemy import select
-
         from airflow.providers.fab.auth_manager.models import User as FabUser
         from airflow.utils.session import create_session
+        from sqlalchemy import select
 
         def active() -> bool:
             with create_session() as session:
@@ -125,8 +124,9 @@ class AirflowBackend:
         """Airflow's revocation check (one query), remembered for REVOCATION_CACHE_SECONDS per token."""
         from airflow.models.revoked_token import RevokedToken
 
-        return _remembered(self._revocation_checked, jti, REVOCATION_CACHE_SECONDS,
-                           lambda: not RevokedToken.is_revoked(jti))
+        return _remembered(
+            self._revocation_checked, jti, REVOCATION_CACHE_SECONDS, lambda: not RevokedToken.is_revoked(jti)
+        )
 
     def _user_from_claims(self, claims: dict[str, Any]) -> User:
         if (jti := claims.get("jti")) and not self._not_revoked(jti):
@@ -145,8 +145,13 @@ class AirflowBackend:
         lifetime = _conf().getint("api_auth", "jwt_expiration_time")
         access = self.auth_manager.generate_jwt(user=native, expiration_time_in_seconds=lifetime)
         refresh = jwt.encode(
-            {"sub": native.get_name(), "uid": native.id, "jti": uuid.uuid4().hex, "typ": REFRESH_TYPE,
-             "exp": int(time.time()) + REFRESH_LIFETIME},
+            {
+                "sub": native.get_name(),
+                "uid": native.id,
+                "jti": uuid.uuid4().hex,
+                "typ": REFRESH_TYPE,
+                "exp": int(time.time()) + REFRESH_LIFETIME,
+            },
             _conf().get("api_auth", "jwt_secret"),
             algorithm="HS512",
         )
@@ -209,8 +214,8 @@ class AirflowBackend:
             return
         if not claims.get("jti"):
             return  # issued by an earlier release: refused by refresh() anyway
-        now = datetime.now(timezone.utc)
-        expires = datetime.fromtimestamp(claims["exp"], timezone.utc)
+        now = datetime.now(UTC)
+        expires = datetime.fromtimestamp(claims["exp"], UTC)
         with db.transaction() as s:
             s.execute(delete(RevokedRefreshToken).where(RevokedRefreshToken.expires < now))  # expired anyway
             s.merge(RevokedRefreshToken(jti=claims["jti"], expires=expires))
@@ -218,7 +223,9 @@ class AirflowBackend:
     # ------------------------------------------------------------ authorization (D15)
 
     def authorize(self, user: User, method: str, resource: str) -> bool:
-        return bool(self.auth_manager.is_authorized_custom_view(method=method, resource_name=resource, user=user.native))
+        return bool(
+            self.auth_manager.is_authorized_custom_view(method=method, resource_name=resource, user=user.native)
+        )
 
     # ------------------------------------------------------------ the lifecycle run
 
@@ -261,22 +268,21 @@ class AirflowBackend:
             return found.username if found is not None else None
 
     def delete_connection(self, conn_id: str) -> None:
-        from sqlalchemy import delete
-
         from airflow.models.connection import Connection
         from airflow.utils.session import create_session
+        from sqlalchemy import delete
 
         with create_session() as session:
             session.execute(delete(Connection).where(Connection.conn_id == conn_id))
 
-    def put_connection(self, conn_id: str, conn_type: str, host: str, port: int, login: str | None,
-                       password: str | None, extra: dict) -> None:
+    def put_connection(
+        self, conn_id: str, conn_type: str, host: str, port: int, login: str | None, password: str | None, extra: dict
+    ) -> None:
         import json
-
-        from sqlalchemy import select
 
         from airflow.models.connection import Connection
         from airflow.utils.session import create_session
+        from sqlalchemy import select
 
         with create_session() as session:
             conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))

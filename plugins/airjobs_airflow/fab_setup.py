@@ -44,8 +44,12 @@ def on_service(users: list[str]) -> int:
             print(f"set up the service in {config.var_dir()} with user(s) {', '.join(u.split(':')[0] for u in users)}")
             return 0
         pgserver.start()
-        env = {**service.environment(), "PYTHONPATH": os.pathsep.join(
-            p for p in (str(config.CHECKOUT / "plugins"), os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **service.environment(),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(config.CHECKOUT / "plugins"), os.environ.get("PYTHONPATH")) if p
+            ),
+        }
         args = [a for u in users for a in ("--user", u)]
         return subprocess.call([sys.executable, "-m", "airjobs_airflow.fab_setup", *args], env=env)
     finally:
@@ -56,8 +60,11 @@ def on_service(users: list[str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--user", action="append", default=[], help="NAME:PASSWORD:ROLE (repeatable)")
-    parser.add_argument("--service", action="store_true",
-                        help="with the environment of `make run`, starting its embedded PostgreSQL if needed")
+    parser.add_argument(
+        "--service",
+        action="store_true",
+        help="with the environment of `make run`, starting its embedded PostgreSQL if needed",
+    )
     args = parser.parse_args()
     if args.service:
         raise SystemExit(on_service(args.user))
@@ -107,10 +114,9 @@ def upgrade(sm) -> None:
     it and nobody else may), and the egress guard of systems whose owner is not an admin."""
     import json
 
-    from sqlalchemy import select
-
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     from airjobs import registry
 

@@ -39,8 +39,8 @@ DEPTH = 64
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
-_sftp: dict[str, "_Session"] = {}
-_aead_wanted: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections to move to AES-GCM (_prefer_aead)
+_sftp: dict[str, _Session] = {}
+_aead_wanted: weakref.WeakSet[Any] = weakref.WeakSet()  # connections to move to AES-GCM (_prefer_aead)
 _rekey_lock = threading.Lock()
 
 
@@ -80,8 +80,9 @@ def _client(conn_id: str, guard: bool = False, owner: str | None = None):
             host, port = client.get_transport().getpeername()[:2]
             ip = egress.parse_host(host)
             if ip is not None and (why := egress.refusal(ip, port)):
-                raise egress.EgressRefused(f"Connection to {host}:{port} refused by the egress guard: it is {why}. "
-                                           f"{egress.HOW_TO_ALLOW}")
+                raise egress.EgressRefused(
+                    f"Connection to {host}:{port} refused by the egress guard: it is {why}. {egress.HOW_TO_ALLOW}"
+                )
         return client
 
 
@@ -120,7 +121,7 @@ class _SFTPClient(paramiko.SFTPClient):
             have = len(self._in) - self._in_pos
             if have >= 4:
                 start = self._in_pos
-                size = int.from_bytes(self._in[start:start + 4], "big")
+                size = int.from_bytes(self._in[start : start + 4], "big")
                 if size >> 24:  # as paramiko: nothing sane is this large
                     raise SFTPError("Garbage packet received")
                 if have >= 4 + size:
@@ -128,9 +129,9 @@ class _SFTPClient(paramiko.SFTPClient):
                     if size == 0:
                         return 0, b""
                     with memoryview(self._in) as view:
-                        return view[start + 4], view[start + 5:start + 4 + size].tobytes()
+                        return view[start + 4], view[start + 5 : start + 4 + size].tobytes()
             if self._in_pos:
-                del self._in[:self._in_pos]  # what is left is less than one packet
+                del self._in[: self._in_pos]  # what is left is less than one packet
                 self._in_pos = 0
             data = self.sock.recv(self.RECV)
             if not data:
@@ -158,15 +159,27 @@ class _SFTPClient(paramiko.SFTPClient):
         """READ requests for (offset, length) extents, sent in one write (so in few SSH packets)."""
         nums = self._numbers(fileobj, len(extents))
         head = struct.pack(">I", len(handle)) + handle
-        self._write_all(b"".join(struct.pack(">IBI", 21 + len(handle), CMD_READ, num) + head
-                                 + struct.pack(">QI", offset, length) for num, (offset, length) in zip(nums, extents)))
+        self._write_all(
+            b"".join(
+                struct.pack(">IBI", 21 + len(handle), CMD_READ, num) + head + struct.pack(">QI", offset, length)
+                for num, (offset, length) in zip(nums, extents, strict=True)
+            )
+        )
         return nums
 
     def write_request(self, fileobj, handle: bytes, offset: int, data) -> int:
         """A WRITE request, its data copied once (paramiko's Message and _send_packet copy it three times)."""
         (num,) = self._numbers(fileobj, 1)
-        self._write_all(b"".join((struct.pack(">IBII", 21 + len(handle) + len(data), CMD_WRITE, num, len(handle)),
-                                  handle, struct.pack(">QI", offset, len(data)), data)))
+        self._write_all(
+            b"".join(
+                (
+                    struct.pack(">IBII", 21 + len(handle) + len(data), CMD_WRITE, num, len(handle)),
+                    handle,
+                    struct.pack(">QI", offset, len(data)),
+                    data,
+                )
+            )
+        )
         return num
 
 
@@ -175,8 +188,7 @@ class _Session:
 
     def __init__(self, client):
         _prefer_aead(client.get_transport())
-        self.sftp = _SFTPClient.from_transport(client.get_transport(), window_size=WINDOW,
-                                               max_packet_size=MAX_PACKET)
+        self.sftp = _SFTPClient.from_transport(client.get_transport(), window_size=WINDOW, max_packet_size=MAX_PACKET)
         self.lock = threading.RLock()
         self.read_block, self.write_block = _limits(self.sftp)
 
@@ -248,9 +260,15 @@ def describe(conn_id: str) -> dict[str, Any]:
     t = client.get_transport() if client is not None else None
     if t is None:
         return {}
-    return {"cipher_out": t.local_cipher, "cipher_in": t.remote_cipher, "mac_out": t.local_mac,
-            "mac_in": t.remote_mac, "compression_out": t.local_compression,
-            "compression_in": t.remote_compression, "server": t.remote_version}
+    return {
+        "cipher_out": t.local_cipher,
+        "cipher_in": t.remote_cipher,
+        "mac_out": t.local_mac,
+        "mac_in": t.remote_mac,
+        "compression_out": t.local_compression,
+        "compression_in": t.remote_compression,
+        "server": t.remote_version,
+    }
 
 
 class SSHTransport:
@@ -324,15 +342,27 @@ class SSHTransport:
                 if getattr(e, "errno", None) == 2 or isinstance(e, FileNotFoundError):
                     raise FileNotFoundError(path) from None
                 raise
-            return FileInfo(path.rstrip("/").rsplit("/", 1)[-1], a.st_size or 0, float(a.st_mtime or 0),
-                            stat.S_ISDIR(a.st_mode or 0))
+            return FileInfo(
+                path.rstrip("/").rsplit("/", 1)[-1],
+                a.st_size or 0,
+                float(a.st_mtime or 0),
+                stat.S_ISDIR(a.st_mode or 0),
+            )
 
         return self._do(st)
 
     def scandir(self, path: str) -> list[FileInfo]:
         def ls(sftp):  # READDIR attributes describe a symlink itself, not its target
-            return [FileInfo(a.filename, a.st_size or 0, float(a.st_mtime or 0), stat.S_ISDIR(a.st_mode or 0),
-                             stat.S_ISLNK(a.st_mode or 0)) for a in sftp.listdir_attr(path)]
+            return [
+                FileInfo(
+                    a.filename,
+                    a.st_size or 0,
+                    float(a.st_mtime or 0),
+                    stat.S_ISDIR(a.st_mode or 0),
+                    stat.S_ISLNK(a.st_mode or 0),
+                )
+                for a in sftp.listdir_attr(path)
+            ]
 
         return sorted(self._do(ls), key=lambda f: f.name)
 
@@ -363,8 +393,11 @@ class _Locked:
         try:
             f = self.session.sftp.open(self.path, self.mode)
             try:
-                self.f = _Reader(self.session.sftp, f, self.session.read_block) if "r" in self.mode else \
-                    _Writer(self.session.sftp, f, self.session.write_block)
+                self.f = (
+                    _Reader(self.session.sftp, f, self.session.read_block)
+                    if "r" in self.mode
+                    else _Writer(self.session.sftp, f, self.session.write_block)
+                )
             except BaseException:
                 f.close()
                 raise
@@ -426,7 +459,7 @@ class _Reader:
                 self.next += length
                 inflight += 1
         if extents:
-            for num, extent in zip(self.sftp.read_requests(self, self.handle, extents), extents):
+            for num, extent in zip(self.sftp.read_requests(self, self.handle, extents), extents, strict=True):
                 self.inflight[num] = extent
 
     def _async_response(self, t, msg, num) -> None:
@@ -526,7 +559,7 @@ class _Writer:
             while len(self.pending) >= self.depth:
                 self.sftp._read_response()
             self._check()
-            piece = view[start:start + self.block]
+            piece = view[start : start + self.block]
             self.pending.add(self.sftp.write_request(self, self.handle, self.offset, piece))
             self.offset += len(piece)
         return len(view)

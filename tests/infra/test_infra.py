@@ -24,8 +24,17 @@ pytestmark = pytest.mark.skipif(
     reason="AIRJOBS_INFRA_ENV does not point to an infra.env written by .ci/infra-up.sh",
 )
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE"}
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 def _read_env(path: str) -> dict[str, str]:
@@ -49,9 +58,15 @@ def ssh(infra):
     client = paramiko.SSHClient()
     client.load_host_keys(infra["AIRJOBS_SSH_KNOWN_HOSTS"])  # the pinned host key; anything else is refused
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(infra["AIRJOBS_SSH_HOST"], port=int(infra["AIRJOBS_SSH_PORT"]),
-                   username=infra["AIRJOBS_SSH_USER"], key_filename=infra["AIRJOBS_SSH_KEY"],
-                   allow_agent=False, look_for_keys=False, timeout=15)
+    client.connect(
+        infra["AIRJOBS_SSH_HOST"],
+        port=int(infra["AIRJOBS_SSH_PORT"]),
+        username=infra["AIRJOBS_SSH_USER"],
+        key_filename=infra["AIRJOBS_SSH_KEY"],
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=15,
+    )
     yield client
     client.close()
 
@@ -75,9 +90,15 @@ def test_password_login_is_refused(infra):
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     with pytest.raises(paramiko.AuthenticationException):
-        client.connect(infra["AIRJOBS_SSH_HOST"], port=int(infra["AIRJOBS_SSH_PORT"]),
-                       username=infra["AIRJOBS_SSH_USER"], password="not-a-key",
-                       allow_agent=False, look_for_keys=False, timeout=15)
+        client.connect(
+            infra["AIRJOBS_SSH_HOST"],
+            port=int(infra["AIRJOBS_SSH_PORT"]),
+            username=infra["AIRJOBS_SSH_USER"],
+            password="not-a-key",
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=15,
+        )
     client.close()
 
 

@@ -8,8 +8,9 @@ import hashlib
 import os
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Protocol
+from typing import IO, Any, Protocol
 
 
 class Transport(Protocol):
@@ -23,8 +24,8 @@ class Transport(Protocol):
     def open_read(self, path: str) -> IO[bytes]: ...
     def open_write(self, path: str) -> IO[bytes]: ...
     def realpath(self, path: str) -> str: ...  # symlinks resolved (on the host)
-    def stat(self, path: str) -> "FileInfo": ...  # follows symlinks; FileNotFoundError when missing
-    def scandir(self, path: str) -> list["FileInfo"]: ...  # entries not followed (is_link set for symlinks)
+    def stat(self, path: str) -> FileInfo: ...  # follows symlinks; FileNotFoundError when missing
+    def scandir(self, path: str) -> list[FileInfo]: ...  # entries not followed (is_link set for symlinks)
     def remove_tree(self, path: str) -> None: ...
 
 
@@ -73,8 +74,14 @@ CHUNK = 1 << 20
 OnChunk = Callable[[bytes, "int | None"], None]
 
 
-def copy(src: Transport, src_path: str, dst: Transport, dst_path: str, on_chunk: OnChunk | None = None,
-         follow: Callable[[str], bool] | None = None) -> int:
+def copy(
+    src: Transport,
+    src_path: str,
+    dst: Transport,
+    dst_path: str,
+    on_chunk: OnChunk | None = None,
+    follow: Callable[[str], bool] | None = None,
+) -> int:
     """Stream a file or a directory tree between two transports (never a whole file in memory). Inside a
     tree, a symbolic link is followed only when ``follow(path)`` says so (it may raise to refuse); without
     ``follow`` links are followed."""

@@ -60,8 +60,14 @@ class _GuardedBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self._plain = httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         try:
             addresses = egress.resolve_checked(host, port)
         except socket.gaierror as e:  # an unknown host, as httpcore reports it
@@ -83,9 +89,13 @@ class _GuardedTransport(httpx.HTTPTransport):
     def __init__(self) -> None:
         ssl_context = httpx.create_ssl_context()
         super().__init__(verify=ssl_context)
-        self._pool = httpcore.ConnectionPool(ssl_context=ssl_context, max_connections=100,
-                                             max_keepalive_connections=20, keepalive_expiry=5.0,
-                                             network_backend=_GuardedBackend())
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=_GuardedBackend(),
+        )
 
 
 class _Body:
@@ -136,8 +146,9 @@ class HTTPSource:
         """Made on first use: building one loads the CA bundle (~0.4 s), which jobs without URLs never need.
         ``trust_env=False``: no proxy (nor .netrc) from the environment, so nothing connects past the guard."""
         if self._client is None:
-            self._client = httpx.Client(transport=_GuardedTransport(), follow_redirects=True, timeout=self.timeout,
-                                        trust_env=False)
+            self._client = httpx.Client(
+                transport=_GuardedTransport(), follow_redirects=True, timeout=self.timeout, trust_env=False
+            )
         return self._client
 
     def exists(self, url: str) -> bool:  # known only by fetching it: open_read raises for a missing URL

@@ -61,10 +61,12 @@ def _root_only(path: str) -> bool:
 def _error(said: bytes | str, path: str) -> OSError:
     """An ``OSError`` of the right kind for what a failed command said (staging sorts errors by kind)."""
     text = (said.decode(errors="replace") if isinstance(said, bytes) else said).strip() or "failed"
-    for words, kind, code in (("Permission denied", PermissionError, errno.EACCES),
-                              ("No such file", FileNotFoundError, errno.ENOENT),
-                              ("Not a directory", NotADirectoryError, errno.ENOTDIR),
-                              ("File exists", FileExistsError, errno.EEXIST)):
+    for words, kind, code in (
+        ("Permission denied", PermissionError, errno.EACCES),
+        ("No such file", FileNotFoundError, errno.ENOENT),
+        ("Not a directory", NotADirectoryError, errno.ENOTDIR),
+        ("File exists", FileExistsError, errno.EEXIST),
+    ):
         if words in text:
             return kind(code, text, path)
     return OSError(errno.EIO, text, path)
@@ -74,7 +76,8 @@ class _AccountFile:
     """A file being written by ``cat`` running as the account; the bytes go through a pipe."""
 
     def __init__(self, proc: subprocess.Popen[bytes], path: str):
-        assert proc.stdin is not None and proc.stderr is not None  # both are pipes
+        if proc.stdin is None or proc.stderr is None:
+            raise ValueError("the writer needs pipes for its stdin and stderr")
         self._proc, self._path = proc, path
         self._stdin, self._stderr = proc.stdin, proc.stderr
 
@@ -103,8 +106,7 @@ class _AccountFile:
     def __enter__(self) -> _AccountFile:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         if kind is None:
             self.close()
             return
@@ -152,8 +154,10 @@ class LocalTransport:
         try:
             entry = pwd.getpwnam(self.run_as)
         except KeyError:
-            raise PermissionError(f"the account {self.run_as} that jobs run as does not exist "
-                                  f"(`python -m airjobs.service setup` creates it)") from None
+            raise PermissionError(
+                f"the account {self.run_as} that jobs run as does not exist "
+                f"(`python -m airjobs.service setup` creates it)"
+            ) from None
         if entry.pw_uid == 0 or entry.pw_gid == 0:
             raise PermissionError(f"the account {self.run_as} that jobs run as is privileged (uid or gid 0)")
         return entry
@@ -163,12 +167,24 @@ class LocalTransport:
         account = self.account()
         if account is None:
             return {"env": job_environment()}
-        return {"env": job_environment(account), "user": account.pw_uid, "group": account.pw_gid,
-                "extra_groups": [], "umask": 0o077, "cwd": "/"}
+        return {
+            "env": job_environment(account),
+            "user": account.pw_uid,
+            "group": account.pw_gid,
+            "extra_groups": [],
+            "umask": 0o077,
+            "cwd": "/",
+        }
 
     def _as_account(self, argv: list[str], path: str, data: bytes | None = None, timeout: float = 120) -> None:
-        p = subprocess.run(argv, input=data if data is not None else b"", capture_output=True, timeout=timeout,
-                           **self._identity())
+        p = subprocess.run(
+            argv,
+            input=data if data is not None else b"",
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            **self._identity(),
+        )
         if p.returncode != 0:
             raise _error(p.stderr or p.stdout, path)
 
@@ -176,7 +192,12 @@ class LocalTransport:
 
     def run(self, command: str, timeout: float = 60) -> tuple[int, str, str]:
         p = subprocess.run(
-            ["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            ["/bin/sh", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
             **self._identity(),
         )
         return p.returncode, p.stdout, p.stderr
@@ -212,9 +233,18 @@ class LocalTransport:
         tmp = f"{path}.tmp"
         if self.account() is not None:
             self._as_account(
-                ["/bin/sh", "-c", 'cat > "$1" && chmod "$2" "$1" && mv -fT -- "$1" "$3"', "sh", tmp,
-                 format(mode, "o"), path],
-                path, text.encode("utf-8", "surrogateescape"))
+                [
+                    "/bin/sh",
+                    "-c",
+                    'cat > "$1" && chmod "$2" "$1" && mv -fT -- "$1" "$3"',
+                    "sh",
+                    tmp,
+                    format(mode, "o"),
+                    path,
+                ],
+                path,
+                text.encode("utf-8", "surrogateescape"),
+            )
             return
         with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
@@ -224,8 +254,13 @@ class LocalTransport:
     def open_write(self, path: str) -> IO[bytes]:
         self._inside(os.path.dirname(path))
         if self.account() is not None:
-            proc = subprocess.Popen(["/bin/sh", "-c", 'exec cat > "$1"', "sh", path], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **self._identity())
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", 'exec cat > "$1"', "sh", path],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                **self._identity(),
+            )
             return cast(IO[bytes], _AccountFile(proc, path))
         return open(path, "wb")
 

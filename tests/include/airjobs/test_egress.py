@@ -115,12 +115,32 @@ def test_messages_say_what_the_address_is():
     assert why("100.64.1.1") == "a carrier-grade NAT address"
 
 
-@pytest.mark.parametrize("host", [
-    "8.8.8.8", "1.1.1.1", "93.184.215.14", "134744072", "0x08080808", "11.0.0.1", "100.63.255.255",
-    "100.128.0.1", "172.15.255.255", "172.32.0.1", "192.0.1.1", "192.169.0.1", "198.17.255.255", "198.20.0.1",
-    "223.255.255.255", "[2606:4700:4700::1111]", "[2a00:1450:4001:80b::200e]", "[::ffff:8.8.8.8]",
-    "[2002:808:808::1]", "[64:ff9b::808:808]", "[2001:0:4136:e378:8000:63bf:f7f7:f7f7]",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "93.184.215.14",
+        "134744072",
+        "0x08080808",
+        "11.0.0.1",
+        "100.63.255.255",
+        "100.128.0.1",
+        "172.15.255.255",
+        "172.32.0.1",
+        "192.0.1.1",
+        "192.169.0.1",
+        "198.17.255.255",
+        "198.20.0.1",
+        "223.255.255.255",
+        "[2606:4700:4700::1111]",
+        "[2a00:1450:4001:80b::200e]",
+        "[::ffff:8.8.8.8]",
+        "[2002:808:808::1]",
+        "[64:ff9b::808:808]",
+        "[2001:0:4136:e378:8000:63bf:f7f7:f7f7]",
+    ],
+)
 def test_public_addresses_are_allowed(host, monkeypatch):
     monkeypatch.delenv("AIRJOBS_EGRESS_ALLOW", raising=False)
     ip = egress.parse_host(host)
@@ -128,9 +148,22 @@ def test_public_addresses_are_allowed(host, monkeypatch):
     egress.check_url(f"https://{host}/data/x.csv")
 
 
-@pytest.mark.parametrize("host", ["example.org", "data.example.org.", "localhost", "08.0.0.1", "1.2.3.4.5",
-                                  "0x7g.0.0.1", "127.0.0.256", "4294967296", "+127.0.0.1", "1_27.0.0.1",
-                                  "\u0661\u0662\u0667.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "example.org",
+        "data.example.org.",
+        "localhost",
+        "08.0.0.1",
+        "1.2.3.4.5",
+        "0x7g.0.0.1",
+        "127.0.0.256",
+        "4294967296",
+        "+127.0.0.1",
+        "1_27.0.0.1",
+        "\u0661\u0662\u0667.0.0.1",
+    ],
+)
 def test_host_names_are_no_addresses_and_pass_at_submit(host):
     """Names are checked when they are resolved (below), not at submit, where no DNS is done."""
     assert egress.parse_host(host) is None
@@ -156,8 +189,9 @@ def test_an_allow_entry_with_a_port_opens_that_port_only(monkeypatch):
         egress.check_host("127.0.0.1", 22)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0x7f000001", "10.0.0.5", "169.254.169.254",
-                                  "[::ffff:127.0.0.1]", "::1"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "0x7f000001", "10.0.0.5", "169.254.169.254", "[::ffff:127.0.0.1]", "::1"]
+)
 def test_a_users_system_host_is_refused_when_it_is_or_resolves_inside(host):
     with pytest.raises(EgressRefused):
         egress.check_host(host.strip("[]"), 22)
@@ -210,25 +244,38 @@ def test_urls_of_this_services_outputs_are_recognised_and_not_refused(monkeypatc
     monkeypatch.setenv("AIRJOBS_PORT", "8080")
     monkeypatch.delenv("AIRJOBS_PUBLIC_URL", raising=False)
     job = "0001414144065563-5056a550b8-0001-007"
-    for base in ("http://localhost:8080", "http://LOCALHOST.:8080", "http://127.0.0.1:8080", "http://127.1:8080",
-                 "https://0x7f000001:8080", "http://[::1]:8080", "http://[::ffff:127.0.0.1]:8080"):
+    for base in (
+        "http://localhost:8080",
+        "http://LOCALHOST.:8080",
+        "http://127.0.0.1:8080",
+        "http://127.1:8080",
+        "https://0x7f000001:8080",
+        "http://[::1]:8080",
+        "http://[::ffff:127.0.0.1]:8080",
+    ):
         url = f"{base}/jobs/v2/{job}/outputs/media/out/a%20b.txt"
         assert egress.is_service_output_url(url) == (job, "out/a b.txt"), url
         egress.check_url(url)
-    for url in (f"http://127.0.0.1:8081/jobs/v2/{job}/outputs/media/x",  # another port: another server
-                f"http://127.0.0.1:8080/jobs/v2/{job}/outputs/listings/x",
-                f"http://127.0.0.1:8080/other/jobs/v2/{job}/outputs/media/x",
-                f"http://10.0.0.1:8080/jobs/v2/{job}/outputs/media/x",
-                f"ftp://localhost:8080/jobs/v2/{job}/outputs/media/x"):
+    for url in (
+        f"http://127.0.0.1:8081/jobs/v2/{job}/outputs/media/x",  # another port: another server
+        f"http://127.0.0.1:8080/jobs/v2/{job}/outputs/listings/x",
+        f"http://127.0.0.1:8080/other/jobs/v2/{job}/outputs/media/x",
+        f"http://10.0.0.1:8080/jobs/v2/{job}/outputs/media/x",
+        f"ftp://localhost:8080/jobs/v2/{job}/outputs/media/x",
+    ):
         assert egress.is_service_output_url(url) is None, url
     with pytest.raises(EgressRefused):
         egress.check_url(f"http://127.0.0.1:8081/jobs/v2/{job}/outputs/media/x")
 
     monkeypatch.setenv("AIRJOBS_PUBLIC_URL", "https://jobs.example.org/agave/")
-    assert egress.is_service_output_url(f"https://jobs.example.org/agave/jobs/v2/{job}/outputs/media/x.txt") == \
-        (job, "x.txt")
-    assert egress.is_service_output_url(f"http://jobs.example.org:8080/agave/jobs/v2/{job}/outputs/media/y") == \
-        (job, "y")
+    assert egress.is_service_output_url(f"https://jobs.example.org/agave/jobs/v2/{job}/outputs/media/x.txt") == (
+        job,
+        "x.txt",
+    )
+    assert egress.is_service_output_url(f"http://jobs.example.org:8080/agave/jobs/v2/{job}/outputs/media/y") == (
+        job,
+        "y",
+    )
     assert egress.is_service_output_url(f"https://jobs.example.org/jobs/v2/{job}/outputs/media/x.txt") is None
     assert egress.is_service_output_url(f"https://jobs.example.org:8443/agave/jobs/v2/{job}/outputs/media/x") is None
     assert egress.is_service_output_url(f"https://other.example.org/agave/jobs/v2/{job}/outputs/media/x") is None
@@ -306,12 +353,20 @@ def test_a_redirect_to_loopback_is_refused_before_connecting(only_127_0_0_2):
         _read(url)
     assert refused.value.message == (
         f"{url}: Connection to 127.0.0.1:{secret.port} refused by the egress guard: 127.0.0.1 is a loopback "
-        "address. To allow it, add it to AIRJOBS_EGRESS_ALLOW (comma-separated addresses, CIDRs or address:port).")
+        "address. To allow it, add it to AIRJOBS_EGRESS_ALLOW (comma-separated addresses, CIDRs or address:port)."
+    )
     assert allowed.requests[-1].startswith("/redirect/") and secret.requests == []
 
 
-@pytest.mark.parametrize("target", ["http://localhost:{port}/data/s", "http://0x7f000001:{port}/data/s",
-                                    "http://127.1:{port}/data/s", "http://[::ffff:127.0.0.1]:{port}/data/s"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://localhost:{port}/data/s",
+        "http://0x7f000001:{port}/data/s",
+        "http://127.1:{port}/data/s",
+        "http://[::ffff:127.0.0.1]:{port}/data/s",
+    ],
+)
 def test_redirects_to_other_spellings_and_names_of_loopback_are_refused(only_127_0_0_2, target):
     allowed, secret = only_127_0_0_2
     with pytest.raises(EgressRefused, match="refused by the egress guard"):
@@ -355,12 +410,21 @@ APP = "egresstest-1.0"
 
 @pytest.fixture(scope="module")
 def app(pg):
-    registry.put_app({
-        "name": "egresstest", "version": "1.0", "executionSystem": "demo-fork", "executionType": "CLI",
-        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-        "deploymentPath": "/apps/wc-1.0", "templatePath": "wc.sh",
-        "inputs": [{"id": "data", "value": {"required": False}, "semantics": {"maxCardinality": -1}}],
-    }, "admin")
+    registry.put_app(
+        {
+            "name": "egresstest",
+            "version": "1.0",
+            "executionSystem": "demo-fork",
+            "executionType": "CLI",
+            "parallelism": "SERIAL",
+            "isPublic": True,
+            "deploymentSystem": "demo-storage",
+            "deploymentPath": "/apps/wc-1.0",
+            "templatePath": "wc.sh",
+            "inputs": [{"id": "data", "value": {"required": False}, "semantics": {"maxCardinality": -1}}],
+        },
+        "admin",
+    )
     return APP
 
 
@@ -373,13 +437,22 @@ def test_submit_refuses_an_input_url_naming_a_forbidden_address(app, monkeypatch
     with pytest.raises(EgressRefused) as refused:
         _build({"data": ["http://0x7f000001:8081/x.csv"]})
     assert refused.value.status_code == 400
-    assert refused.value.message.startswith("Invalid input value for data: http://0x7f000001:8081/x.csv is refused "
-                                            "by the egress guard: its host 0x7f000001 is a loopback address.")
+    assert refused.value.message.startswith(
+        "Invalid input value for data: http://0x7f000001:8081/x.csv is refused "
+        "by the egress guard: its host 0x7f000001 is a loopback address."
+    )
     with pytest.raises(EgressRefused, match="the cloud metadata endpoint"):
         _build({"data": ["https://example.org/a.csv", "http://169.254.169.254/latest/meta-data/x"]})
     # names (resolved at staging), public addresses and this service's own outputs are accepted
-    job = _build({"data": ["https://example.org/a.csv", "http://8.8.8.8/b.csv",
-                           "http://localhost:8080/jobs/v2/0001414144065563-5056a550b8-0001-007/outputs/media/c.txt"]})
+    job = _build(
+        {
+            "data": [
+                "https://example.org/a.csv",
+                "http://8.8.8.8/b.csv",
+                "http://localhost:8080/jobs/v2/0001414144065563-5056a550b8-0001-007/outputs/media/c.txt",
+            ]
+        }
+    )
     assert len(job.inputs["data"]) == 3
 
 
@@ -396,7 +469,9 @@ def test_staging_an_input_redirecting_to_loopback_fails_at_once(app, only_127_0_
     assert job.status == "FAILED"
     assert job.message == (
         f"Input data: {url}: Connection to 127.0.0.1:{secret.port} refused by the egress guard: 127.0.0.1 is a "
-        "loopback address. To allow it, add it to AIRJOBS_EGRESS_ALLOW (comma-separated addresses, CIDRs or address:port).")
+        "loopback address. To allow it, add it to AIRJOBS_EGRESS_ALLOW (comma-separated addresses, CIDRs or "
+        "address:port)."
+    )
     history = [e.status for e in store.history(job.id, limit=100, offset=0)]
     assert history.count("PROCESSING_INPUTS") == 1 and history[-1] == "FAILED" and "PENDING" not in history[1:]
     assert secret.requests == [] and len(allowed.requests) == 1

@@ -90,7 +90,7 @@ def test_writes_under_the_root_belong_to_the_account(area, nobody):
     assert t.open_read(str(job / "input.bin")).read() == b"x" * 100000 + b"y"
     assert t.read_text(str(job / "run.ipcexe")).endswith("echo hi\n")
 
-    rc, out, err = t.run(f"cd {job} && echo out > result.txt && echo 0 > .agave.exitcode && ls")
+    rc, _, err = t.run(f"cd {job} && echo out > result.txt && echo 0 > .agave.exitcode && ls")
     assert rc == 0, err  # the job writes its outputs and its exit code into the directory
     assert {"result.txt", "input.bin", "run.ipcexe"} <= set(t.listdir(str(job)))
     assert t.stat(str(job / "result.txt")).size == 4
@@ -110,9 +110,8 @@ def test_a_planted_symlink_never_bends_a_write_of_the_service(area, nobody):
     target.chmod(0o644)
     t.run(f"ln -s {target} {job}/planted.bin && ln -s {target} {job}/planted.txt")
 
-    with pytest.raises(PermissionError):
-        with t.open_write(str(job / "planted.bin")) as f:  # written by the account: it may not write there
-            f.write(b"overwritten")
+    with pytest.raises(PermissionError), t.open_write(str(job / "planted.bin")) as f:  # the account may not write there
+        f.write(b"overwritten")
     t.write_text(str(job / "planted.txt"), "new\n")  # a new file replaces the link
     assert target.read_text() == "untouched\n"
     assert not (job / "planted.txt").is_symlink() and (job / "planted.txt").read_text() == "new\n"

@@ -28,8 +28,14 @@ def test_defaults_come_from_app_and_system(pg):
 
 def test_aliases_and_value_syntaxes(pg):
     job = submission.build_job(
-        {"jobName": "x", "softwareName": "wc-1.0", "inputs": {"INPUTFILE": ["a.txt"]},
-         "parameters": {"topN": "7", "ignoreCase": "off"}, "requestedTime": "01:00:00", "archive": "false"},
+        {
+            "jobName": "x",
+            "softwareName": "wc-1.0",
+            "inputs": {"INPUTFILE": ["a.txt"]},
+            "parameters": {"topN": "7", "ignoreCase": "off"},
+            "requestedTime": "01:00:00",
+            "archive": "false",
+        },
         "alice",
     )
     assert job.name == "x" and job.app_id == "wc-1.0" and job.max_run_time == "01:00:00"
@@ -77,8 +83,9 @@ def test_form_fields_map_to_inputs_and_parameters(pg):
     job = submission.build_job(body, "alice")
     assert job.inputs == {"inputFile": ["a.txt"]} and job.parameters == {"topN": 3}
     with pytest.raises(BadRequest, match="Unknown field 'bogus'"):
-        submission.build_job(submission.from_form({"name": "f", "appId": "wc-1.0", "inputFile": "a.txt",
-                                                   "bogus": "1"}), "alice")
+        submission.build_job(
+            submission.from_form({"name": "f", "appId": "wc-1.0", "inputFile": "a.txt", "bogus": "1"}), "alice"
+        )
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[1,2]", b"\xff\xfe", b'"text"'])

@@ -23,14 +23,28 @@ SSH_SYSTEM = {
     "executionType": "HPC",
     "scheduler": "SLURM",
     "login": {"host": "login.example.org", "port": 22, "protocol": "SSH", "connectionId": "ssh-ok"},
-    "storage": {"host": "login.example.org", "port": 22, "protocol": "SFTP", "rootDir": "/",
-                "homeDir": "/home/alice", "connectionId": "sftp-ok"},
+    "storage": {
+        "host": "login.example.org",
+        "port": 22,
+        "protocol": "SFTP",
+        "rootDir": "/",
+        "homeDir": "/home/alice",
+        "connectionId": "sftp-ok",
+    },
     "workDir": "/work",
     "scratchDir": "/scratch",
     "maxSystemJobs": 100,
     "queues": [
-        {"name": "normal", "default": True, "maxJobs": 100, "maxUserJobs": 10, "maxNodes": 16,
-         "maxProcessorsPerNode": 32, "maxMemoryPerNode": "64GB", "maxRequestedTime": "48:00:00"},
+        {
+            "name": "normal",
+            "default": True,
+            "maxJobs": 100,
+            "maxUserJobs": 10,
+            "maxNodes": 16,
+            "maxProcessorsPerNode": 32,
+            "maxMemoryPerNode": "64GB",
+            "maxRequestedTime": "48:00:00",
+        },
         {"name": "debug", "maxNodes": 1, "maxRequestedTime": "00:30:00"},
     ],
 }
@@ -115,9 +129,15 @@ def test_only_admins_publish_or_use_local():
 
 
 APP = {
-    "name": "sleeper", "version": "0.1", "executionSystem": "hpc.example.org", "executionType": "HPC",
-    "parallelism": "SERIAL", "deploymentPath": "alice/apps/sleeper", "templatePath": "run.sh",
-    "deploymentSystem": "demo-storage", "defaultQueue": "normal",
+    "name": "sleeper",
+    "version": "0.1",
+    "executionSystem": "hpc.example.org",
+    "executionType": "HPC",
+    "parallelism": "SERIAL",
+    "deploymentPath": "alice/apps/sleeper",
+    "templatePath": "run.sh",
+    "deploymentSystem": "demo-storage",
+    "defaultQueue": "normal",
     "inputs": [{"id": "data", "value": {"required": True}}],
     "parameters": [{"id": "seconds", "value": {"type": "number", "default": 1}}],
 }
@@ -137,8 +157,9 @@ def app(**changes):
 
 
 def validate(doc, owner="alice", is_admin=False):
-    return validation.validate_app(doc, owner=owner, get_system=registry.get_system,
-                                   default_storage=registry.default_storage, is_admin=is_admin)
+    return validation.validate_app(
+        doc, owner=owner, get_system=registry.get_system, default_storage=registry.default_storage, is_admin=is_admin
+    )
 
 
 def test_good_app(hpc):

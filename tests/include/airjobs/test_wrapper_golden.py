@@ -32,7 +32,11 @@ APP = {
         {"id": "secret", "value": {"type": "string", "visible": False, "default": "fixed value"}},
     ],
 }
-SYSTEM = {"id": "cluster", "environment": "export OMP_PROC_BIND=true", "startupScript": "~/.agave/${AGAVE_JOB_OWNER}.rc"}
+SYSTEM = {
+    "id": "cluster",
+    "environment": "export OMP_PROC_BIND=true",
+    "startupScript": "~/.agave/${AGAVE_JOB_OWNER}.rc",
+}
 TEMPLATE = """\
 # ${AGAVE_JOB_NAME} on ${AGAVE_JOB_EXECUTION_SYSTEM}
 printf '<%s>' aligner ${READS} ${reference} ${extra} ${title} ${threads} ${mode} ${paired} ${verbose} ${quiet} ${secret}
@@ -40,14 +44,31 @@ echo
 echo "title: ${title}; cores: ${IPLANT_CORES_REQUESTED}; walltime ${AGAVE_JOB_MAX_RUNTIME_SECONDS}s"
 """
 JOB = {
-    "id": "0001414144065563-5056a550b8-0001-007", "name": "Golden job #1", "slug": "Golden-job-1",
-    "owner": "alice", "appId": "every-rule-1.0", "executionSystem": "cluster", "batchQueue": "normal",
-    "nodeCount": 2, "processorsPerNode": 4, "memoryPerNode": 8.0, "maxRunTime": "01:30:00",
-    "archive": True, "archiveSystem": "store", "archivePath": "alice/archive/jobs/job-1",
+    "id": "0001414144065563-5056a550b8-0001-007",
+    "name": "Golden job #1",
+    "slug": "Golden-job-1",
+    "owner": "alice",
+    "appId": "every-rule-1.0",
+    "executionSystem": "cluster",
+    "batchQueue": "normal",
+    "nodeCount": 2,
+    "processorsPerNode": 4,
+    "memoryPerNode": 8.0,
+    "maxRunTime": "01:30:00",
+    "archive": True,
+    "archiveSystem": "store",
+    "archivePath": "alice/archive/jobs/job-1",
     "submitTime": "2026-01-01T00:00:00.000+00:00",
     "inputs": {"reads": ["agave://store/r1.fq", "agave://store/data/r 2.fq"], "reference": ["https://h/ref.fa"]},
-    "parameters": {"title": "it's a \"test\" $(id)", "threads": 8, "mode": "exact", "paired": True,
-                   "verbose": True, "quiet": False, "secret": "fixed value"},
+    "parameters": {
+        "title": 'it\'s a "test" $(id)',
+        "threads": 8,
+        "mode": "exact",
+        "paired": True,
+        "verbose": True,
+        "quiet": False,
+        "secret": "fixed value",
+    },
 }
 
 
@@ -71,12 +92,18 @@ def test_golden(name):
 def test_golden_wrapper_runs_and_prints_the_literal_values(tmp_path):
     script = tmp_path / "w.sh"
     script.write_text(render(str(tmp_path)).replace("module ", ": module "))  # no module system here
-    p = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, env={**os.environ,
-                                                                                               "HOME": str(tmp_path)})
+    p = subprocess.run(
+        ["bash", str(script)],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0] == (
-        "<aligner><--reads=r1.fq><--reads=r 2.fq><-r><ref.fa><it's a \"test\" $(id)><-t8><exact>"
+        '<aligner><--reads=r1.fq><--reads=r 2.fq><-r><ref.fa><it\'s a "test" $(id)><-t8><exact>'
         "<--paired=1><--verbose><fixed value>"
     )
-    assert lines[1] == "title: it's a \"test\" $(id); cores: 8; walltime 5400s"
+    assert lines[1] == 'title: it\'s a "test" $(id); cores: 8; walltime 5400s'
