@@ -370,33 +370,41 @@ class JobRequest(BaseModel):
     parameters: dict[str, Values] | None = None
 
 
-class JobForm(BaseModel):
+def _text_fields(schema: dict[str, Any]) -> None:
+    schema.pop("required", None)
+    schema["additionalProperties"] = {"type": "string"}
+
+
+class Fields(BaseModel):
+    """Form fields (text): none is required by the form itself, any other field is taken too."""
+
+    model_config = ConfigDict(json_schema_extra=_text_fields)
+
+
+class JobForm(Fields):
     """A job request as HTML form fields: the job fields by name, every other field an app input or
     parameter (by its id); no notifications array (use callbackUrl)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": "string"}})
+    name: str = Field(description="Required")
+    appId: str = Field(description="Required")
+    executionSystem: str
+    batchQueue: str
+    nodeCount: str
+    processorsPerNode: str
+    memoryPerNode: str
+    maxRunTime: str
+    archive: str
+    archiveSystem: str
+    archivePath: str
+    archiveOnAppError: str
+    callbackUrl: str
 
-    name: str | None = None
-    appId: str | None = None
-    executionSystem: str | None = None
-    batchQueue: str | None = None
-    nodeCount: str | None = None
-    processorsPerNode: str | None = None
-    memoryPerNode: str | None = None
-    maxRunTime: str | None = None
-    archive: str | None = None
-    archiveSystem: str | None = None
-    archivePath: str | None = None
-    callbackUrl: str | None = None
 
-
-class Upload(BaseModel):
+class Upload(Fields):
     """A multipart upload: the JSON document as the file ``fileToUpload`` (what ``jobs-submit -F`` sends);
     without it, the other fields are read as a form."""
 
-    model_config = ConfigDict(extra="allow")
-
-    fileToUpload: bytes | None = Field(default=None, json_schema_extra={"contentMediaType": "application/json"})
+    fileToUpload: bytes = Field(json_schema_extra={"contentMediaType": "application/json"})
 
 
 class JobAction(BaseModel):
@@ -457,28 +465,24 @@ class SystemAction(BaseModel):
     action: Literal["setDefault", "unsetDefault"]
 
 
-class DescriptionForm(BaseModel):
+class DescriptionForm(Fields):
     """Form fields, taken as the description's top-level string fields."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": "string"}})
 
+class TokenRequest(Fields):
+    """D17: ``grant_type=password`` (the default: username, password) or ``grant_type=refresh_token``
+    (refresh_token); client credentials in Basic auth are accepted and ignored."""
 
-class TokenRequest(BaseModel):
-    """D17: ``grant_type=password`` (username, password) or ``grant_type=refresh_token`` (refresh_token);
-    client credentials in Basic auth are accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    grant_type: Literal["password", "refresh_token"] = "password"
-    username: str | None = None
-    password: str | None = None
-    refresh_token: str | None = None
+    grant_type: Literal["password", "refresh_token"]
+    username: str
+    password: str = Field(json_schema_extra={"format": "password"})
+    refresh_token: str
 
 
 class RevokeRequest(BaseModel):
     """RFC 7009: a refresh or an access token."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": {"type": "string"}})
 
     token: str
-    token_type_hint: str | None = None
+    token_type_hint: str = Field(default="", description="Ignored: the token's kind is recognised")

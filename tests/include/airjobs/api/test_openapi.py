@@ -230,3 +230,44 @@ def test_errors_sent_conform_to_the_document(app, doc, query):
         _check(doc, "/token", "post", c.post("/token", data={"grant_type": "password"}))  # 400
         _check(doc, "/token", "post", c.post("/token", data={"grant_type": "refresh_token", "refresh_token": "x"}))
         _check(doc, "/revoke", "post", c.post("/revoke", json={}))  # 400
+
+
+def _reachable(doc: dict[str, Any], schema: Any, seen: set[str]):
+    """Every schema object reachable from ``schema`` (through $ref, properties, items, anyOf, ...)."""
+    if isinstance(schema, list):
+        for s in schema:
+            yield from _reachable(doc, s, seen)
+        return
+    if not isinstance(schema, dict):
+        return
+    if "$ref" in schema:
+        if schema["$ref"] in seen:
+            return
+        seen.add(schema["$ref"])
+        schema = _resolve(doc, schema)
+    yield schema
+    for key in ("properties", "$defs"):
+        for sub in (schema.get(key) or {}).values():
+            yield from _reachable(doc, sub, seen)
+    for key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf"):
+        if key in schema:
+            yield from _reachable(doc, schema[key], seen)
+
+
+def test_filter_and_naked_answers_conform_result_objects_require_nothing(doc):
+    """``filter`` may drop any field at any depth and ``naked`` sends the bare result: every success answer is
+    an envelope or its bare result, and no object of a result requires a field."""
+    for path, method, op in _operations(doc):
+        if path in NO_ENVELOPE:
+            continue
+        for code, response in op["responses"].items():
+            if not code.startswith("2") or "application/json" not in response.get("content", {}):
+                continue
+            schema = response["content"]["application/json"]["schema"]
+            envelope, bare = schema["anyOf"]
+            envelope = _resolve(doc, envelope)
+            assert set(envelope["required"]) == {"status", "message", "version", "result"}, f"{method} {path}"
+            result = {k: v for k, v in envelope["properties"]["result"].items() if k != "title"}
+            assert result == {k: v for k, v in bare.items() if k != "title"}, f"{method} {path} {code}"
+            for sub in _reachable(doc, bare, set()):
+                assert not sub.get("required"), f"{method} {path} {code}: {sub.get('title')} requires fields"
