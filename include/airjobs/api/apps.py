@@ -17,7 +17,7 @@ from airjobs.errors import BadRequest
 
 router = AgaveRouter(tags=["apps"])
 
-AppId = Annotated[str, Path(alias="appId", pattern=SEGMENT, description="name-version, e.g. wc-1.0")]
+AppId = Annotated[str, Path(alias="appId", json_schema_extra=SEGMENT, description="name-version, e.g. wc-1.0")]
 DESCRIPTION = docs.body(m.AppDescription, form=m.DescriptionForm, upload=True)
 APP_LINKS = {"GetApp": {"operationId": "getApp", "parameters": {"appId": "$response.body#/result/id"}}}
 REGISTERED = {201: {"description": "Registered", "headers": docs.LOCATION, "links": APP_LINKS},

@@ -118,8 +118,10 @@ async def read(fn: Callable[..., Any], *args: Any) -> Any:
     return await to_thread.run_sync(db.retrying, fn, *args)
 
 
-SEGMENT = "^[^/]+$"  # what a path segment matches anyway (a "/" in a value, even as %2F, routes elsewhere)
-JobId = Annotated[str, Path(alias="jobId", pattern=SEGMENT,
+#: documented, not validated: a value is one path segment (a "/" in it, even as %2F, routes elsewhere), and not
+#: "." or ".." (clients resolve those away); what the route answers for any other value stays as it was
+SEGMENT = {"pattern": r"^(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$"}
+JobId = Annotated[str, Path(alias="jobId", json_schema_extra=SEGMENT,
                             description="The job's id, e.g. 0001414144065563-5056a550b8-0001-007")]
 
 

@@ -117,7 +117,7 @@ def operation(operation_id: str, summary: str, *, ok: Mapping[int, Any],  # noqa
         entry.setdefault("description", "The envelope, or with naked=true the bare result" if envelope else "OK")
         entry.update((extra or {}).get(status, {}))
         responses[status] = entry
-    codes: list[int | str] = [*(AUTH if auth else ()), *errors, *ALWAYS]
+    codes: list[int | str] = [*(AUTH if auth else ()), *errors, *ALWAYS, *((408,) if request_body else ())]
     for code in sorted(set(codes), key=str):
         responses[code] = _error(code)
     parameters = [*(ENVELOPE_PARAMETERS if envelope else ()), *((LIMIT, OFFSET) if page else ()), *query]

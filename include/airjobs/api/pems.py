@@ -19,7 +19,7 @@ from airjobs.models import Job
 
 router = AgaveRouter(tags=["permissions"])
 
-Username = Annotated[str, Path(pattern=SEGMENT, description="A user name")]
+Username = Annotated[str, Path(json_schema_extra=SEGMENT, description="A user name")]
 GRANTED = {201: {"description": "Granted"}, 200: {"description": "Revoked (NONE), or the owner's (unchanged)"}}
 
 

@@ -29,7 +29,7 @@ from airjobs.errors import BadRequest
 
 router = AgaveRouter(tags=["systems"])
 
-SystemId = Annotated[str, Path(alias="systemId", pattern=SEGMENT, description="The system's id")]
+SystemId = Annotated[str, Path(alias="systemId", json_schema_extra=SEGMENT, description="The system's id")]
 SYSTEM_LINKS = {"GetSystem": {"operationId": "getSystem", "parameters": {"systemId": "$response.body#/result/id"}}}
 REGISTERED = {201: {"description": "Registered", "headers": docs.LOCATION, "links": SYSTEM_LINKS},
               200: {"description": "Updated (the caller's system of that id)", "headers": docs.LOCATION,
