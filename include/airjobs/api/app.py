@@ -11,14 +11,17 @@ knows nothing about Airflow; ``plugins/airjobs_airflow`` supplies the Airflow im
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from airjobs import SERVICE_VERSION
 from airjobs.api import apps, docs, jobs, outputs, pems, systems, token
@@ -39,6 +42,20 @@ envelope (`status: error`). Every path is also served with a trailing slash.
 """
 
 
+METHOD_NOT_ALLOWED = 405
+
+
+def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
+    """Every method some route of the request's path answers (RFC 9110: a 405 names them all; Starlette's
+    names only those of the first route of the path, and each method is a route of its own here)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE and isinstance(route, APIRoute):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI:
     """The facade; ``logins`` throttles failed password logins (one per process by default)."""
     app = FastAPI(title="airjobs: Agave v2 Jobs", version=SERVICE_VERSION, redirect_slashes=False,
@@ -53,7 +70,10 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error(request, exc.status_code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == METHOD_NOT_ALLOWED:
+            headers["Allow"] = allowed_methods(app, request.scope)
+        return error(request, exc.status_code, str(exc.detail), headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -35,18 +35,21 @@ ERRORS: dict[int | str, str] = {
     429: "Too many failed logins for this user name or from this address",
     502: "The job's execution system could not be reached to kill it; try again",
     503: "The service's database is unavailable for a moment; retry shortly",
-    "4XX": "Any other client error (405 method not allowed, ...)",
+    405: "The path is served, not with this method (Allow names the methods it is served with)",
+    "4XX": "Any other client error",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "required": True, "schema": {"type": "integer"}}}
 ERROR_HEADERS: dict[int | str, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer", "required": True, "schema": {"type": "string"}}},
     429: RETRY_AFTER,
     503: RETRY_AFTER,
+    405: {"Allow": {"description": "The methods the path is served with", "required": True,
+                    "schema": {"type": "string"}}},
     416: {"Content-Range": {"description": "bytes */<size>", "required": True, "schema": {"type": "string"}}},
 }
-#: what any request may meet: a path or query the limits refuse (400, 414), a body too large (413), the
-#: database away (503), and another client error (4XX)
-ALWAYS = (400, 413, 414, 503, "4XX")
+#: what any request may meet: a path or query the limits refuse (400, 414), another method of its path (405), a
+#: body too large (413), the database away (503), and another client error (4XX)
+ALWAYS = (400, 405, 413, 414, 503, "4XX")
 AUTH = (401, 403)
 
 TRUE_WORDS = "1, true, yes or on (any case); anything else is false"

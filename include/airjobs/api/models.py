@@ -323,49 +323,41 @@ class Token(BaseModel):
 
 # ---------------------------------------------------------------- request bodies
 
-Scalar = str | int | float | bool
+Scalar = str | int | float | bool | None
 Values = Scalar | list[Scalar]
-
-
-class Notification(BaseModel):
-    """Spec §6.1."""
-
-    model_config = ConfigDict(extra="allow")
-
-    url: str = Field(description="A URL or an email address")
-    event: str = Field(description="A job status, or * for every event")
-    persistent: bool | None = None
 
 
 class JobRequest(BaseModel):
     """A job request (spec §4.1). The legacy alias of a field (``jobName``, ``softwareName``, ...) is taken
-    when the field itself is not given. Values of inputs and parameters: a JSON array, a single value, or a
-    ``;``-separated string (D6)."""
+    when the field itself is not given; null is as if the field were not given; unknown fields are ignored.
+    Scalars are taken as text where the field is text (a number as a name is its digits), so the schema is as
+    lenient as the service: most checks (an existing app, queue limits, paths) are the service's 400s.
+    Values of inputs and parameters: a JSON array, a single value, or a ``;``-separated string (D6)."""
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(default=None, max_length=64, description="Required (or jobName)")
-    jobName: str | None = None
-    appId: str | None = Field(default=None, max_length=80, description="Required (or softwareName): name-version")
-    softwareName: str | None = None
-    executionSystem: str | None = Field(default=None, description="Must be the app's execution system")
-    executionHost: str | None = None
-    batchQueue: str | None = None
-    queue: str | None = None
-    nodeCount: int | str | None = None
-    processorsPerNode: int | str | None = None
-    processorCount: int | str | None = None
-    memoryPerNode: float | str | None = Field(default=None, description="GB, or ###.#[EPTGM]B")
-    maxMemory: float | str | None = None
-    maxRunTime: str | None = Field(default=None, description="HH:MM:SS")
-    requestedTime: str | None = None
-    archive: bool | str | None = Field(default=None, description="Default true (D4)")
-    archiveSystem: str | None = None
+    name: Any = Field(default=None, description="Required (or jobName): at most 64 characters, trimmed")
+    jobName: Any = None
+    appId: Any = Field(default=None, description="Required (or softwareName): the app's id, name-version")
+    softwareName: Any = None
+    executionSystem: Any = Field(default=None, description="If given, the app's execution system")
+    executionHost: Any = None
+    batchQueue: Any = None
+    queue: Any = None
+    nodeCount: Any = Field(default=None, description="A positive integer (or its digits)")
+    processorsPerNode: Any = None
+    processorCount: Any = None
+    memoryPerNode: Any = Field(default=None, description="GB, or ###.#[EPTGM]B")
+    maxMemory: Any = None
+    maxRunTime: Any = Field(default=None, description="HH:MM:SS")
+    requestedTime: Any = None
+    archive: Any = Field(default=None, description="true or false (default true, D4)")
+    archiveSystem: Any = None
     archivePath: str | None = Field(default=None, description="Macros such as ${JOB_ID} are resolved")
-    archiveOnAppError: bool | str | None = None
-    notifications: list[Notification] | str | None = None
-    callbackUrl: str | None = None
-    callbackURL: str | None = None
+    archiveOnAppError: Any = None
+    notifications: Any = Field(default=None, description="Notification objects (spec §6.1): url, event, persistent")
+    callbackUrl: Any = None
+    callbackURL: Any = None
     inputs: dict[str, Values] | None = None
     parameters: dict[str, Values] | None = None
 
@@ -425,38 +417,39 @@ class PermissionUpdate(BaseModel):
 
 
 class AppDescription(BaseModel):
-    """An Agave app description (spec §11.1); more fields are kept as they are."""
+    """An Agave app description (spec §11.1); more fields are kept as they are. The service checks the rest
+    (its systems, paths, inputs and parameters: 400s that say what is wrong)."""
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
-    version: str | float
+    name: str = Field(description="Letters, digits, _ . and -")
+    version: str | float = Field(description="Like 1.0 or 2.3.1")
     executionSystem: str
-    executionType: str | None = None
-    parallelism: str | None = None
-    deploymentSystem: str | None = None
     deploymentPath: str
-    templatePath: str
-    isPublic: bool | None = None
-    inputs: list[dict[str, Any]] | None = None
-    parameters: list[dict[str, Any]] | None = None
-    outputs: list[dict[str, Any]] | None = None
+    templatePath: str = Field(description="The wrapper template, relative to deploymentPath")
+    deploymentSystem: str | None = Field(default=None, description="Default: the owner's default storage")
+    executionType: Any = Field(default=None, description="HPC, CLI or CONDOR (default: the system's)")
+    parallelism: Any = Field(default=None, description="SERIAL (default), PARALLEL or PTHREAD")
+    isPublic: Any = Field(default=None, description="true or false; only admins publish")
+    inputs: Any = None
+    parameters: Any = None
+    outputs: Any = None
 
 
 class SystemDescription(BaseModel):
     """An Agave system description (spec §11.2); credentials may be inline (``login.auth``,
-    ``storage.auth``): they are moved into Airflow Connections."""
+    ``storage.auth``): they are moved into Airflow Connections. The service checks the rest."""
 
     model_config = ConfigDict(extra="allow")
 
-    id: str
+    id: str = Field(description="Letters, digits, _ . and -, starting with a letter or digit")
     name: str
-    type: str = Field(examples=["STORAGE", "EXECUTION"])
+    type: str = Field(description="STORAGE or EXECUTION (any case)", examples=["STORAGE", "EXECUTION"])
     storage: dict[str, Any]
-    login: dict[str, Any] | None = None
-    executionType: str | None = None
-    scheduler: str | None = None
-    queues: list[dict[str, Any]] | None = None
+    login: Any = Field(default=None, description="EXECUTION systems: host, port, protocol, auth")
+    executionType: Any = Field(default=None, description="EXECUTION systems: HPC, CLI or CONDOR")
+    scheduler: Any = Field(default=None, description="EXECUTION systems: FORK, SLURM, PBS, SGE, LSF, CONDOR, ...")
+    queues: Any = None
 
 
 class SystemAction(BaseModel):
@@ -469,20 +462,24 @@ class DescriptionForm(Fields):
     """Form fields, taken as the description's top-level string fields."""
 
 
-class TokenRequest(Fields):
+class TokenRequest(BaseModel):
     """D17: ``grant_type=password`` (the default: username, password) or ``grant_type=refresh_token``
-    (refresh_token); client credentials in Basic auth are accepted and ignored."""
+    (refresh_token); client credentials in Basic auth are accepted and ignored. Values are taken as text;
+    other fields are ignored."""
 
-    grant_type: Literal["password", "refresh_token"]
-    username: str
-    password: str = Field(json_schema_extra={"format": "password"})
-    refresh_token: str
+    model_config = ConfigDict(extra="allow")
+
+    grant_type: Literal["password", "refresh_token"] = Field(default="password")
+    username: Any = Field(default=None, description="For grant_type=password")
+    password: Any = Field(default=None, description="For grant_type=password",
+                          json_schema_extra={"format": "password"})
+    refresh_token: Any = Field(default=None, description="For grant_type=refresh_token")
 
 
 class RevokeRequest(BaseModel):
-    """RFC 7009: a refresh or an access token."""
+    """RFC 7009: a refresh or an access token (any non-empty value: one unknown or invalid is revoked already).
+    Other fields (``token_type_hint``) are ignored."""
 
-    model_config = ConfigDict(json_schema_extra={"additionalProperties": {"type": "string"}})
+    model_config = ConfigDict(extra="allow")
 
-    token: str
-    token_type_hint: str = Field(default="", description="Ignored: the token's kind is recognised")
+    token: Any = Field(json_schema_extra={"not": {"const": ""}})

@@ -271,3 +271,18 @@ def test_filter_and_naked_answers_conform_result_objects_require_nothing(doc):
             assert result == {k: v for k, v in bare.items() if k != "title"}, f"{method} {path} {code}"
             for sub in _reachable(doc, bare, set()):
                 assert not sub.get("required"), f"{method} {path} {code}: {sub.get('title')} requires fields"
+
+
+@pytest.mark.parametrize(("method", "path", "documented", "allow"), [
+    ("TRACE", "/systems/v2", "/systems/v2", "GET, POST"),
+    ("PATCH", "/jobs/v2/x/pems/bob", "/jobs/v2/{jobId}/pems/{username}", "DELETE, GET, POST, PUT"),
+    ("GET", "/token", "/token", "POST"),
+    ("POST", "/jobs/v2/x/outputs/media/a/b", "/jobs/v2/{jobId}/outputs/media/{path}", "GET, HEAD"),
+])
+def test_a_405_names_every_method_of_the_path(app, doc, method, path, documented, allow):
+    with TestClient(app) as c:
+        r = c.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert r.json()["status"] == "error"
+    for op in doc["paths"][documented].values():
+        assert op["responses"]["405"]["headers"]["Allow"]["required"]
