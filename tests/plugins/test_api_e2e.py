@@ -12,6 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from referencing import Registry, Resource
 
 from airjobs import registry, store
 from airjobs.statuses import TERMINAL
@@ -252,3 +255,45 @@ def test_the_curl_line_make_run_prints_submits_the_demo_job(service):
     body = json.loads(out)
     assert body["status"] == "success" and body["result"]["status"] == "PENDING"
     assert service.wait_terminal(body["result"]["id"], user="admin")["status"] == "FINISHED"
+
+
+def _conforms(doc: dict, path: str, method: str, r: httpx.Response) -> None:
+    """The answer is what the served document says for its status code (schema and required headers)."""
+    responses = doc["paths"][path][method]["responses"]
+    code = str(r.status_code) if str(r.status_code) in responses else f"{str(r.status_code)[0]}XX"
+    assert code in responses, f"{method} {path}: {r.status_code} is not documented"
+    for name, header in responses[code].get("headers", {}).items():
+        assert not header.get("required") or name.lower() in r.headers, f"{method} {path} {code}: no {name}"
+    media = r.headers["content-type"].split(";")[0]
+    pointer = "/".join(["#/paths", path.replace("~", "~0").replace("/", "~1"), method, "responses", code, "content",
+                        media.replace("/", "~1"), "schema"])
+    registry = Registry().with_resource("urn:openapi", Resource.opaque(doc))
+    Draft202012Validator({"$ref": "urn:openapi" + pointer}, registry=registry).validate(r.json())
+
+
+def test_the_served_openapi_document_is_valid_and_describes_real_answers(service):
+    with service.client("alice") as c:
+        r = c.get("/jobs/v2/openapi.json")
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        validate(doc)
+        assert {"/jobs/v2", "/jobs/v2/{jobId}", "/apps/v2", "/systems/v2", "/token", "/revoke"} <= set(doc["paths"])
+        submitted = c.post("/jobs/v2", json={**DEMO, "name": "openapi-check"})
+        _conforms(doc, "/jobs/v2", "post", submitted)
+        job_id = submitted.json()["result"]["id"]
+        for query in ("", "?naked=true", "?filter=id,status,_links.self", "?naked=1&filter=name&pretty=true"):
+            _conforms(doc, "/jobs/v2", "get", c.get("/jobs/v2" + query))
+            _conforms(doc, "/jobs/v2/{jobId}", "get", c.get(f"/jobs/v2/{job_id}{query}"))
+            _conforms(doc, "/jobs/v2/{jobId}/status", "get", c.get(f"/jobs/v2/{job_id}/status{query}"))
+            _conforms(doc, "/jobs/v2/{jobId}/history", "get", c.get(f"/jobs/v2/{job_id}/history{query}"))
+            _conforms(doc, "/jobs/v2/{jobId}/pems", "get", c.get(f"/jobs/v2/{job_id}/pems{query}"))
+            _conforms(doc, "/apps/v2", "get", c.get("/apps/v2" + query))
+            _conforms(doc, "/apps/v2/{appId}", "get", c.get("/apps/v2/wc-1.0" + query))
+            _conforms(doc, "/systems/v2", "get", c.get("/systems/v2" + query))
+            _conforms(doc, "/systems/v2/{systemId}", "get", c.get("/systems/v2/demo-storage" + query))
+        service.wait_terminal(job_id)
+        _conforms(doc, "/jobs/v2/{jobId}/outputs/listings", "get", c.get(f"/jobs/v2/{job_id}/outputs/listings"))
+        _conforms(doc, "/jobs/v2/{jobId}/history", "get", c.get(f"/jobs/v2/{job_id}/history?naked=true"))
+        _conforms(doc, "/jobs/v2/{jobId}/cancel", "post", c.post(f"/jobs/v2/{job_id}/cancel"))
+        _conforms(doc, "/jobs/v2/{jobId}", "get", c.get("/jobs/v2/no-such-job"))
+        _conforms(doc, "/token", "post", c.post("/token", data={"grant_type": "nonsense"}))

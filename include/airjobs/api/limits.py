@@ -26,9 +26,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Awaitable, Callable
 from itertools import accumulate
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
+
+import anyio
 
 from airjobs import SERVICE_VERSION
 from airjobs.errors import BadRequest
@@ -43,6 +46,7 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -101,7 +105,7 @@ def target_problem(scope: Scope) -> tuple[int, str] | None:
     return None
 
 
-def _content_length(scope: Scope) -> int | None | str:
+def _content_length(scope: Scope) -> int | str | None:
     """The declared body length, None without the header, "bad" when it is not one non-negative number."""
     values = [v for k, v in scope.get("headers", []) if k.lower() == b"content-length"]
     if not values:
@@ -114,7 +118,7 @@ def _content_length(scope: Scope) -> int | None | str:
 class RequestLimits:
     """Pure ASGI middleware: body size, body stall, path and query limits (see the module docstring)."""
 
-    def __init__(self, app, *, max_body: int | None = None, body_timeout: float | None = None):
+    def __init__(self, app: ASGIApp, *, max_body: int | None = None, body_timeout: float | None = None) -> None:
         self.app = app
         self.max_body = max_body if max_body is not None else max_body_bytes()
         self.body_timeout = body_timeout if body_timeout is not None else body_timeout_seconds()
@@ -153,8 +157,6 @@ class RequestLimits:
         await self.app(scope, replay, send)
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        import anyio
-
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -203,7 +205,7 @@ def _brackets(raw: bytes | str) -> bytes:
 def _max_depth(brackets: bytes) -> int:
     if not brackets:
         return 0
-    return max(0, max(accumulate(map(_DELTA.__getitem__, brackets))))  # C-level: ~0.1 s per million brackets
+    return max(accumulate(map(_DELTA.__getitem__, brackets), initial=0))  # C-level: ~0.1 s per million brackets
 
 
 def json_depth(raw: bytes | str) -> int:

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 WINDOW_SECONDS = 60.0
 MAX_FAILURES_PER_USER = 5
@@ -61,7 +61,7 @@ class LoginThrottle:
         self._last_sweep = clock()
 
     @classmethod
-    def from_env(cls) -> "LoginThrottle":
+    def from_env(cls) -> LoginThrottle:
         return cls(per_user=_env_int("AIRJOBS_LOGIN_MAX_FAILURES", MAX_FAILURES_PER_USER),
                    per_address=_env_int("AIRJOBS_LOGIN_MAX_FAILURES_PER_ADDRESS", MAX_FAILURES_PER_ADDRESS))
 
