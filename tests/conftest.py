@@ -44,7 +44,9 @@ os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "xdg"))
 os.chmod(VAR / "xdg", 0o700)
 
 USERS = {"admin": ("admin-pw-1", "Admin"), "alice": ("alice-pw-1", "Agave User"), "bob": ("bob-pw-1", "Agave User"),
-         "carol": ("carol-pw-1", "Agave User")}
+         "carol": ("carol-pw-1", "Agave User"),
+         # the fuzz test's own job user (tests/plugins/test_schemathesis_e2e.py): nobody else uses it
+         "fuzzer": ("fuzzer-pw-1", "Agave User")}
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +62,34 @@ def pg():
 
 
 class Service:
-    def __init__(self, base: str):
+    """A running service at ``base`` (``http://127.0.0.1:<port>``, or ``https://...`` verified with the CA
+    file ``ca``, e.g. the service's self-signed certificate; the system's CAs otherwise)."""
+
+    def __init__(self, base: str, ca: str | None = None):
+        import ssl
+
         self.base = base
+        self.ca = ca
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
         self._tokens: dict[str, str] = {}
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, port = self.base.split("//")[1].split(":")
-        return host, int(port)
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.base)
+        return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
 
     def raw_get(self, path: str, token: str, timeout: float = 60) -> tuple[int, bytes]:
         """GET with the path exactly as written (httpx would normalise ``..`` or re-quote it)."""
         import http.client
 
-        conn = http.client.HTTPConnection(*self.host_port, timeout=timeout)
+        if self.base.startswith("https:"):
+            context = self.verify if not isinstance(self.verify, bool) else None
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(*self.host_port, timeout=timeout,
+                                                                            context=context)
+        else:
+            conn = http.client.HTTPConnection(*self.host_port, timeout=timeout)
         conn.putrequest("GET", path, skip_accept_encoding=True)
         conn.putheader("Authorization", f"Bearer {token}")
         conn.endheaders()
@@ -85,18 +101,18 @@ class Service:
     def token(self, user: str = "alice") -> str:
         if user not in self._tokens:
             r = httpx.post(f"{self.base}/token", data={"grant_type": "password", "username": user,
-                                                        "password": USERS[user][0]}, timeout=30)
+                                                        "password": USERS[user][0]}, timeout=30, verify=self.verify)
             r.raise_for_status()
             self._tokens[user] = r.json()["access_token"]
         return self._tokens[user]
 
     def client(self, user: str | None = "alice") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+        return httpx.Client(base_url=self.base, headers=headers, timeout=60, verify=self.verify)
 
     def airflow_token(self) -> str:
         r = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": USERS["admin"][0]},
-                       timeout=30)
+                       timeout=30, verify=self.verify)
         r.raise_for_status()
         return r.json()["access_token"]
 
@@ -121,13 +137,20 @@ class Service:
 
 @pytest.fixture(scope="session")
 def service(pg):
-    """The real service, started like `make run` (embedded PostgreSQL, all four Airflow components)."""
-    from airjobs import service as runner
+    """The real service, started like `make run` (embedded PostgreSQL, all four Airflow components). Plain HTTP;
+    with AIRJOBS_TLS=self-signed (or AIRJOBS_TLS_CERT/KEY) in the environment, HTTPS, trusted by the tests'
+    clients (the ``Service`` helper, and httpx through SSL_CERT_FILE)."""
+    from airjobs import service as runner, tls
 
     env = {**os.environ, "AIRJOBS_ADMIN_PASSWORD": USERS["admin"][0]}
     users = [f"{name}:{pw}:{role}" for name, (pw, role) in USERS.items() if name != "admin"]
+    https = tls.settings()  # generates a self-signed certificate into VAR; the service reuses it
     proc = runner.spawn(users, VAR / "service-test.log", env)
-    yield Service(f"http://127.0.0.1:{PORT}")
+    if https:
+        os.environ["SSL_CERT_FILE"] = str(https.cert)  # for the tests' own httpx calls to service.base
+        yield Service(tls.base_url(https, "localhost" if https.self_signed else https.host, PORT), str(https.cert))
+    else:
+        yield Service(f"http://127.0.0.1:{PORT}")
     runner.terminate(proc)
 
 
@@ -176,8 +199,13 @@ def _no_active_jobs_left_behind(request):
 
 def pytest_collection_modifyitems(session, config, items):
     """The fault tests (marker ``faults``) kill and restart parts of the session's service and of the test hosts:
-    they run after all the others, so a test never meets a service in the middle of a restart."""
-    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)  # a stable sort keeps the rest
+    they run after all the others, so a test never meets a service in the middle of a restart. The fuzz test
+    (marker ``fuzz``) runs just before them: whatever it leaves behind of its own user meets no later test but
+    those, and a fault test's restart does not cut its run."""
+    def rank(item: pytest.Item) -> int:
+        return 2 if item.get_closest_marker("faults") else 1 if item.get_closest_marker("fuzz") else 0
+
+    items.sort(key=rank)  # a stable sort keeps the rest in order
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from airjobs import config, registry, service
+from airjobs import config, registry
+from airjobs.accounts import ensure_run_as_account
 
 EXAMPLES = config.CHECKOUT / "include" / "examples"
 DEMO_OWNER = "admin"
@@ -29,7 +30,7 @@ def register(owner: str = DEMO_OWNER) -> None:
     shutil.copytree(EXAMPLES / "apps", root / "apps", dirs_exist_ok=True)
     shutil.copytree(EXAMPLES / "data", root / "samples", dirs_exist_ok=True)
     # the FORK system's jobs run as the run-as account when the service is root (airjobs.config.run_as)
-    service.ensure_run_as_account()
+    ensure_run_as_account()
     Path(fork["storage"]["rootDir"]).mkdir(parents=True, exist_ok=True)
     registry.put_system(storage, owner)
     registry.put_system(fork, owner)

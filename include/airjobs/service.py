@@ -7,6 +7,10 @@ exits is restarted once what it left is ended and the database accepts connectio
 started again. Ctrl-C (or ``stop`` from another shell) stops all of them and the database, restarting nothing.
 Everything is written under $AIRJOBS_VAR (default ./var).
 
+HTTPS (``airjobs.tls``): ``AIRJOBS_TLS_CERT`` and ``AIRJOBS_TLS_KEY``, or ``AIRJOBS_TLS=self-signed``, make the
+api-server serve HTTPS on ``AIRJOBS_PORT`` (443 for Agave's SDKs, as root); every client inside the service (the
+Task SDK's execution API client, the readiness check) then speaks HTTPS and trusts that certificate.
+
 As root, ``setup`` also creates the unprivileged account LOCAL jobs run as (``airjobs.config.run_as``) and keeps
 the var dir closed to it: it may pass through the var dir to the work area ``exec/`` but not list it, and the
 secrets, the database, the logs and every user's storage stay root's.
@@ -15,18 +19,22 @@ secrets, the database, the logs and every user's storage stay root's.
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
-import pwd
 import secrets
-import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
-from airjobs import config, pgserver
+from airjobs import config, pgserver, tls
+from airjobs.accounts import ensure_run_as_account
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
@@ -53,6 +61,33 @@ def _write_private(path: Path, text: str) -> None:
 
 def port() -> int:
     return int(os.environ.get("AIRJOBS_PORT", "8080"))
+
+
+def base_url(host: str = "localhost") -> str:
+    """The service's URL for users: ``http://localhost:8080``, ``https://localhost`` on 443 (no default port)."""
+    return tls.base_url(tls.settings(), host, port())
+
+
+class CannotStart(RuntimeError):
+    """The service cannot start as configured (the reason is the message)."""
+
+
+def check_port(host: str = "127.0.0.1") -> None:
+    """Fail early, with the reason, when the api-server could not listen on AIRJOBS_PORT."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        s.bind((host, port()))
+    except PermissionError:
+        raise CannotStart(f"port {port()} needs root (or CAP_NET_BIND_SERVICE): run as root, or set "
+                           f"AIRJOBS_PORT to a port above 1023") from None
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise CannotStart(f"port {port()} of {host} is in use by another process (another service?); set "
+                               f"AIRJOBS_PORT to another port") from None
+        raise
+    finally:
+        s.close()
 
 
 def _secrets() -> dict[str, str]:
@@ -93,6 +128,16 @@ def environment() -> dict[str, str]:
                                            *filter(None, [env.get("PYTHONPATH")])]),
         }
     )
+    https = tls.settings()
+    if https:
+        # the api-server serves the certificate; the Task SDK's client (workers, triggerer, dag-processor) loads
+        # [api] ssl_cert as a CA too, and reaches the api-server by a name the certificate has
+        env.update({
+            "AIRFLOW__API__SSL_CERT": str(https.cert),
+            "AIRFLOW__API__SSL_KEY": str(https.key),
+            "AIRFLOW__API__BASE_URL": tls.base_url(https, "localhost", port()),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{tls.base_url(https, https.host, port())}/execution/",
+        })
     Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     Path(env["XDG_RUNTIME_DIR"]).chmod(0o700)
     return env
@@ -108,28 +153,6 @@ def admin_password() -> str:
     pw = secrets.token_urlsafe(12)
     _write_private(path, pw + "\n")
     return pw
-
-
-def ensure_run_as_account() -> str | None:
-    """Create the account LOCAL jobs run as when the service runs as root and it does not exist yet (idempotent);
-    its name, or None when jobs run as the service user."""
-    name = config.run_as()
-    if name is None:
-        return None
-    try:
-        pwd.getpwnam(name)
-        return name
-    except KeyError:
-        pass
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    p = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", name], capture_output=True, text=True)
-    try:
-        pwd.getpwnam(name)  # made by us, or by another service starting at the same time
-    except KeyError:
-        raise RuntimeError(f"could not create the account {name} that jobs run as: {p.stderr.strip()}") from None
-    print(f"[airjobs] created the account {name} that jobs on LOCAL systems run as", flush=True)
-    return name
 
 
 def confine() -> None:
@@ -177,13 +200,13 @@ def setup(extra_users: list[str] | None = None) -> dict[str, str]:
     return env
 
 
-def _start(name: str, env: dict[str, str], argv: list[str] | None = None) -> subprocess.Popen:
+def _start(name: str, env: dict[str, str], argv: list[str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``airflow <name>`` (or ``argv``) in a session of its own, its output in logs/<name>.log."""
     logs = _var() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     bindir = Path(sys.executable).parent
     airflow = str(bindir / "airflow") if (bindir / "airflow").exists() else "airflow"
-    out = open(logs / f"{name}.log", "ab")
+    out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it; ours is closed below
     proc = subprocess.Popen(
         argv or [airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
@@ -193,19 +216,19 @@ def _start(name: str, env: dict[str, str], argv: list[str] | None = None) -> sub
     return proc
 
 
-def wait_ready(timeout: float = 180.0, cancelled=lambda: False) -> None:
+def wait_ready(timeout: float = 180.0, cancelled: Callable[[], bool] = lambda: False) -> None:
     """Until the api-server answers and the scheduler, dag-processor and triggerer report healthy (or
-    ``cancelled()``)."""
-    import json
-
-    url = f"http://127.0.0.1:{port()}/api/v2/monitor/health"
+    ``cancelled()``); over HTTPS when the service serves it, verifying its certificate."""
+    https = tls.settings()
+    url = f"{tls.base_url(https, https.host if https else '127.0.0.1', port())}/api/v2/monitor/health"
+    context = tls.client_context(https) if https else None
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if cancelled():
             return
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=5, context=context) as r:  # noqa: S310 - http(s) we built
                 health = json.load(r)
             states = {k: (v or {}).get("status") for k, v in health.items()}
             if all(states.get(k) == "healthy" for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
@@ -249,9 +272,9 @@ def session_members(sid: int, born_before: int | None = None) -> list[int]:
     and those orphaned since; not the ones that left the session (``setsid``: a FORK job's own processes)."""
     found = []
     for d in os.listdir("/proc"):
-        if d.isdigit() and (st := _stat(int(d))) and st[0] != "Z" and st[2] == sid:
-            if born_before is None or st[3] < born_before:
-                found.append(int(d))
+        if d.isdigit() and (st := _stat(int(d))) and st[0] != "Z" and st[2] == sid and (
+                born_before is None or st[3] < born_before):
+            found.append(int(d))
     return found
 
 
@@ -284,7 +307,7 @@ class Component:
 
     def __init__(self, name: str, env: dict[str, str], argv: list[str] | None = None):
         self.name, self.env, self.argv = name, env, argv
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.state = "waiting"  # running -> ending (leftovers) -> waiting (for its time and the database)
         self.started = self.next_try = self.started_ending = self.kill_at = 0.0
         self.exits = 0  # exits in a row, each soon after its start
@@ -294,6 +317,12 @@ class Component:
     @property
     def log(self) -> Path:
         return _var() / "logs" / f"{self.name}.log"
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        """Its process, once it has been started (running or ending)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.proc
 
     def start(self) -> None:
         self.proc = _start(self.name, self.env, self.argv)
@@ -320,10 +349,11 @@ class Component:
         delay = BACKOFF[min(self.exits, len(BACKOFF)) - 1] if self.exits and not db_fault else 0
         self.next_try = now + delay
         why = "; once the database is back" if not db_up else (f"; in {delay}s, it keeps exiting" if delay else "")
-        _say(f"{self.name} exited with {self.proc.returncode}; restarting{why} (logs: {self.log})")
+        proc = self._started()
+        _say(f"{self.name} exited with {proc.returncode}; restarting{why} (logs: {self.log})")
         left = self.leftovers()
         if left:
-            own = sum(1 for p in left if (st := _stat(p)) and st[1] == self.proc.pid)
+            own = len([p for p in left if (st := _stat(p)) and st[1] == proc.pid])
             _say(f"{self.name} left {len(left)} processes ({own} of its process group, {len(left) - own} in "
                  f"groups of their own: task processes); ending them")
             _signal(left, signal.SIGTERM)
@@ -333,7 +363,7 @@ class Component:
     def tick(self, db_up: bool, db_fault: bool) -> None:
         """One look at it: notice an exit, end the leftovers, start it when it is time and the database is up."""
         now = time.monotonic()
-        if self.state == "running" and self.proc.poll() is not None:
+        if self.state == "running" and self._started().poll() is not None:
             self.exited(db_up, db_fault)
         if self.state == "ending":
             left = self.leftovers()
@@ -341,7 +371,7 @@ class Component:
                 _signal(new, signal.SIGTERM)
                 self.termed.update(new)
             if now >= self.started_ending + GROUP_GRACE:
-                _signal([p for p in left if (st := _stat(p)) and st[1] == self.proc.pid], signal.SIGKILL)
+                _signal([p for p in left if (st := _stat(p)) and st[1] == self._started().pid], signal.SIGKILL)
             if left and now >= self.kill_at:
                 if self.killed:  # not even SIGKILL ends them (stuck in the kernel): start anyway
                     _say(f"{self.name}: processes it left do not end: {' '.join(map(str, left))}")
@@ -373,11 +403,11 @@ def stop_all(components: list[Component], grace: float = 15.0) -> None:
             except subprocess.TimeoutExpired:
                 pass
     while time.monotonic() < deadline:
-        left = {c: c.leftovers() for c in components}
-        if not any(left.values()):
+        remaining = {c: c.leftovers() for c in components}
+        if not any(remaining.values()):
             break
-        for c, pids in left.items():
-            if pids and c.proc.poll() is not None:  # as before: what is left of its group, at once
+        for c, pids in remaining.items():
+            if pids and c.proc is not None and c.proc.poll() is not None:  # as before: what is left of its group
                 _signal([p for p in pids if (st := _stat(p)) and st[1] == c.proc.pid], signal.SIGKILL)
             _signal([p for p in pids if p not in sent], signal.SIGTERM)  # task processes forked while it stopped
             sent.update(pids)
@@ -387,10 +417,9 @@ def stop_all(components: list[Component], grace: float = 15.0) -> None:
             _say(f"{c.name}: {len(left)} of its processes did not end in {grace:.0f}s; killing them: "
                  + " ".join(f"{p} ({_cmdline(p)[:60]})" for p in left[:5]))
             _signal(left, signal.SIGKILL)
-        if c.proc is not None:
-            if c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait(5)
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait(5)
         c.state = "waiting"
     deadline = time.monotonic() + 5
     while any(c.leftovers() for c in components) and time.monotonic() < deadline:
@@ -422,7 +451,7 @@ class Database:
             return False
         try:
             self.pid = int(pgserver.start(self.pgdata))
-        except Exception as e:  # noqa: BLE001 - any failure to start is retried
+        except Exception as e:  # any failure to start is retried
             self.tries += 1
             delay = BACKOFF[min(self.tries, len(BACKOFF) - 1)]
             reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
@@ -437,10 +466,15 @@ class Database:
 def run(extra_users: list[str] | None = None) -> int:
     """Set up, start the components and watch them and the database until SIGINT or SIGTERM; stopping stops
     everything, the database last, and nothing is restarted while it stops."""
+    https = tls.settings()  # a bad TLS setting or a port it cannot have fails here, before anything starts
+    check_port()
+    if https:
+        what = "self-signed for localhost, 127.0.0.1" if https.self_signed else f"verified as {https.host}"
+        _say(f"HTTPS with {https.cert} ({what}; valid until {https.not_after:%Y-%m-%d})")
     env = setup(extra_users)
     stopping = False
 
-    def _terminate(signum, frame):  # noqa: ARG001
+    def _terminate(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
@@ -478,16 +512,26 @@ def run(extra_users: list[str] | None = None) -> int:
 
 
 def _banner() -> None:
-    base = f"http://localhost:{port()}"
+    https = tls.settings()
+    base = base_url()
     pw = admin_password()
     demo = config.CHECKOUT / "include" / "examples" / "demo-job.json"
+    curl = f"curl --cacert {https.cert}" if https and https.self_signed else "curl"
+    trust = ""
+    if https and https.self_signed:
+        trust = f"  HTTPS certificate  : {https.cert} (self-signed for localhost, 127.0.0.1). Trust it with\n" + \
+            "".join(f"    {line}\n" for line in tls.trust_hints(https))
+    login = (f"{curl} -s -X POST {base}/token -d grant_type=password -d username={ADMIN_USER} -d password='{pw}'"
+             """ | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'""")
+    submit = (f"""{curl} -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' """
+              f"--data-binary @{demo} {base}/jobs/v2")
     print(
         f"""
 [airjobs] ready.
   Airflow UI and API : {base}   (login: {ADMIN_USER} / {pw})
   Agave Jobs API     : {base}/jobs/v2
-  Submit the demo job:
-    TOKEN=$(curl -s -X POST {base}/token -d grant_type=password -d username={ADMIN_USER} -d password='{pw}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') && curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' --data-binary @{demo} {base}/jobs/v2
+{trust}  Submit the demo job:
+    TOKEN=$({login}) && {submit}
   Stop with Ctrl-C, or `make stop` from another shell.
 """,
         flush=True,
@@ -530,7 +574,7 @@ def stop() -> int:
 
 
 def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
-          timeout: float = 300.0) -> subprocess.Popen:
+          timeout: float = 300.0) -> subprocess.Popen[bytes]:
     """Start ``run`` as a background process (for tests and benchmarks); returns once it is ready."""
     args = [sys.executable, "-m", "airjobs.service", "run"]
     for u in users:
@@ -550,7 +594,7 @@ def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
     raise RuntimeError(f"the service was not ready in {timeout}s; see {log_path}")
 
 
-def terminate(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     """Stop a spawned service the way Ctrl-C does; SIGKILL its group if it hangs."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -568,15 +612,22 @@ def main() -> int:
     parser.add_argument("--user", action="append", default=[], help="extra FAB user NAME:PASSWORD:ROLE")
     args = parser.parse_args()
     if args.command == "run":
-        return run(args.user)
+        try:
+            return run(args.user)
+        except (tls.TLSConfigError, CannotStart) as e:
+            print(f"[airjobs] cannot start: {e}", file=sys.stderr, flush=True)
+            return 2
     if args.command == "stop":
         return stop()
     if args.command == "setup":
         setup(args.user)
         return 0
     env = environment()
-    for key in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "AIRJOBS_VAR", "AIRJOBS_PORT", "AIRJOBS_DB_URL"):
-        print(f"export {key}={env[key]}")
+    for key in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "AIRJOBS_VAR", "AIRJOBS_PORT", "AIRJOBS_DB_URL",
+                "AIRFLOW__API__SSL_CERT", "AIRFLOW__API__SSL_KEY", "AIRFLOW__API__BASE_URL",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+        if key in env:
+            print(f"export {key}={env[key]}")
     return 0
 
 
