@@ -7,6 +7,7 @@ naming the field and the reason, so a refused request never leaves a row behind.
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -407,7 +408,8 @@ def resolve_archive_path(template: str, values: dict[str, str]) -> str:
 
 def check_strings(value: Any, where: str = "") -> None:
     """Every string of a request (keys too) is text the database can store: no NUL, valid UTF-8 (a JSON
-    ``\\ud800`` escape decodes to an unpaired surrogate), bounded; the 400 names where it is."""
+    ``\\ud800`` escape decodes to an unpaired surrogate), bounded; and every number is finite (Python's JSON
+    reader takes ``NaN`` and ``Infinity``, PostgreSQL's json type does not). The 400 names where it is."""
     todo: list[tuple[Any, str]] = [(value, where)]
     while todo:  # a loop, not recursion: the depth is bounded by the body reader, not by the stack
         value, where = todo.pop()
@@ -419,6 +421,10 @@ def check_strings(value: Any, where: str = "") -> None:
             todo.extend((v, f"{where.rstrip('.')}[{i}].") for i, v in enumerate(value))
         elif isinstance(value, str):
             check_text(where.rstrip(".") or "request", value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            field = (where.rstrip(".") or "request").encode("utf-8", "backslashreplace").decode("utf-8")
+            field = field.replace("\x00", "\\x00")
+            raise BadRequest(f"Invalid value for {field}: {value} is not a finite number.")
 
 
 def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
@@ -493,7 +499,12 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
         run_time = str(run_time).strip()
         if not RUNTIME_RE.match(run_time):
             raise BadRequest(f"Invalid maxRunTime {run_time!r}. maxRunTime should be in hh:mm:ss format.")
-    chosen = choose_queue(system, app, _pick(body, "batchQueue"), node_count, ppn, memory or 0.0, run_time)
+    requested_queue = _pick(body, "batchQueue")
+    if isinstance(requested_queue, (dict, list)):
+        raise BadRequest("Invalid batchQueue: must be the name of a queue of the execution system.")
+    if requested_queue is not None and not isinstance(requested_queue, str):
+        requested_queue = str(requested_queue)  # a number names a queue too (form fields are all text)
+    chosen = choose_queue(system, app, requested_queue, node_count, ppn, memory or 0.0, run_time)
     queue = chosen.get("name") if chosen else None
     if memory is None:  # spec §4.1: the queue's maximum
         limit = _limit(chosen, "maxMemoryPerNode") if chosen else float("inf")

@@ -110,6 +110,9 @@ def extract_credentials(
         protocol = str(section.get("protocol") or "").upper()
         if protocol not in ("SSH", "SFTP"):
             continue
+        for key in ("username", "password", "privateKey", "publicKey"):  # a Connection's fields are text
+            if auth.get(key) is not None and not isinstance(auth[key], str):
+                raise BadRequest(f"Invalid {section_name}.auth.{key}: must be a string.")
         conn_id = f"airjobs-{doc['id']}-{section_name}"
         current = existing(conn_id)
         if current is not None and current.get("airjobs_owner") != owner:
@@ -124,7 +127,7 @@ def extract_credentials(
             extra["private_key_passphrase"] = auth["password"]
         try:
             port = int(section.get("port") or 22)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BadRequest(f"Invalid {section_name}.port: must be an integer.") from None
         pending.append(
             (
