@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
-from airjobs import config, registry, service
+from airjobs import accounts, config, registry
 
 EXAMPLES = config.CHECKOUT / "include" / "examples"
 DEMO_OWNER = "admin"
 
 
-def _load(name: str) -> dict:
+def _load(name: str) -> dict[str, Any]:
     text = (EXAMPLES / name).read_text().replace("${AIRJOBS_VAR}", str(config.var_dir()))
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def register(owner: str = DEMO_OWNER) -> None:
@@ -27,7 +29,7 @@ def register(owner: str = DEMO_OWNER) -> None:
     shutil.copytree(EXAMPLES / "apps", root / "apps", dirs_exist_ok=True)
     shutil.copytree(EXAMPLES / "data", root / "samples", dirs_exist_ok=True)
     # the FORK system's jobs run as the run-as account when the service is root (airjobs.config.run_as)
-    service.ensure_run_as_account()
+    accounts.ensure_run_as_account()
     Path(fork["storage"]["rootDir"]).mkdir(parents=True, exist_ok=True)
     registry.put_system(storage, owner)
     registry.put_system(fork, owner)

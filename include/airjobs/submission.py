@@ -49,7 +49,7 @@ FALSE_WORDS = {"false", "0", "off", "no"}
 
 def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
     """Parse a JSON request body; anything that is not a JSON object (or nested too deeply) is a 400."""
-    from airjobs.api.limits import check_json_depth
+    from airjobs.jsonlimits import check_json_depth
 
     check_json_depth(raw, "job request")
     try:
