@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from airjobs import access, db
 from airjobs.errors import BadRequest, Conflict, Forbidden, NotFound
 from airjobs.models import App, Job, System, UserDefault
+from airjobs.statuses import ACTIVE, values
 from airjobs.timeutil import now
 
 
@@ -93,10 +94,8 @@ def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
 
 
 def _active_jobs(s, *conditions) -> list[str]:
-    from airjobs.store import ACTIVE
-
-    return list(s.scalars(select(Job.id).where(Job.status.in_(ACTIVE), or_(*conditions)).order_by(Job.created)
-                          .limit(20)))
+    q = select(Job.id).where(Job.status.in_(values(ACTIVE)), or_(*conditions)).order_by(Job.created).limit(20)
+    return list(s.scalars(q))
 
 
 def _refuse_if_active(kind: str, ident: str, jobs: list[str]) -> None:

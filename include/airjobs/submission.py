@@ -567,7 +567,7 @@ def authorize(job: Job) -> None:
     execution system, every input (system, path, or another job's outputs) and its archive folder. A job
     naming something its owner may not use is refused here (403, or 400 for what they cannot see), so no
     step ever uses another user's system, Connection or files."""
-    from airjobs import staging
+    from airjobs import inputs
 
     owner, is_admin = job.owner, bool(job.owner_admin)
     app = registry.get_app(job.app_id) or {}
@@ -577,8 +577,8 @@ def authorize(job: Job) -> None:
     for iid, values in (job.inputs or {}).items():
         for uri in values:
             try:
-                staging.locate(iid, uri, owner, is_admin)
-            except staging.InputError as e:
+                inputs.locate(iid, uri, owner, is_admin)
+            except inputs.InputError as e:
                 cause = e.__context__
                 raise (Forbidden if isinstance(cause, Forbidden) else BadRequest)(f"Invalid input value: {e}") from None
     if job.archive and job.archive_system:
