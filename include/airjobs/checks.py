@@ -71,13 +71,13 @@ def schedule() -> tuple[float, ...]:
         values = tuple(float(x) for x in raw.split(",") if x.strip())
     except ValueError:
         values = ()
-    return values if len(values) == 4 and all(v > 0 for v in values) else _DEFAULT_SCHEDULE
+    return values if len(values) == len(_DEFAULT_SCHEDULE) and all(v > 0 for v in values) else _DEFAULT_SCHEDULE
 
 
 def interval(checks: int) -> float:
     """Seconds until the next status check of a job that has had ``checks`` so far."""
     values = schedule()
-    for threshold, value in zip(_THRESHOLDS, values):
+    for threshold, value in zip(_THRESHOLDS, values, strict=False):  # the last value has no threshold
         if checks < threshold:
             return value
     return values[-1]
@@ -130,10 +130,10 @@ def describe(e: BaseException) -> str:
 
 def duration(seconds: float) -> str:
     """``45 s``, ``12 min``, ``6 h``, ``1 h 30 min``."""
-    s = int(round(seconds))
-    if s < 120:
+    s = round(seconds)
+    if s < 2 * 60:
         return f"{s} s"
-    if s < 7200:
+    if s < 2 * 3600:
         return f"{s // 60} min"
     h, m = divmod(s // 60, 60)
     return f"{h} h {m} min" if m else f"{h} h"
@@ -177,7 +177,7 @@ class Answer:
     status_out: str  # what the status command printed
     answered: bool  # it exited 0: a job it does not list is unknown to the scheduler
     error: str  # its error output when it did not
-    codes: list[int | None | str]  # per exit-code file: the code, None (unreadable) or "-" (no file yet)
+    codes: list[int | str | None]  # per exit-code file: the code, None (unreadable) or "-" (no file yet)
 
 
 def parse_answer(out: str, count: int) -> Answer | None:
@@ -193,13 +193,13 @@ def parse_answer(out: str, count: int) -> Answer | None:
     return Answer(head, rc.strip() == "0", error.strip(), _codes(codes.partition(END)[0].lstrip("\n"), count))
 
 
-def _codes(text: str, count: int) -> list[int | None | str]:
+def _codes(text: str, count: int) -> list[int | str | None]:
     """The exit-code section: one line per job, ``-`` when the file does not exist (yet)."""
     lines = text.splitlines()
-    out: list[int | None | str] = []
+    out: list[int | str | None] = []
     for i in range(count):
         line = lines[i].strip() if i < len(lines) else "-"
-        if line == "-" or line == "":
+        if line in {"-", ""}:
             out.append("-")
         else:
             try:
@@ -247,7 +247,7 @@ def _over_time(job: Job) -> float | None:
     return (job.start_time + timedelta(seconds=limit) - now()).total_seconds()
 
 
-def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
+def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0912, PLR0915  (one cycle, read top down)
     """One status check of the given jobs of one execution system (one remote command)."""
     results: dict[str, Check] = {}
     jobs = {j.id: j for j in store.jobs_by_ids(job_ids)}
@@ -289,7 +289,7 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
 
     counters: list[dict[str, Any]] = []
     unknown: list[Job] = []  # no word about them: the scheduler could not answer
-    for job, code in zip(active, answer.codes):
+    for job, code in zip(active, answer.codes, strict=True):  # one code per job (``_codes``)
         state = states.get(job.local_id or "")
         word = state[2] if state else None
         if code != "-":  # the wrapper finished: its exit code is the truth
@@ -406,7 +406,7 @@ def _kill_overtime(job: Job, system: dict[str, Any]) -> Check:
     pending = None
     try:
         what = kill_remote(job, system)
-    except Exception as e:  # the limit is still enforced: the job ends KILLED, the failure is recorded
+    except Exception as e:  # noqa: BLE001  (the limit is still enforced: the job ends KILLED, the failure recorded)
         if transient(e):
             what = (f"{job.execution_system} was unreachable ({describe(e)}): its process there is killed as "
                     f"soon as it answers again")
@@ -450,7 +450,7 @@ def retry_kills(system_id: str, job_ids: list[str]) -> dict[str, float]:
         try:
             rc, out, err = run(system, f"if [ -e {quote(code_file)} ]; then echo {END}; else "
                                         f"{sched.kill_command(job.local_id)}; fi", timeout=60)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (retried while transient, else given up: recorded either way)
             if transient(e) and t - since < limit:
                 later[job.id] = retry_in(t - since)
                 continue
@@ -524,6 +524,6 @@ def _alive(sched: Scheduler, transport: transports.Transport, remote_id: str | N
     """Does the scheduler list the job as queued, running or paused?"""
     if not remote_id:
         return False
-    rc, out, _ = transport.run(sched.status_command([remote_id]), timeout=30)
+    _, out, _ = transport.run(sched.status_command([remote_id]), timeout=30)
     state = sched.states(out, [remote_id]).get(remote_id)
     return state is not None and state[0] in EXECUTING

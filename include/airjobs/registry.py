@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from airjobs import access, db
 from airjobs.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -14,7 +15,7 @@ from airjobs.statuses import ACTIVE, values
 from airjobs.timeutil import now
 
 
-def _visible(model, user: str | None):
+def _visible(model: Any, user: str | None) -> Any:
     q = select(model)
     if user is not None:
         q = q.where(or_(model.owner == user, model.is_public.is_(True)))
@@ -56,10 +57,10 @@ def default_storage(owner: str) -> dict[str, Any] | None:
             row = s.get(System, mine.system_id)
             if row is not None:
                 return dict(row.document)
-        rows = s.scalars(
+        rows = list(s.scalars(
             select(System).where(System.type == "STORAGE", System.global_default.is_(True))
             .where(or_(System.owner == owner, System.is_public.is_(True)))
-        ).all()
+        ))
     rows.sort(key=lambda r: (r.owner != owner, r.id))
     return dict(rows[0].document) if rows else None
 
@@ -81,19 +82,19 @@ def set_default(system_id: str, user: str, is_admin: bool, on: bool) -> dict[str
 
 def visible_system(system_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_system(system_id)
-    if not access.may_use_system(doc, user, is_admin):
+    if doc is None or not access.may_use_system(doc, user, is_admin):
         raise NotFound(f"No system found matching {system_id}")
     return doc
 
 
 def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     doc = get_app(app_id)
-    if not access.may_use_app(doc, user, is_admin):
+    if doc is None or not access.may_use_app(doc, user, is_admin):
         raise NotFound(f"No software found matching {app_id}")
     return doc
 
 
-def _active_jobs(s, *conditions) -> list[str]:
+def _active_jobs(s: Session, *conditions: Any) -> list[str]:
     q = select(Job.id).where(Job.status.in_(values(ACTIVE)), or_(*conditions)).order_by(Job.created).limit(20)
     return list(s.scalars(q))
 
@@ -118,14 +119,19 @@ def register_system(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dic
     if existing and existing["type"] != doc["type"]:
         raise BadRequest(f"Invalid type: system {doc['id']} is a {existing['type']} system.")
     put_system(doc, owner)
-    return get_system(doc["id"]), existing is None
+    return _saved(get_system(doc["id"])), existing is None
 
 
 def register_app(doc: dict[str, Any], user: str, is_admin: bool) -> tuple[dict[str, Any], bool]:
     existing = get_app(doc["id"])
     check_owner(existing, "app", doc["id"], user, is_admin)
     put_app(doc, existing["owner"] if existing else user)
-    return get_app(doc["id"]), existing is None
+    return _saved(get_app(doc["id"])), existing is None
+
+
+def _saved(doc: dict[str, Any] | None) -> dict[str, Any]:
+    """A document just written, read back (None only if it was deleted meanwhile: passed on as it is)."""
+    return cast("dict[str, Any]", doc)
 
 
 def check_new_id(system_id: str, owner: str, existing: dict[str, Any] | None) -> None:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exists, func, or_, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from airjobs import access, db
 from airjobs.errors import NotFound
 from airjobs.lifecycle import record_event
 from airjobs.models import Job, JobEvent, JobPermission
-from airjobs.timeutil import now
 from airjobs.statuses import ACTIVE, JobStatus, values
+from airjobs.timeutil import now
 
 
 
 
-def check_quotas(s, job: Job, system: dict) -> None:
+def check_quotas(s: Session, job: Job, system: dict[str, Any]) -> None:
     """Spec §4.3/§11.2 limits, counted over the system's active (non-terminal) jobs. Runs inside the
     inserting transaction under a per-system advisory lock, so concurrent submissions cannot overshoot."""
     from sqlalchemy import text
@@ -24,7 +27,7 @@ def check_quotas(s, job: Job, system: dict) -> None:
 
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "airjobs-quota:" + job.execution_system})
-    queue = next((q for q in system.get("queues") or [] if q.get("name") == job.batch_queue), {})
+    queue: dict[str, Any] = next((q for q in system.get("queues") or [] if q.get("name") == job.batch_queue), {})
     checks = [
         (system.get("maxSystemJobs", -1), {}, f"system {system['id']} allows at most {{n}} active jobs"),
         (system.get("maxSystemJobsPerUser", -1), {"owner": True},
@@ -46,7 +49,7 @@ def check_quotas(s, job: Job, system: dict) -> None:
             raise BadRequest(f"Quota exceeded: {text_.format(n=limit)}. Try again when some have finished.")
 
 
-def create_job(job: Job, *, created_by: str, system: dict | None = None) -> tuple[Job, bool]:
+def create_job(job: Job, *, created_by: str, system: dict[str, Any] | None = None) -> tuple[Job, bool]:
     """Insert a PENDING job and its first history event in one transaction, after the quota check when
     the execution system is given.
 
@@ -83,9 +86,10 @@ def get_job(job_id: str) -> Job | None:
         return s.get(Job, job_id)
 
 
-def _grant(s, job_id: str, user: str) -> str | None:
-    return s.scalar(select(JobPermission.permission).where(JobPermission.job_id == job_id,
-                                                           JobPermission.username == user))
+def _grant(s: Session, job_id: str, user: str) -> str | None:
+    grant: str | None = s.scalar(select(JobPermission.permission).where(JobPermission.job_id == job_id,
+                                                                        JobPermission.username == user))
+    return grant
 
 
 def permission_of(job: Job, user: str, is_admin: bool) -> access.Perm:
@@ -103,6 +107,7 @@ def job_for(job_id: str, user: str, is_admin: bool, action: str = "read") -> Job
     job = get_job(job_id)
     perm = permission_of(job, user, is_admin) if job is not None else access.NONE
     access.check_job(job, job_id, perm, action)
+    assert job is not None  # noqa: S101  (check_job refused a missing job)
     return job
 
 
@@ -114,7 +119,7 @@ def writable_job(job_id: str, user: str, is_admin: bool) -> Job:
     return job_for(job_id, user, is_admin, "write")
 
 
-def _readable_by(user: str):
+def _readable_by(user: str) -> ColumnElement[bool]:
     """Jobs ``user`` owns or holds a grant with READ on (spec §9.2: listings include shared jobs)."""
     readers = [name for name, p in access.PERMISSIONS.items() if p.read]
     shared = exists().where(JobPermission.job_id == Job.id, JobPermission.username == user,

@@ -177,7 +177,7 @@ def _number(value: Any, pid: str) -> int | float:
         raise BadRequest(f"Invalid parameter value for {pid}. {pid} must be a number.") from None
 
 
-def _cardinality(kind: str, item: dict, values: list) -> None:
+def _cardinality(kind: str, item: dict[str, Any], values: list[Any]) -> None:
     sem = item.get("semantics") or {}
     lo = sem.get("minCardinality")
     hi = sem.get("maxCardinality")
@@ -192,7 +192,7 @@ def _cardinality(kind: str, item: dict, values: list) -> None:
 VALIDATOR_SECONDS = 0.25
 
 
-def _validator(kind: str, item: dict, values: list) -> None:
+def _validator(kind: str, item: dict[str, Any], values: list[Any]) -> None:
     """D7: regex *search* semantics, run by the ``regex`` engine with a time limit."""
     import regex
 
@@ -238,7 +238,7 @@ def check_input_uri(input_id: str, value: str) -> None:
             raise type(e)(f"Invalid input value for {input_id}: {e.message}") from None
 
 
-def resolve_inputs(app: dict, given: dict[str, Any]) -> dict[str, list[str]]:
+def resolve_inputs(app: dict[str, Any], given: dict[str, Any]) -> dict[str, list[str]]:
     declared = {i["id"]: i for i in app.get("inputs") or []}
     lower = {k.lower(): k for k in declared}
     unknown = [k for k in given if k.lower() not in lower]
@@ -270,7 +270,7 @@ def resolve_inputs(app: dict, given: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
+def resolve_parameters(app: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     declared = {p["id"]: p for p in app.get("parameters") or []}
     lower = {k.lower(): k for k in declared}
     unknown = [k for k in given if k.lower() not in lower]
@@ -306,7 +306,7 @@ def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
         if ptype == "number":
             typed: list[Any] = [_number(v, pid) for v in values]
         elif ptype == "enumeration":
-            allowed = []
+            allowed: list[Any] = []
             for e in value.get("enumValues") or value.get("enum_values") or []:
                 allowed.extend(e.keys() if isinstance(e, dict) else [e])
             allowed = [str(a) for a in allowed]
@@ -322,7 +322,7 @@ def resolve_parameters(app: dict, given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _limit(queue: dict, field: str) -> float:
+def _limit(queue: dict[str, Any], field: str) -> float:
     """A queue limit as a number; -1 (or missing) is unlimited."""
     value = queue.get(field, -1)
     if value in (None, -1, "-1", ""):
@@ -334,22 +334,22 @@ def _limit(queue: dict, field: str) -> float:
     return float(value)
 
 
-def fits(queue: dict, nodes: int, ppn: int, memory_gb: float, run_time: str | None) -> bool:
+def fits(queue: dict[str, Any], nodes: int, ppn: int, memory_gb: float, run_time: str | None) -> bool:
     """Spec §4.3: every requested amount within the queue's limit (a missing run time counts as 00:00:01)."""
     seconds = hms_to_seconds(run_time) if run_time else 1
     return (nodes <= _limit(queue, "maxNodes") and ppn <= _limit(queue, "maxProcessorsPerNode")
             and memory_gb <= _limit(queue, "maxMemoryPerNode") and seconds <= _limit(queue, "maxRequestedTime"))
 
 
-def choose_queue(system: dict, app: dict, requested: str | None, nodes: int, ppn: int, memory_gb: float,
-                 run_time: str | None) -> dict | None:
+def choose_queue(system: dict[str, Any], app: dict[str, Any], requested: str | None, nodes: int, ppn: int,
+                 memory_gb: float, run_time: str | None) -> dict[str, Any] | None:
     """Spec §4.3: the user's queue, else the app's default, else the system default if the request fits,
     else the smallest queue that fits; the chosen queue must then fit the request."""
-    queues = system.get("queues") or []
+    queues: list[dict[str, Any]] = system.get("queues") or []
     by_name = {q.get("name"): q for q in queues}
     if not queues:
         return None
-    chosen = None
+    chosen: dict[str, Any] | None = None
     if requested:
         chosen = by_name.get(requested)
         if chosen is None:
@@ -390,7 +390,7 @@ def resolve_archive_path(template: str, values: dict[str, str]) -> str:
     """Resolve the ``${MACRO}`` names of spec §4.1 in an archivePath; the result must stay in its root."""
     from airjobs.paths import clean_relative
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         key = m.group(1).upper()
         return values[key] if key in values else m.group(0)
 
@@ -442,7 +442,7 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
     if len(app_id) > 80:
         raise BadRequest("Invalid appId. App ids are at most 80 characters.")
     app = registry.get_app(app_id)
-    if not access.may_use_app(app, owner, is_admin):  # someone else's private app: as if it did not exist
+    if app is None or not access.may_use_app(app, owner, is_admin):  # someone else's private app: as if none
         raise BadRequest(f"No app found matching {app_id}")
 
     system_id = app["executionSystem"]
@@ -511,7 +511,8 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
         wanted = _pick(body, "archiveSystem")
         if wanted:
             storage = registry.get_system(str(wanted))
-            if not access.may_use_system(storage, owner, is_admin) or storage.get("type") != "STORAGE":
+            if (storage is None or not access.may_use_system(storage, owner, is_admin)
+                    or storage.get("type") != "STORAGE"):
                 raise BadRequest(f"Invalid archiveSystem. No storage system found matching {wanted}")
         else:
             storage = registry.default_storage(owner)
@@ -583,6 +584,8 @@ def authorize(job: Job) -> None:
                 raise (Forbidden if isinstance(cause, Forbidden) else BadRequest)(f"Invalid input value: {e}") from None
     if job.archive and job.archive_system:
         storage = registry.get_system(job.archive_system)
+        if storage is None:  # gone since the job was built
+            raise BadRequest(f"Invalid archiveSystem. No storage system found matching {job.archive_system}")
         try:
             access.check_archive_target(storage, job.archive_path or "", owner, is_admin, registry.all_apps)
         except AgaveError as e:

@@ -52,6 +52,6 @@ def run_part(task: str, job_id: str, fn: Callable[[], T], attempt: int = 1) -> T
         except recovery.GaveUp as gave_up:
             runs.fail_and_stop(job_id, str(gave_up))
             raise JobFailed(str(gave_up)) from e
-        except Exception as note_error:  # the database itself is away: Airflow retries all the same
+        except Exception as note_error:  # noqa: BLE001  (the database itself is away: Airflow retries all the same)
             log.warning("could not record the failure of step %s of job %s: %s", task, job_id, note_error)
         raise

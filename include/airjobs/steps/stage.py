@@ -34,6 +34,7 @@ History of a job staged at the third attempt::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -66,6 +67,7 @@ ATTEMPTS = 3
 CHECK_EVERY = 0.5  # seconds between cancellation checks during a copy
 PROGRESS_EVERY = 2.0  # seconds between progress events during a copy ...
 PROGRESS_BYTES = 64 << 20  # ... or this many bytes, whichever comes first
+_CLIENT_ERRORS = range(400, 500)  # HTTP 4xx: the source refuses, retrying cannot help (but 408, 425, 429)
 
 
 def backoff_seconds() -> float:
@@ -132,7 +134,7 @@ def _permanent(e: BaseException) -> bool:
     if isinstance(e, InputError):
         return e.permanent
     if isinstance(e, HTTPStatusError):
-        return 400 <= e.status < 500 and e.status not in (408, 425, 429)
+        return e.status in _CLIENT_ERRORS and e.status not in (408, 425, 429)
     return isinstance(e, (StepError, AgaveError, FileNotFoundError, PermissionError, NotADirectoryError,
                           IsADirectoryError))
 
@@ -182,12 +184,13 @@ def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: boo
             host, rel = outputs.resolve(loc, where.path)
             return Source(input_id, uri, name, loc.transport, host, f"job {where.job.id}", rel)
         system, path = where.system, where.path
-        assert system is not None  # a "path": ``locate`` found its system
+        if system is None:  # not a "path": ``locate`` knows no other kind
+            raise InputError(f"Input {input_id}: {uri} names nothing that can be staged.", True)
         reader = transports.storage(system)
         full = host_path(system, path)
         try:  # a link inside one's home must not lead into someone else's folder
             real = reader.realpath(full)
-        except Exception:  # missing: the copy says so with the path the user gave
+        except Exception:  # noqa: BLE001  (missing: the copy says so with the path the user gave)
             real = full
         access.check_host_path(system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path,
                                apps=apps)
@@ -237,14 +240,14 @@ class _Watch:
 
 
 def _remove(dest: transports.Transport, path: str) -> None:
-    try:
+    with contextlib.suppress(Exception):  # best effort: the destination may be what failed
         dest.run(f"rm -rf -- {shlex.quote(path)}", timeout=60)
-    except Exception:  # best effort: the destination may be what failed
-        pass
 
 
-def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int,
-          total: int, so_far: list[dict[str, Any]], path: str) -> dict[str, Any]:
+def _copy(  # noqa: PLR0913, PLR0917  (one input's copy: where from, where to, and how far the others got)
+    job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int, total: int,
+    so_far: list[dict[str, Any]], path: str,
+) -> dict[str, Any]:
     label = f"input {src.input_id} {src.uri}"
     is_dir = False
     if not isinstance(src.reader, HTTPSource):  # http URLs are only known by fetching them
