@@ -9,7 +9,7 @@ temporary AIRJOBS_VAR; the Airflow service is not needed (Connections are given 
 
 What it measures, alternating baseline and staging runs so both see the same machine:
 
-* staging: ``airjobs.staging.stage`` of a job whose one input is ``agave://<sftp storage>/<file>`` on an SSH
+* staging: ``airjobs.steps.stage.stage`` of a job whose one input is ``agave://<sftp storage>/<file>`` on an SSH
   execution system (FORK) of the same host: the real code path (SSHTransport over the SSH provider's
   SSHHook, ``transports.copy``, sha256 and progress events, the job's history in PostgreSQL). Each run opens
   its SSH connections anew, as the baseline's ssh processes do.
@@ -168,7 +168,8 @@ def main() -> int:
     import airflow.providers.ssh.hooks.ssh  # noqa: F401  imported once per process, not a cost of a transfer
 
     import airjobs_airflow  # noqa: F401  registers the SSH/SFTP transports
-    from airjobs import db, demo, pgserver, registry, staging, store, submission
+    from airjobs import db, demo, pgserver, registry, store, submission
+    from airjobs.steps import stage as staging
     from airjobs_airflow import transport_ssh
 
     ssh = OpenSSH(infra)

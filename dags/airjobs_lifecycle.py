@@ -1,4 +1,5 @@
-"""The job lifecycle: one run per job (run_id = job id), each task one core step of ``airjobs.steps``.
+"""The job lifecycle: one run per job (run_id = job id), each task one step module of ``airjobs.steps``
+(``stage``, ``submit``, ``monitor``, ``archive``, ``notify``), called through ``steps.run_step``.
 
 Every task first asks ``airjobs.runs.job_of_run``: a run triggered by hand (no conf, or a conf naming another
 job than the run id) fails at once and touches no job, so no job ever has a second run working on it.
@@ -8,11 +9,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Callable
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airjobs import recovery, runs, steps
+from airjobs.steps import archive as archive_step
+from airjobs.steps import notify as notify_step
+from airjobs.steps import stage as stage_step
+from airjobs.steps import submit as submit_step
 from airjobs_airflow import LIFECYCLE_DAG_ID
 from airjobs_airflow.sensors import JobMonitorSensor
 
@@ -45,9 +51,9 @@ def _guard(context) -> None:
             raise AirflowFailException(str(e)) from None
 
 
-def _run(name: str, context) -> None:
+def _run(task_id: str, step: Callable[[str], None], context) -> None:
     try:
-        steps.run_step(name, _job_id(context), attempt=context["ti"].try_number or 1)
+        steps.run_step(task_id, _job_id(context), step, attempt=context["ti"].try_number or 1)
     except steps.JobAlreadyFinal as e:
         raise AirflowSkipException(str(e)) from None
     except steps.JobFailed as e:  # what the job did: no retry
@@ -93,20 +99,20 @@ with DAG(
 
     @task(task_id="stage")
     def stage(**context):
-        _run("stage", context)
+        _run("stage", stage_step.stage, context)
 
     @task(task_id="submit")
     def submit(**context):
-        _run("submit", context)
+        _run("submit", submit_step.submit, context)
 
-    monitor = JobMonitorSensor(task_id="monitor", job_id=JOB_ID)
+    monitor = JobMonitorSensor(task_id="monitor", job_id=JOB_ID)  # ``airjobs.steps.monitor``
 
     @task(task_id="archive")
     def archive(**context):
-        _run("archive", context)
+        _run("archive", archive_step.archive, context)
 
     @task(task_id="notify")
     def notify(**context):
-        _run("notify", context)
+        _run("notify", notify_step.notify, context)
 
     stage() >> submit() >> monitor >> archive() >> notify()

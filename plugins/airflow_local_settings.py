@@ -9,6 +9,11 @@ Airflow's behaviour; ``__all__`` is empty so no name leaks into ``airflow.settin
 __all__: list[str] = []
 
 try:
-    import airjobs.steps  # noqa: F401  (sqlalchemy ORM, models, store, lifecycle, rendering)
+    # the DAG's steps: sqlalchemy ORM, models, store, lifecycle, rendering, schedulers, checks
+    import airjobs.steps.archive  # noqa: F401
+    import airjobs.steps.monitor  # noqa: F401
+    import airjobs.steps.notify  # noqa: F401
+    import airjobs.steps.stage  # noqa: F401
+    import airjobs.steps.submit  # noqa: F401
 except Exception:  # never stop Airflow from starting because of a warm-up import
     pass

@@ -24,7 +24,7 @@ PORT = int(os.environ.get("AIRJOBS_TEST_PORT", "28080"))
 os.environ["AIRJOBS_VAR"] = str(VAR)
 os.environ["AIRJOBS_PORT"] = str(PORT)
 os.environ.pop("AIRJOBS_DB_URL", None)
-# status checks every second or two instead of Agave's 15 s, 30 s, 60 s, 5 min (airjobs.monitor.schedule)
+# status checks every second or two instead of Agave's 15 s, 30 s, 60 s, 5 min (airjobs.checks.schedule)
 os.environ.setdefault("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")
 
 def _egress_allow() -> str:
@@ -189,11 +189,11 @@ def _no_active_jobs_left_behind(request):
         return
     from sqlalchemy import update
 
-    from airjobs import db, store
+    from airjobs import db, statuses
     from airjobs.models import Job
 
     with db.transaction() as s:
-        s.execute(update(Job).where(Job.status.in_(store.ACTIVE))
+        s.execute(update(Job).where(Job.status.in_(statuses.values(statuses.ACTIVE)))
                   .values(status="STOPPED", message="Left active by a unit test; stopped by the test harness."))
 
 

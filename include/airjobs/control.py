@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from airjobs import monitor, registry, store
+from airjobs import registry, remote, store
 from airjobs.errors import AgaveError, IllegalTransition
 from airjobs.lifecycle import transition
 from airjobs.models import Job
-from airjobs.statuses import TERMINAL, JobStatus
+from airjobs.statuses import REMOTE, JobStatus, is_terminal
 
 log = logging.getLogger(__name__)
 S = JobStatus
 
 KILL_ACTIONS = frozenset({"kill", "stop", "cancel"})
-#: states in which a remote job may exist and gets the scheduler's kill command
-_REMOTE = frozenset({S.SUBMITTING, S.QUEUED, S.RUNNING, S.PAUSED, S.CLEANING_UP, S.HEARTBEAT})
 
 
 def kill(job_id: str, user: str, is_admin: bool) -> Job:
@@ -24,19 +22,19 @@ def kill(job_id: str, user: str, is_admin: bool) -> Job:
     reached leaves the job as it was: 502, try again. A job that already ended is left alone."""
     job = store.writable_job(job_id, user, is_admin)
     status = JobStatus(job.status)
-    if status in TERMINAL or status in (S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED):
+    if is_terminal(status) or status in (S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED):
         return job
     message = "Job cancelled by user."
-    system = registry.get_system(job.execution_system) if status in _REMOTE else None
+    system = registry.get_system(job.execution_system) if status in REMOTE else None
     if system is not None and not job.local_id and status is S.SUBMITTING:
         try:  # handed over by a submit that was cut before recording it: that remote job is killed too
-            job.local_id = monitor.submitted_id(job, system)
+            job.local_id = remote.submitted_id(job, system)
         except Exception as e:
             log.warning("could not read the submission record of job %s: %s", job_id, e)
-    if job.local_id and status in _REMOTE:
+    if job.local_id and status in REMOTE:
         if system is not None:
             try:
-                what = monitor.kill_remote(job, system)
+                what = remote.kill_remote(job, system)
             except Exception as e:
                 log.warning("kill of job %s on %s failed: %s", job_id, job.execution_system, e)
                 raise AgaveError(f"Unable to kill job {job_id}: {job.execution_system} is not reachable: {e}",

@@ -61,7 +61,7 @@ class GaveUp(Exception):
 def is_jobs_fault(exc: BaseException) -> bool:
     """Did the job (its app, its inputs, its owner's rights, its systems) cause ``exc``, so that retrying cannot
     help? Everything else is a failure of the service, retried."""
-    from airjobs.monitor import _REFUSALS
+    from airjobs.checks import _REFUSALS
 
     if isinstance(exc, (StepError, PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return True  # (staging and archiving name the host and path of a missing or forbidden file themselves)

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from airjobs import access, db
 from airjobs.errors import BadRequest, Conflict, Forbidden, NotFound
 from airjobs.models import App, Job, System, UserDefault
+from airjobs.statuses import ACTIVE, values
 from airjobs.timeutil import now
 
 
@@ -94,12 +95,9 @@ def visible_app(app_id: str, user: str, is_admin: bool) -> dict[str, Any]:
     return doc
 
 
-def _active_jobs(s: Session, *conditions: ColumnElement[bool]) -> list[str]:
-    from airjobs.store import ACTIVE
-
-    return list(
-        s.scalars(select(Job.id).where(Job.status.in_(ACTIVE), or_(*conditions)).order_by(Job.created).limit(20))
-    )
+def _active_jobs(s: Session, *conditions: Any) -> list[str]:
+    q = select(Job.id).where(Job.status.in_(values(ACTIVE)), or_(*conditions)).order_by(Job.created).limit(20)
+    return list(s.scalars(q))
 
 
 def _refuse_if_active(kind: str, ident: str, jobs: list[str]) -> None:

@@ -12,13 +12,8 @@ from dataclasses import dataclass, field
 from shlex import quote
 from typing import Any
 
+from airjobs.jobpaths import EXIT_CODE_FILE, LOG_FILE  # the names of a job's files: ``airjobs.jobpaths``
 from airjobs.timeutil import hms_to_seconds
-
-EXIT_CODE_FILE = ".agave.exitcode"
-ARCHIVE_MANIFEST = ".agave.archive"
-#: the work directory's record of the one hand-over to the scheduler (``airjobs.steps.once``)
-SUBMIT_MARK = ".airjobs-submit"
-LOG_FILE = ".agave.log"
 
 _MACRO = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -62,7 +57,7 @@ def job_macros(ctx: RenderContext) -> dict[str, str]:
     return macros
 
 
-def _prefixed(item: dict, values: list[str]) -> list[str]:
+def _prefixed(item: dict[str, Any], values: list[str]) -> list[str]:
     """``showArgument`` puts ``argument`` (no space added) before the first value, or every value with
     ``repeatArgument`` (spec §10.2)."""
     details = item.get("details") or {}
@@ -79,7 +74,7 @@ def _prefixed(item: dict, values: list[str]) -> list[str]:
     return [*with_arg(values[0]), *values[1:]] if values else []
 
 
-def parameter_words(item: dict, value: Any) -> list[str]:
+def parameter_words(item: dict[str, Any], value: Any) -> list[str]:
     """The words a parameter contributes to the command line (spec §10.2 rules)."""
     ptype = str((item.get("value") or {}).get("type") or "string").lower()
     details = item.get("details") or {}
@@ -94,7 +89,7 @@ def parameter_words(item: dict, value: Any) -> list[str]:
     return _prefixed(item, [str(v) for v in values])
 
 
-def input_words(item: dict, values: list[str] | None) -> list[str]:
+def input_words(item: dict[str, Any], values: list[str] | None) -> list[str]:
     """Inputs become the base names of their staged files."""
     return _prefixed(item, [posixpath.basename(v.rstrip("/")) for v in values or []])
 

@@ -29,7 +29,7 @@ few seconds and asks this module what to do (nothing here imports Airflow):
   QUEUED, RUNNING, PAUSED, monitor        no limit: the host's     the reconciler checks it itself when the
   waiting in the triggerer                scheduler keeps it;      trigger did not for max(3 x the poll
                                           ``maxRunTime`` kills     interval, 60 s); an unreachable host is
-                                          RUNNING on time          ``airjobs.monitor``'s (unreachable limit)
+                                          RUNNING on time          ``airjobs.checks``'s (unreachable limit)
   QUEUED, RUNNING, PAUSED, nothing        1800 s                   as the first row
   watching it (monitor not deferred)
   any, run lost or ended without anyone   10 s (60 s for a         resumed, at most 3 times per job, then
@@ -58,11 +58,11 @@ from typing import Any, Iterable, Mapping
 
 from sqlalchemy import func, select
 
-from airjobs import db, monitor, registry, schedulers, store
+from airjobs import checks, db, registry, remote, store
 from airjobs.errors import IllegalTransition
 from airjobs.lifecycle import SYSTEM_ACTOR, record_event, transition
 from airjobs.models import Job, JobEvent
-from airjobs.statuses import EXECUTING, TERMINAL, JobStatus, can_move
+from airjobs.statuses import ACTIVE, EXECUTING, REMOTE, TERMINAL, JobStatus, can_move, is_terminal, values
 from airjobs.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,6 @@ S = JobStatus
 
 #: Airflow run states in which the run still works on its job
 WORKING = frozenset({"queued", "running"})
-#: statuses in which a remote job may exist (as ``airjobs.control.kill`` has them)
-_REMOTE = frozenset({S.SUBMITTING, S.QUEUED, S.RUNNING, S.PAUSED, S.CLEANING_UP, S.HEARTBEAT})
 #: a job whose run was ended without it being done: KILLED where the table allows it (a kill by the
 #: service), else STOPPED, else FAILED (always allowed from an active status)
 _KILL = (S.KILLED, S.STOPPED, S.FAILED)
@@ -119,7 +117,7 @@ def raise_on_sigterm() -> None:
     if getattr(previous, "airjobs", False):
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: Any) -> None:
         global _terminated, _pending
         first, _terminated = not _terminated, True
         if callable(previous):
@@ -129,7 +127,7 @@ def raise_on_sigterm() -> None:
         elif first:
             raise Terminated("the task was stopped by Airflow (its lifecycle run was changed there)")
 
-    handler.airjobs = True
+    handler.airjobs = True  # type: ignore[attr-defined]  # marks the handler as ours
     try:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave the signal as it is
@@ -278,7 +276,7 @@ def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None 
 
 def _stop_remote(job: Job) -> str | None:
     """Best effort: the scheduler's kill command for a job that may be on its host; what happened, in words."""
-    if JobStatus(job.status) not in _REMOTE:
+    if JobStatus(job.status) not in REMOTE:
         return None
     system = registry.get_system(job.execution_system)
     if system is None:
@@ -286,18 +284,16 @@ def _stop_remote(job: Job) -> str | None:
     recorded = bool(job.local_id)
     if not recorded:  # a submit cut before recording its hand-over may have left a remote job
         try:
-            job.local_id = monitor.submitted_id(job, system)
+            job.local_id = remote.submitted_id(job, system)
         except Exception as e:
             log.warning("could not read the submission record of job %s: %s", job.id, e)
         if not job.local_id:
             return None
     try:
-        if recorded and schedulers.is_fork(monitor.scheduler_of(system)):
-            from airjobs import steps  # a FORK pid is only killed while it is that job's (pids are reused)
-
-            if steps.poll(job.id).done:
+        if recorded and remote.scheduler_of(system).DETACHED:  # a pid is only killed while it is that job's
+            if checks.poll(job.id).done:  # (the system reuses the pids of processes that ended)
                 return "its process had already ended"
-        return monitor.kill_remote(job, system)
+        return remote.kill_remote(job, system)
     except Exception as e:  # the job still ends: Airflow no longer runs anything for it
         log.warning("could not stop job %s on %s: %s", job.id, job.execution_system, e)
         return f"stopping it on {job.execution_system} failed: {type(e).__name__}: {e}"
@@ -307,7 +303,7 @@ def end_job(job_id: str, v: Verdict) -> Job | None:
     """Stop the job on its host (best effort), then move it to the first of ``v.statuses`` its status allows;
     None when it had ended meanwhile."""
     job = store.get_job(job_id)
-    if job is None or JobStatus(job.status) in TERMINAL:
+    if job is None or is_terminal(job.status):
         return None
     what = _stop_remote(job)
     description = f"{v.description}; {what}." if what else f"{v.description}."
@@ -336,7 +332,7 @@ def note(job_id: str, description: str) -> bool:
     sent: nothing happened to the job itself); False when the job has ended or is gone."""
     with db.transaction() as s:
         job = s.get(Job, job_id, with_for_update=True)
-        if job is None or JobStatus(job.status) in TERMINAL:
+        if job is None or is_terminal(job.status):
             return False
         job.last_updated, job.message = now(), description
         record_event(s, job, job.status, description, created_by=SYSTEM_ACTOR)
@@ -357,7 +353,7 @@ def active_jobs() -> list[Any]:
     cols = (Job.id, Job.status, Job.created, Job.owner, Job.execution_system, Job.local_id, Job.last_updated,
             Job.last_polled, Job.status_checks, Job.remote_status)
     with db.session() as s:
-        return list(s.execute(select(*cols).where(Job.status.in_(store.ACTIVE))))
+        return list(s.execute(select(*cols).where(Job.status.in_(values(ACTIVE)))))
 
 
 class Watch:
@@ -389,21 +385,21 @@ class Watch:
 # ---------------------------------------------------------------- a job nobody watches, a job that is stuck
 
 
-def _later(*times: datetime | None) -> datetime | None:
-    present = [t for t in times if t is not None]
-    return max(present) if present else None
+def _later(*times: datetime | None) -> datetime:
+    """The latest of ``times`` (a job's ``created`` is always among them)."""
+    return max(t for t in times if t is not None)
 
 
 def unwatched(job: Any, *, at: datetime, floor: float) -> float | None:
     """Seconds since the last status check of an executing job (``last_polled``, or since it got its status),
     when that is longer than max(3 x its poll interval, ``floor``): whoever should check it (the triggerer)
-    does not. None otherwise. The interval is the one before its next check (``monitor.check`` waits so long
+    does not. None otherwise. The interval is the one before its next check (``checks.check`` waits so long
     after it recorded a check), so the step from 60 s to 300 s at the 44th check is no false alarm."""
     if JobStatus(job.status) not in EXECUTING:
         return None
     since = _later(job.last_polled, job.last_updated, job.created)
     idle = (at - since).total_seconds()
-    return idle if idle > max(3 * monitor.interval((job.status_checks or 0) + 1), floor) else None
+    return idle if idle > max(3 * checks.interval((job.status_checks or 0) + 1), floor) else None
 
 
 def backup_note(idle: float, detail: str) -> str:
@@ -429,7 +425,7 @@ def stalled(job: Any, last_event: datetime | None, *, at: datetime, watched: boo
     """(seconds without progress, the limit) of a job that sat in its status longer than ``stall_limit``
     without a history event or a status check; None otherwise. An executing job whose monitor waits in the
     triggerer (``watched``) has no limit here: the triggerer (or the reconciler for it) checks it, the host's
-    scheduler may keep it as long as it likes, and an unreachable host is ``airjobs.monitor``'s to judge."""
+    scheduler may keep it as long as it likes, and an unreachable host is ``airjobs.checks``' to judge."""
     status = JobStatus(job.status)
     if status in TERMINAL or (status in EXECUTING and watched):
         return None

@@ -9,43 +9,79 @@ from enum import Enum
 
 
 class JobStatus(str, Enum):
-    """The 18 Agave statuses in code order; the value is the description written to history."""
+    """The 18 Agave statuses in code order; ``description`` is what history says when a job reaches one."""
 
-    def __new__(cls, value: str, description: str):
-        obj = str.__new__(cls, value)
-        obj._value_ = value
-        obj.description = description
-        return obj
+    PENDING = "PENDING"
+    PROCESSING_INPUTS = "PROCESSING_INPUTS"
+    STAGING_INPUTS = "STAGING_INPUTS"
+    STAGED = "STAGED"
+    STAGING_JOB = "STAGING_JOB"
+    SUBMITTING = "SUBMITTING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    CLEANING_UP = "CLEANING_UP"
+    ARCHIVING = "ARCHIVING"
+    ARCHIVING_FINISHED = "ARCHIVING_FINISHED"
+    ARCHIVING_FAILED = "ARCHIVING_FAILED"
+    FINISHED = "FINISHED"
+    KILLED = "KILLED"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+    HEARTBEAT = "HEARTBEAT"
 
-    PENDING = ("PENDING", "Job accepted and queued for submission.")
-    PROCESSING_INPUTS = ("PROCESSING_INPUTS", "Identifying input files for staging")
-    STAGING_INPUTS = ("STAGING_INPUTS", "Transferring job input data to execution system")
-    STAGED = ("STAGED", "Job inputs staged to execution system")
-    STAGING_JOB = ("STAGING_JOB", "Staging runtime assets to execution system")
-    SUBMITTING = ("SUBMITTING", "Preparing job for execution and staging assets to execution system")
-    QUEUED = ("QUEUED", "Job successfully placed into queue")
-    RUNNING = ("RUNNING", "Job started running")
-    PAUSED = ("PAUSED", "Job execution paused by user")
-    CLEANING_UP = ("CLEANING_UP", "Job completed execution")
-    ARCHIVING = ("ARCHIVING", "Transferring job output to archive system")
-    ARCHIVING_FINISHED = ("ARCHIVING_FINISHED", "Job archiving complete")
-    ARCHIVING_FAILED = ("ARCHIVING_FAILED", "Job archiving failed")
-    FINISHED = ("FINISHED", "Job complete")
-    KILLED = ("KILLED", "Job execution killed at user request")
-    STOPPED = ("STOPPED", "Job execution intentionally stopped")
-    FAILED = ("FAILED", "Job failed")
-    HEARTBEAT = ("HEARTBEAT", "Job heartbeat received")
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self.value]
 
     def __str__(self) -> str:  # so f-strings and JSON show the bare name
         return self.value
 
 
+_DESCRIPTIONS = {
+    "PENDING": "Job accepted and queued for submission.",
+    "PROCESSING_INPUTS": "Identifying input files for staging",
+    "STAGING_INPUTS": "Transferring job input data to execution system",
+    "STAGED": "Job inputs staged to execution system",
+    "STAGING_JOB": "Staging runtime assets to execution system",
+    "SUBMITTING": "Preparing job for execution and staging assets to execution system",
+    "QUEUED": "Job successfully placed into queue",
+    "RUNNING": "Job started running",
+    "PAUSED": "Job execution paused by user",
+    "CLEANING_UP": "Job completed execution",
+    "ARCHIVING": "Transferring job output to archive system",
+    "ARCHIVING_FINISHED": "Job archiving complete",
+    "ARCHIVING_FAILED": "Job archiving failed",
+    "FINISHED": "Job complete",
+    "KILLED": "Job execution killed at user request",
+    "STOPPED": "Job execution intentionally stopped",
+    "FAILED": "Job failed",
+    "HEARTBEAT": "Job heartbeat received",
+}
+
+
 S = JobStatus
 
+# ---------------------------------------------------------------- status groups (the only place they are defined)
+
+#: the job ended: nothing happens to it any more
 TERMINAL = frozenset({S.FINISHED, S.KILLED, S.STOPPED, S.FAILED})
+#: every status but the terminal ones and HEARTBEAT: a job the service still works on (``values(ACTIVE)`` in queries)
+ACTIVE = frozenset(s for s in JobStatus if s not in TERMINAL and s is not S.HEARTBEAT)
+#: the job is with its scheduler
 EXECUTING = frozenset({S.QUEUED, S.RUNNING, S.PAUSED})
 #: statuses that count against queue and system quotas (spec §11.2)
 QUOTA_ACTIVE = frozenset({S.CLEANING_UP, S.ARCHIVING, S.RUNNING, S.PAUSED, S.QUEUED})
+#: a remote job may exist on the host: a kill (by a user, or by the service ending the job) runs the scheduler's
+#: kill command first
+REMOTE = frozenset({S.SUBMITTING, S.QUEUED, S.RUNNING, S.PAUSED, S.CLEANING_UP, S.HEARTBEAT})
+#: the job reached its host: a submit task run again after one of them must not submit it again
+AFTER_SUBMIT = frozenset({S.QUEUED, S.RUNNING, S.PAUSED, S.CLEANING_UP, S.ARCHIVING, S.ARCHIVING_FINISHED,
+                          S.ARCHIVING_FAILED, S.HEARTBEAT})
+#: the inputs were staged: a stage task run again after one of them must not stage again
+AFTER_STAGING = AFTER_SUBMIT | {S.STAGED, S.SUBMITTING, S.STAGING_JOB}
+#: the monitor completed the job: a monitor try run again after it (its process was lost) leaves them alone
+AFTER_MONITOR = frozenset({S.CLEANING_UP, S.ARCHIVING, S.ARCHIVING_FINISHED, S.ARCHIVING_FAILED})
 
 _ALL = frozenset(JobStatus)
 
@@ -98,7 +134,13 @@ INTERNAL: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
 
 
 def is_terminal(status: JobStatus | str) -> bool:
+    """Has a job in ``status`` ended?"""
     return JobStatus(status) in TERMINAL
+
+
+def values(group: frozenset[JobStatus]) -> tuple[str, ...]:
+    """The group's statuses as the strings the database holds, in code order (for ``Job.status.in_(...)``)."""
+    return tuple(s.value for s in JobStatus if s in group)
 
 
 def can_move(current: JobStatus | str, new: JobStatus | str) -> bool:

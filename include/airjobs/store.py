@@ -12,11 +12,10 @@ from airjobs import access, db
 from airjobs.errors import NotFound
 from airjobs.lifecycle import record_event
 from airjobs.models import Job, JobEvent, JobPermission
+from airjobs.statuses import ACTIVE, JobStatus, values
 from airjobs.timeutil import now
-from airjobs.statuses import TERMINAL, JobStatus
 
 
-ACTIVE = tuple(s.value for s in JobStatus if s not in TERMINAL and s is not JobStatus.HEARTBEAT)
 
 
 def check_quotas(s: Session, job: Job, system: dict[str, Any]) -> None:
@@ -41,7 +40,7 @@ def check_quotas(s: Session, job: Job, system: dict[str, Any]) -> None:
         if limit in (None, -1, "-1"):
             continue
         q = select(func.count()).select_from(Job).where(Job.execution_system == job.execution_system,
-                                                        Job.status.in_(ACTIVE))
+                                                        Job.status.in_(values(ACTIVE)))
         if scope.get("owner"):
             q = q.where(Job.owner == job.owner)
         if scope.get("queue"):

@@ -50,7 +50,7 @@ FALSE_WORDS = {"false", "0", "off", "no"}
 
 def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
     """Parse a JSON request body; anything that is not a JSON object (or nested too deeply) is a 400."""
-    from airjobs.api.limits import check_json_depth
+    from airjobs.jsonlimits import check_json_depth
 
     check_json_depth(raw, "job request")
     try:
@@ -342,15 +342,15 @@ def fits(queue: dict[str, Any], nodes: int, ppn: int, memory_gb: float, run_time
             and memory_gb <= _limit(queue, "maxMemoryPerNode") and seconds <= _limit(queue, "maxRequestedTime"))
 
 
-def choose_queue(system: dict[str, Any], app: dict[str, Any], requested: str | None, nodes: int, ppn: int, memory_gb: float,
-                 run_time: str | None) -> dict[str, Any] | None:
+def choose_queue(system: dict[str, Any], app: dict[str, Any], requested: str | None, nodes: int, ppn: int,
+                 memory_gb: float, run_time: str | None) -> dict[str, Any] | None:
     """Spec §4.3: the user's queue, else the app's default, else the system default if the request fits,
     else the smallest queue that fits; the chosen queue must then fit the request."""
-    queues = system.get("queues") or []
+    queues: list[dict[str, Any]] = system.get("queues") or []
     by_name = {q.get("name"): q for q in queues}
     if not queues:
         return None
-    chosen = None
+    chosen: dict[str, Any] | None = None
     if requested:
         chosen = by_name.get(requested)
         if chosen is None:
@@ -449,7 +449,7 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
     if len(app_id) > 80:
         raise BadRequest("Invalid appId. App ids are at most 80 characters.")
     app = registry.get_app(app_id)
-    if app is None or not access.may_use_app(app, owner, is_admin):  # someone else's private app: as if it did not exist
+    if app is None or not access.may_use_app(app, owner, is_admin):  # someone else's private app: as if none
         raise BadRequest(f"No app found matching {app_id}")
 
     system_id = app["executionSystem"]
@@ -523,7 +523,8 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
         wanted = _pick(body, "archiveSystem")
         if wanted:
             storage = registry.get_system(str(wanted))
-            if storage is None or not access.may_use_system(storage, owner, is_admin) or storage.get("type") != "STORAGE":
+            if (storage is None or not access.may_use_system(storage, owner, is_admin)
+                    or storage.get("type") != "STORAGE"):
                 raise BadRequest(f"Invalid archiveSystem. No storage system found matching {wanted}")
         else:
             storage = registry.default_storage(owner)
@@ -579,7 +580,7 @@ def authorize(job: Job) -> None:
     execution system, every input (system, path, or another job's outputs) and its archive folder. A job
     naming something its owner may not use is refused here (403, or 400 for what they cannot see), so no
     step ever uses another user's system, Connection or files."""
-    from airjobs import staging
+    from airjobs import inputs
 
     owner, is_admin = job.owner, bool(job.owner_admin)
     app = registry.get_app(job.app_id) or {}
@@ -589,8 +590,8 @@ def authorize(job: Job) -> None:
     for iid, values in (job.inputs or {}).items():
         for uri in values:
             try:
-                staging.locate(iid, uri, owner, is_admin)
-            except staging.InputError as e:
+                inputs.locate(iid, uri, owner, is_admin)
+            except inputs.InputError as e:
                 cause = e.__context__
                 raise (Forbidden if isinstance(cause, Forbidden) else BadRequest)(f"Invalid input value: {e}") from None
     if job.archive and job.archive_system:

@@ -25,7 +25,7 @@ job may sit in each status without progress, and what happens then):
 * **Backup monitoring.** A QUEUED/RUNNING/PAUSED job whose monitor task is deferred but whose trigger did not
   check it for max(3 x the poll interval, ``AIRJOBS_RECONCILE_POLL_SECONDS``) (the triggerer is down or hung)
   is checked by the reconciler itself, at most once per ``AIRJOBS_RECONCILE_POLL_SECONDS`` (60 s) per system
-  (``airjobs.monitor.check``: one status query for all of them). For a job that is done, the event the
+  (``airjobs.checks.check``: one status query for all of them). For a job that is done, the event the
   trigger would have fired (``{"done": True, "exit_code": ..., "detail": ...}``) is handed to the deferred task
   instance as the triggerer does (``Trigger.submit_event``: ``next_kwargs`` gets the event, the state becomes
   SCHEDULED), so the monitor resumes in a worker and completes the job. The old trigger, when its triggerer
@@ -399,7 +399,7 @@ class Reconciler:
     def _backup(self, jobs: list[Any], seen: dict[str, Run], at: datetime, clock: float) -> list[str]:
         """Check, per system, the executing jobs whose deferred monitor nobody checked for too long; complete
         those that are done."""
-        from airjobs import monitor, runs
+        from airjobs import checks, runs
 
         due: dict[str, list[tuple[Any, float]]] = {}
         for job in jobs:
@@ -419,7 +419,7 @@ class Reconciler:
             log.warning("the triggerer did not check %d job(s) on %s for %.0f s or more; checking them here",
                         len(group), system_id, min(idle for _, idle in group))
             try:
-                results = monitor.check(system_id, [job.id for job, _ in group])
+                results = checks.check(system_id, [job.id for job, _ in group])
             except Exception as e:  # the host: the next backup check, or the triggerer once it is back
                 log.warning("backup check of %d job(s) on %s failed: %s", len(group), system_id, e)
                 continue

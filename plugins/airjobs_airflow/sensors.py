@@ -13,7 +13,8 @@ INLINE_POLL_SECONDS = 0.05
 
 
 class JobMonitorSensor(BaseSensorOperator):
-    """Waits for a submitted job to end, then records how it ended (``steps.complete``).
+    """The DAG's monitor task (``airjobs.steps.monitor``): waits for a submitted job to end, then records how it
+    ended (``monitor.complete``).
 
     Short FORK jobs end within ``inline_seconds`` and never pay a deferral round trip; every other job waits
     in the triggerer, where one poller per execution system checks all of its jobs at once (D8), and holds
@@ -28,12 +29,12 @@ class JobMonitorSensor(BaseSensorOperator):
         self.inline_seconds = inline_seconds
 
     def poke(self, context: Any) -> bool:
-        from airjobs import steps
+        from airjobs.steps import monitor
 
-        return self._step(context, lambda: steps.poll(self.job_id)).done
+        return self._step(context, lambda: monitor.poll(self.job_id)).done
 
     def _step(self, context: Any, fn: Any, worked: bool = False) -> Any:
-        """``steps.run_step`` of the monitor: what the job did fails the task without a retry; ``worked``: the
+        """``steps.run_part`` of the monitor: what the job did fails the task without a retry; ``worked``: the
         step's success ends the job's recovery (``airjobs.recovery``)."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -41,7 +42,7 @@ class JobMonitorSensor(BaseSensorOperator):
 
         ti = context.get("ti") if context else None
         try:
-            result = steps.run_step("monitor", self.job_id, fn, attempt=getattr(ti, "try_number", None) or 1)
+            result = steps.run_part("monitor", self.job_id, fn, attempt=getattr(ti, "try_number", None) or 1)
         except steps.JobAlreadyFinal as e:
             raise AirflowSkipException(str(e)) from None
         except steps.JobFailed as e:
@@ -51,14 +52,15 @@ class JobMonitorSensor(BaseSensorOperator):
         return result
 
     def execute(self, context: Any) -> None:
-        from airjobs import config, steps
+        from airjobs import config
+        from airjobs.steps import monitor
 
-        system_id, inline_ok = self._step(context, lambda: steps.monitor_plan(self.job_id), worked=True)
+        system_id, inline_ok = self._step(context, lambda: monitor.plan(self.job_id), worked=True)
         inline = config.monitor_inline_seconds() if self.inline_seconds is None else self.inline_seconds
         deadline = time.monotonic() + (inline if inline_ok else 0)
         while inline_ok:  # a check costs a file read and a row read: 20 a second is cheap and catches short jobs
             try:
-                result = steps.poll(self.job_id)
+                result = monitor.poll(self.job_id)
             except Exception as e:  # the host away (SSH): the trigger waits for it, with its own patience
                 from airjobs import recovery
 
@@ -66,7 +68,7 @@ class JobMonitorSensor(BaseSensorOperator):
                     self._step(context, lambda: _raise(e))  # fails the job, as the step does
                 break
             if result.done:
-                return self._complete(context, result.as_dict())
+                return self._complete(context, result.as_event())
             if time.monotonic() + INLINE_POLL_SECONDS > deadline:
                 break
             time.sleep(INLINE_POLL_SECONDS)
@@ -76,9 +78,9 @@ class JobMonitorSensor(BaseSensorOperator):
         self._complete(context, event or {"done": True, "exit_code": None, "detail": "the trigger sent no event"})
 
     def _complete(self, context: Any, event: dict[str, Any]) -> None:
-        from airjobs import steps
+        from airjobs.steps import monitor
 
-        self._step(context, lambda: steps.complete(self.job_id, event), worked=True)
+        self._step(context, lambda: monitor.complete(self.job_id, event), worked=True)
 
 
 def _raise(e: BaseException) -> None:

@@ -1,14 +1,14 @@
 """The trigger the monitor defers to. Triggers of jobs on the same execution system share one poller in the
 triggerer, which checks ALL of that system's waiting jobs with one status query per cycle (D8,
-``airjobs.monitor.check``); the next cycle comes when the job that is due first wants it, so cycles slow
+``airjobs.checks.check``); the next cycle comes when the job that is due first wants it, so cycles slow
 down as the system's jobs age. Between cycles it notices, with one database read a second, jobs that a user
 killed or the service ended.
 
-A host that does not answer is ``check``'s business (the jobs wait, ``airjobs.monitor``); a check that raises
+A host that does not answer is ``check``'s business (the jobs wait, ``airjobs.checks``); a check that raises
 is retried with a back-off: an error that only says something could not be reached (the database, say) for up
-to ``monitor.unreachable_limit()``, any other error ``MAX_CHECK_FAILURES`` times in a row, and only then are
+to ``checks.unreachable_limit()``, any other error ``MAX_CHECK_FAILURES`` times in a row, and only then are
 the jobs resolved as failed. The poller also gives the host the kill commands it could not be given while
-it was unreachable (``monitor.retry_kills``), and lives on until they are done."""
+it was unreachable (``checks.retry_kills``), and lives on until they are done."""
 
 from __future__ import annotations
 
@@ -55,12 +55,12 @@ class SystemPoller:
         return poller
 
     def add(self, job_id: str) -> asyncio.Future:
-        from airjobs import monitor
+        from airjobs import checks
 
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.waiting[job_id] = fut
-        self.due[job_id] = loop.time() + monitor.interval(0)
+        self.due[job_id] = loop.time() + checks.interval(0)
         if self.task is None or self.task.done():
             self.task = loop.create_task(self.run(), name=f"airjobs-poller-{self.system_id}")
         self.wake.set()
@@ -80,13 +80,13 @@ class SystemPoller:
             fut.set_result(event)
 
     async def run(self) -> None:
-        from airjobs import monitor
+        from airjobs import checks
 
         loop = asyncio.get_running_loop()
         try:
             if not self.kills_loaded:  # kills a previous triggerer could not deliver
                 try:
-                    for job_id in await asyncio.to_thread(monitor.pending_kills, self.system_id):
+                    for job_id in await asyncio.to_thread(checks.pending_kills, self.system_id):
                         self.kills.setdefault(job_id, loop.time())
                     self.kills_loaded = True
                 except Exception as e:  # the next start of the poller tries again
@@ -112,10 +112,10 @@ class SystemPoller:
                 SystemPoller.pollers.pop(self.system_id, None)
 
     async def _ended(self) -> None:
-        from airjobs import monitor
+        from airjobs import checks
 
         try:
-            ended = await asyncio.to_thread(monitor.terminal_among, list(self.waiting))
+            ended = await asyncio.to_thread(checks.terminal_among, list(self.waiting))
         except Exception as e:  # the database: the next check says more
             log.warning("looking for ended jobs of %s failed: %s", self.system_id, e)
             return
@@ -123,13 +123,13 @@ class SystemPoller:
             self._resolve(job_id, {"done": True, "exit_code": exit_code, "detail": f"job is {status}"})
 
     async def _check(self) -> None:
-        from airjobs import monitor
+        from airjobs import checks
 
         loop = asyncio.get_running_loop()
         ids = list(self.waiting)  # one query answers for every job of the system: ask about all
         self.cycles += 1
         try:
-            results = await asyncio.to_thread(monitor.check, self.system_id, ids)
+            results = await asyncio.to_thread(checks.check, self.system_id, ids)
         except Exception as e:  # the database, or a bug: retry with back-off, but not forever
             self._failed(ids, e)
             return
@@ -137,24 +137,24 @@ class SystemPoller:
         after = loop.time()
         for job_id, result in results.items():
             if result.retry_kill:
-                self.kills.setdefault(job_id, after + monitor.retry_in(0))
+                self.kills.setdefault(job_id, after + checks.retry_in(0))
             if result.done:
                 self._resolve(job_id, result.as_event())
             elif job_id in self.due:
-                self.due[job_id] = after + (result.next_in or monitor.interval(0))
+                self.due[job_id] = after + (result.next_in or checks.interval(0))
 
     def _failed(self, ids: list[str], e: Exception) -> None:
-        from airjobs import monitor
+        from airjobs import checks
 
         now = asyncio.get_running_loop().time()
         self.failures += 1
         if self.failing_since is None:
             self.failing_since = now
         failing = now - self.failing_since
-        if monitor.transient(e):
-            limit = monitor.unreachable_limit()
+        if checks.transient(e):
+            limit = checks.unreachable_limit()
             give_up = failing >= limit
-            detail = f"monitoring failed for {monitor.duration(failing)}: {monitor.describe(e)}"
+            detail = f"monitoring failed for {checks.duration(failing)}: {checks.describe(e)}"
             log.warning("checking %d job(s) on %s failed (for %.0f s of %.0f s): %s", len(ids), self.system_id,
                         failing, limit, e)
         else:
@@ -165,24 +165,24 @@ class SystemPoller:
         if give_up:
             for job_id in ids:
                 self._resolve(job_id, {"done": True, "exit_code": None, "detail": detail})
-        delay = monitor.retry_in(failing)
+        delay = checks.retry_in(failing)
         for job_id in ids:
             if job_id in self.due:
                 self.due[job_id] = now + delay
 
     async def _retry_kills(self, now: float) -> None:
-        from airjobs import monitor
+        from airjobs import checks
 
         loop = asyncio.get_running_loop()
         ids = [job_id for job_id, at in self.kills.items() if at <= now]
         try:
-            later = await asyncio.to_thread(monitor.retry_kills, self.system_id, ids)
+            later = await asyncio.to_thread(checks.retry_kills, self.system_id, ids)
         except Exception as e:  # the database: try again later, up to the limit the jobs' marks keep
             log.warning("retrying %d kill(s) on %s failed: %s", len(ids), self.system_id, e)
-            if not monitor.transient(e):
+            if not checks.transient(e):
                 later = {}
             else:
-                later = dict.fromkeys(ids, monitor.schedule()[-1])
+                later = dict.fromkeys(ids, checks.schedule()[-1])
         after = loop.time()
         for job_id in ids:
             if job_id in later:

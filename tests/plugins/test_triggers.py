@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from airjobs import monitor, registry, steps, store, submission
+from airjobs import checks, registry, remote, steps, store, submission
+from airjobs.steps import monitor, stage, submit
 from airjobs.lifecycle import transition
 from airjobs.statuses import JobStatus
 from airjobs_airflow.triggers import MAX_CHECK_FAILURES, JobStatusTrigger, SystemPoller
@@ -25,8 +26,8 @@ def _job(owner: str, seconds: float, gate: Path | None = None) -> str:
     install_app(app, f"{wait}\necho rested > rested.txt\n")
     job, _ = store.create_job(submission.build_job({"name": "nap", "appId": f"{app}-1.0", "archive": False}, owner),
                               created_by=owner)
-    steps.run_step("stage", job.id)
-    steps.run_step("submit", job.id)
+    steps.run_step("stage", job.id, stage.stage)
+    steps.run_step("submit", job.id, submit.submit)
     return job.id
 
 
@@ -38,13 +39,13 @@ async def _event(job_id: str) -> dict:
 def test_jobs_on_one_system_share_one_check_per_cycle(pg, monkeypatch):
     monkeypatch.setenv("AIRJOBS_POLL_SCHEDULE", "0.3,0.3,0.3,0.3")
     calls: list[list[str]] = []
-    real = monitor.check
+    real = checks.check
 
     def counting(system_id, job_ids):
         calls.append(sorted(job_ids))
         return real(system_id, job_ids)
 
-    monkeypatch.setattr(monitor, "check", counting)
+    monkeypatch.setattr(checks, "check", counting)
     gate = Path(tempfile.mkdtemp(prefix="ajt-gate-")) / "open"
     gate.parent.chmod(0o755)  # the jobs may run as the unprivileged run-as account
     ids = [_job("poller-user", 0, gate) for _ in range(4)]
@@ -73,8 +74,8 @@ def test_a_killed_job_ends_its_trigger_between_checks(pg, monkeypatch):
     event = asyncio.run(main())
     assert event["done"] is True and "STOPPED" in event["detail"]
     with pytest.raises(steps.JobAlreadyFinal):
-        steps.complete(job_id, event)
-    assert "killed" in monitor.kill_remote(store.get_job(job_id), registry.get_system("demo-fork"))
+        monitor.complete(job_id, event)
+    assert "killed" in remote.kill_remote(store.get_job(job_id), registry.get_system("demo-fork"))
 
 
 def _closed_port() -> int:
@@ -122,13 +123,13 @@ def test_an_unreachable_host_fails_its_jobs_only_after_the_configured_time(unrea
     monkeypatch.setenv("AIRJOBS_POLL_SCHEDULE", "0.2,0.2,0.2,0.2")
     monkeypatch.setenv("AIRJOBS_HOST_UNREACHABLE_SECONDS", "5")
     calls = []
-    real = monitor.check
+    real = checks.check
 
     def counting(system_id, job_ids):
         calls.append(time.monotonic())
         return real(system_id, job_ids)
 
-    monkeypatch.setattr(monitor, "check", counting)
+    monkeypatch.setattr(checks, "check", counting)
 
     async def main():
         return await asyncio.wait_for(
@@ -147,7 +148,7 @@ def test_an_unreachable_host_fails_its_jobs_only_after_the_configured_time(unrea
     assert len(lost) == 1 and lost[0].startswith("Lost contact with unreachable.ssh: NoValidConnectionsError"), lost
     assert "still trying (for up to 5 s)" in lost[0]
     with pytest.raises(steps.JobAlreadyFinal):  # the resumed monitor leaves the job as it is
-        steps.complete(unreachable_job, event)
+        monitor.complete(unreachable_job, event)
 
 
 async def _first_event(trigger) -> dict:

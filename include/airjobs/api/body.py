@@ -24,7 +24,7 @@ from fastapi import Request
 from starlette.datastructures import FormData
 
 from airjobs import submission
-from airjobs.api.limits import check_json_depth
+from airjobs.jsonlimits import check_json_depth
 from airjobs.errors import BadRequest
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")

@@ -6,9 +6,60 @@ import math
 import re
 from dataclasses import dataclass
 from shlex import quote
+from typing import Protocol
 
+from airjobs.jobpaths import JobPaths
 from airjobs.statuses import JobStatus
-from airjobs.timeutil import hms_to_seconds  # noqa: F401  (re-exported for the scheduler modules)
+from airjobs.timeutil import hms_to_seconds
+
+#: what a status answer says of one job: (status, the scheduler's exit code once it ended, the scheduler's word)
+State = tuple[JobStatus, int | None, str]
+
+
+class Scheduler(Protocol):
+    """What every scheduler module (``airjobs.schedulers.<name>``) offers: pure functions that build commands
+    and read their output, no I/O. FORK (``fork``) is one of them, like the batch schedulers.
+
+    ``DETACHED`` says how the scheduler runs a job: False for a batch scheduler (the job waits in a queue; the
+    submit command's exit status and its whole output are its answer; a job id it does not list in a status
+    answer is unknown to it); True for FORK (the job runs at once as a detached process on the login host: its
+    id is a process id, printed on standard output, which the system reuses once the process ended; a process
+    the status answer does not list has ended, and a check is cheap enough to watch the job inline)."""
+
+    NAME: str
+    DETACHED: bool
+
+    def header(self, req: JobRequest) -> str:
+        """The first lines of the wrapper script (shebang, directives)."""
+        ...
+
+    def submit_command(self, work_dir: str, script: str) -> str:
+        """The command that hands the wrapper ``script`` (in ``work_dir``) to the scheduler."""
+        ...
+
+    def parse_submit(self, output: str) -> str:
+        """The remote id in the submit command's output; ``ValueError`` (the scheduler's words) without one."""
+        ...
+
+    def status_command(self, ids: list[str]) -> str:
+        """One command asking about all of ``ids``."""
+        ...
+
+    def parse_status(self, output: str) -> dict[str, tuple[JobStatus, int | None]]:
+        """remote id -> (status, exit code once it ended) for the jobs the status command listed."""
+        ...
+
+    def states(self, output: str, ids: list[str]) -> dict[str, State]:
+        """remote id -> ``State`` for the ids of ``ids`` the answer tells something about."""
+        ...
+
+    def kill_command(self, remote_id: str) -> str:
+        ...
+
+
+def states_of(parsed: dict[str, tuple[JobStatus, int | None]]) -> dict[str, State]:
+    """A batch scheduler's ``states``: what it listed, its word the status's name; an id it did not list is unknown."""
+    return {rid: (status, code, status.value) for rid, (status, code) in parsed.items()}
 
 SHEBANG = "#!/bin/bash\n"
 
@@ -44,12 +95,16 @@ class JobRequest:
             hms_to_seconds(self.max_run_time)
 
     @property
+    def paths(self) -> JobPaths:
+        return JobPaths.named(self.work_dir, self.name, self.job_id)
+
+    @property
     def out(self) -> str:
-        return f"{self.name}-{self.job_id}.out"
+        return self.paths.batch_stdout
 
     @property
     def err(self) -> str:
-        return f"{self.name}-{self.job_id}.err"
+        return self.paths.batch_stderr
 
     @property
     def memory_mb(self) -> int:

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 from shlex import quote
 
+from airjobs.jobpaths import stem
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
+    State,
     custom_lines,
     executable_submit,
     find_id,
-    hms_to_seconds,
+    states_of,
     to_int,
     unknown_state,
 )
 from airjobs.statuses import JobStatus
+from airjobs.timeutil import hms_to_seconds
 
 NAME = "CONDOR"
+DETACHED = False  # a batch scheduler (``base.Scheduler``)
 
 Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CLEANING_UP, JobStatus.FAILED
 
@@ -51,8 +55,7 @@ def header(req: JobRequest) -> str:
 
 def submit_file_name(script: str) -> str:
     """``hello.ipcexe`` -> ``hello.submit``, in the same directory."""
-    stem = script.rsplit(".", 1)[0] if "." in script.rsplit("/", 1)[-1] else script
-    return stem + ".submit"
+    return stem(script) + ".submit"
 
 
 def submit_file(req: JobRequest, script: str) -> str:
@@ -109,6 +112,10 @@ def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
         code = to_int(parts[2]) if len(parts) > 2 else None
         out[parts[0]] = (status, code if status in (D, F) else None)
     return out
+
+
+def states(output: str, ids: list[str]) -> dict[str, State]:
+    return states_of(parse_status(output))
 
 
 def kill_command(remote_id: str) -> str:

@@ -8,17 +8,20 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
+    State,
     cd,
     find_id,
     hms_to_minutes,
     render,
     script_arg,
+    states_of,
     to_int,
     unknown_state,
 )
 from airjobs.statuses import JobStatus
 
 NAME = "LSF"
+DETACHED = False  # a batch scheduler (``base.Scheduler``)
 PREFIX = "#BSUB "
 
 Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CLEANING_UP, JobStatus.FAILED
@@ -91,6 +94,10 @@ def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
         status = STATE_MAP.get(stat) or unknown_state(stat)
         out[job_id] = (status, code if status in (D, F) else None)
     return out
+
+
+def states(output: str, ids: list[str]) -> dict[str, State]:
+    return states_of(parse_status(output))
 
 
 def kill_command(remote_id: str) -> str:

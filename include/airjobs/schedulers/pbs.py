@@ -12,16 +12,19 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
+    State,
     executable_submit,
     find_id,
     hms,
     render,
+    states_of,
     to_int,
     unknown_state,
 )
 from airjobs.statuses import JobStatus
 
 NAME = "PBS"
+DETACHED = False  # a batch scheduler (``base.Scheduler``)
 PREFIX = "#PBS "
 
 Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CLEANING_UP, JobStatus.FAILED
@@ -112,6 +115,10 @@ def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
         status = _state(job_state, code)
         out[job_id] = (status, code if status in (D, F) else None)
     return out
+
+
+def states(output: str, ids: list[str]) -> dict[str, State]:
+    return states_of(parse_status(output))
 
 
 def kill_command(remote_id: str) -> str:

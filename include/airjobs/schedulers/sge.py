@@ -13,15 +13,18 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
+    State,
     executable_submit,
     find_id,
     hms,
     render,
+    states_of,
     unknown_state,
 )
 from airjobs.statuses import JobStatus
 
 NAME = "SGE"
+DETACHED = False  # a batch scheduler (``base.Scheduler``)
 PREFIX = "#$ "
 
 Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CLEANING_UP, JobStatus.FAILED
@@ -93,6 +96,10 @@ def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
         if num and state:
             out[num.group(1)] = (_map(state.group(1)), None)
     return out
+
+
+def states(output: str, ids: list[str]) -> dict[str, State]:
+    return states_of(parse_status(output))
 
 
 def kill_command(remote_id: str) -> str:

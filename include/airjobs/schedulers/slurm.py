@@ -8,16 +8,19 @@ from shlex import quote
 from airjobs.schedulers.base import (
     SHEBANG,
     JobRequest,
+    State,
     executable_submit,
     find_id,
     hms,
     render,
+    states_of,
     to_int,
     unknown_state,
 )
 from airjobs.statuses import JobStatus
 
 NAME = "SLURM"
+DETACHED = False  # a batch scheduler (``base.Scheduler``)
 PREFIX = "#SBATCH "
 
 Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CLEANING_UP, JobStatus.FAILED
@@ -117,6 +120,10 @@ def parse_status(output: str) -> dict[str, tuple[JobStatus, int | None]]:
         # sacct shows "0:0" for jobs that have not ended: only an ended job has an exit code
         out[m.group(1)] = (status, _exit_code(m.group(3)) if status in (D, F) else None)
     return out
+
+
+def states(output: str, ids: list[str]) -> dict[str, State]:
+    return states_of(parse_status(output))
 
 
 def kill_command(remote_id: str) -> str:

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from airjobs import egress, registry, staging, store, submission
+from airjobs import egress, registry, store, submission
+from airjobs.steps import stage as staging
 from airjobs.egress import EgressRefused
 from airjobs.errors import BadRequest, StepError
 from airjobs.transports.http import HTTPSource

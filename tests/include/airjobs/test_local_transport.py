@@ -126,7 +126,7 @@ def test_a_job_started_as_the_account_is_killed_by_it(area, nobody):
     job = root / "work/carol/job-3"
     t.makedirs(str(job))
     t.write_text(str(job / "s.ipcexe"), "#!/bin/bash\nsleep 60 &\necho $! > child.pid\nwait\n", mode=0o700)
-    rc, out, err = t.run(fork.submit_command(str(job), "s.ipcexe", "s"))
+    rc, out, err = t.run(fork.submit_command(str(job), "s.ipcexe"))
     assert rc == 0, err
     pid = fork.parse_submit(out)
     deadline = time.monotonic() + 10

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
-from airjobs.rendering import EXIT_CODE_FILE, RenderContext, render_wrapper
+from airjobs.jobpaths import EXIT_CODE_FILE
+from airjobs.rendering import RenderContext, render_wrapper
 from airjobs.schedulers import fork
+from airjobs.schedulers.base import JobRequest
 
 APP = {
     "id": "t-1.0",
@@ -25,7 +27,7 @@ def ctx(work_dir, **params):
            "executionSystem": "sys", "inputs": {"data": ["agave://s/dir/in put.txt"]}, "parameters": params,
            "nodeCount": 2, "processorsPerNode": 3}
     return RenderContext(job=job, app=APP, system={"environment": "export FOO=bar"}, work_dir=str(work_dir),
-                         header=fork.header("My-job"))
+                         header=fork.header(JobRequest(name="My-job", job_id=job["id"], work_dir=str(work_dir))))
 
 
 def _run(tmp_path, template, **params):
@@ -91,6 +93,6 @@ def test_exit_code_is_captured_even_on_exit(tmp_path):
 
 def test_fork_parsing():
     assert fork.parse_submit("noise\n12345\n") == "12345"
-    assert fork.parse_status("  12 S\n 13 Z\n") == {"12": "S"}
+    assert fork.parse_ps("  12 S\n 13 Z\n") == {"12": "S"}
     assert fork.map_state(None).value == "CLEANING_UP"
     assert fork.map_state("R+").value == "RUNNING"

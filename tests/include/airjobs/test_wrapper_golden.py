@@ -11,6 +11,7 @@ import pytest
 
 from airjobs.rendering import RenderContext, render_wrapper
 from airjobs.schedulers import fork
+from airjobs.schedulers.base import JobRequest
 
 GOLDEN = Path(__file__).with_name("golden")
 
@@ -73,7 +74,7 @@ JOB = {
 
 
 def render(work_dir: str = "/scratch/alice/job-0001414144065563-5056a550b8-0001-007-Golden-job-1") -> str:
-    ctx = RenderContext(job=JOB, app=APP, system=SYSTEM, work_dir=work_dir, header=fork.header(JOB["slug"]))
+    ctx = RenderContext(job=JOB, app=APP, system=SYSTEM, work_dir=work_dir, header=fork.header(JobRequest(name=JOB["slug"], job_id=JOB["id"], work_dir=work_dir)))
     return render_wrapper(TEMPLATE, ctx)
 
 

@@ -1,11 +1,10 @@
-"""Input staging (spec §4.2 Table 2, §10.1): the first step of every job.
+"""The DAG's ``stage`` task (spec §4.2 Table 2, §10.1): the first step of every job.
 
 ``stage(job_id)`` copies every input value into the job's work directory on the execution system:
 
 * relative or absolute paths on the owner's default storage, ``agave://system/path`` (``//`` = absolute),
-  ``http(s)://`` URLs (redirects followed) and ``sftp://[user@]host[:port]/path``, which is read through a
-  registered SFTP system with that host, port (and ``storage.auth.username``, when the URL names a user)
-  that the owner may use: never with credentials from the URL;
+  ``http(s)://`` URLs (redirects followed) and ``sftp://[user@]host[:port]/path`` (where each points, and
+  whether the owner may read it: ``airjobs.inputs``);
 * each copy is streamed while its size and sha256 are computed; ``staged_inputs`` on the job records them
   (a directory: its total size and ``sha256: null``);
 * STAGING_INPUTS events carry a ``progress`` dict: at each file's end and every 2 s or 64 MiB meanwhile;
@@ -15,7 +14,7 @@
   (a host away, a connection reset, HTTP 5xx) ``Unavailable`` is raised: the service retries the stage task,
   up to its time budget (``airjobs.recovery``), then the job ends FAILED with that error;
 * a job stopped meanwhile (terminal status, checked at most every 0.5 s during a copy, between files and
-  before each attempt) makes staging remove the partial file and raise ``steps.JobAlreadyFinal``.
+  before each attempt) makes staging remove the partial file and raise ``JobAlreadyFinal``.
 
 History of a job staged at the third attempt::
 
@@ -35,26 +34,31 @@ History of a job staged at the third attempt::
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import posixpath
 import shlex
 import socket
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from airjobs import db, registry, store, transports
+from airjobs import access, db, outputs, registry, store, transports
 from airjobs.egress import EgressRefused
 from airjobs.errors import AgaveError, IllegalTransition, StepError
+from airjobs.inputs import InputError, locate
 from airjobs.lifecycle import fail, transition
 from airjobs.models import Job
-from airjobs.statuses import TERMINAL, JobStatus
-from airjobs.steps import AFTER_STAGING, JobAlreadyFinal, _host_path, _job, _system, resolve_input, work_path
+from airjobs.paths import host_path
+from airjobs.statuses import AFTER_STAGING, JobStatus, is_terminal
+from airjobs.steps.context import JobPaths, active_job, default_work_path
+from airjobs.steps.context import system as get_system
+from airjobs.steps.run import JobAlreadyFinal
 from airjobs.transports.http import ConnectFailed, HTTPSource, HTTPStatusError
 
 S = JobStatus
@@ -63,18 +67,11 @@ ATTEMPTS = 3
 CHECK_EVERY = 0.5  # seconds between cancellation checks during a copy
 PROGRESS_EVERY = 2.0  # seconds between progress events during a copy ...
 PROGRESS_BYTES = 64 << 20  # ... or this many bytes, whichever comes first
+_CLIENT_ERRORS = range(400, 500)  # HTTP 4xx: the source refuses, retrying cannot help (but 408, 425, 429)
 
 
 def backoff_seconds() -> float:
     return float(os.environ.get("AIRJOBS_STAGING_BACKOFF_SECONDS", "5"))
-
-
-class InputError(StepError):
-    """A staging error with its message for the job; ``permanent`` when retrying cannot fix it."""
-
-    def __init__(self, message: str, permanent: bool):
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class Unavailable(OSError):
@@ -105,7 +102,7 @@ def _status(job_id: str) -> str | None:
 def check_cancelled(job_id: str) -> None:
     """Raise JobAlreadyFinal when the job reached a terminal status (a user stopped it): one small query."""
     status = _status(job_id)
-    if status is None or JobStatus(status) in TERMINAL:
+    if status is None or is_terminal(status):
         raise JobAlreadyFinal(f"Job {job_id} is {status or 'gone'}: staging stopped.")
 
 
@@ -137,7 +134,7 @@ def _permanent(e: BaseException) -> bool:
     if isinstance(e, InputError):
         return e.permanent
     if isinstance(e, HTTPStatusError):
-        return 400 <= e.status < 500 and e.status not in (408, 425, 429)
+        return e.status in _CLIENT_ERRORS and e.status not in (408, 425, 429)
     return isinstance(e, (StepError, AgaveError, FileNotFoundError, PermissionError, NotADirectoryError,
                           IsADirectoryError))
 
@@ -161,51 +158,7 @@ def _explain(e: Exception, where: str, doing: str, input_id: str = "") -> InputE
     return InputError(f"Unable to {doing} on {where}: {_reason(e)}", _permanent(e))
 
 
-# ---------------------------------------------------------------- resolving inputs (no host is contacted)
-
-
-def _sftp_system(uri: str, owner: str, is_admin: bool = False,
-                 apps: Any = registry.all_apps) -> tuple[dict[str, Any], str]:
-    """The registered SFTP system an ``sftp://`` URL names (same host, port and, when the URL names a user,
-    ``storage.auth.username``) whose path rule lets ``owner`` read the path: the owner's own systems first,
-    then the others they may use. Credentials in the URL are never used. ``apps``: as ``access.check_path``."""
-    from airjobs import access
-
-    parts = urlsplit(uri)
-    try:
-        host, port, user = (parts.hostname or "").lower(), parts.port or 22, parts.username
-    except ValueError:
-        raise InputError(f"Invalid input URL {uri}: bad port.", True) from None
-    if not host:
-        raise InputError(f"Invalid input URL {uri}: no host.", True)
-    candidates = sorted(registry.list_systems(None if is_admin else owner),
-                        key=lambda s: (s.get("owner") != owner, s["id"]))
-    refusal: Exception | None = None
-    for system in candidates:
-        st = system.get("storage") or {}
-        if not (str(st.get("protocol") or "").upper() == "SFTP" and str(st.get("host") or "").lower() == host
-                and int(st.get("port") or 22) == port and access.may_use_system(system, owner, is_admin)
-                and (user is None or (st.get("auth") or {}).get("username") == user)):
-            continue
-        root = posixpath.normpath(st.get("rootDir") or "/")
-        path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
-        rel = posixpath.relpath(path, root)
-        if rel == ".." or rel.startswith("../"):
-            refusal = InputError(f"Permission denied: {path} is outside the root {root} of system {system['id']}.",
-                                 True)
-            continue
-        found = "/" + rel if rel != "." else "/"
-        try:
-            access.check_path(system, found, owner, is_admin, write=False, apps=apps)
-        except AgaveError as e:
-            refusal = e
-            continue
-        return system, found
-    if refusal is not None:
-        raise refusal
-    who = f"{user}@{host}:{port}" if user else f"{host}:{port}"
-    raise InputError(f"No SFTP storage system that {owner} may use is registered for {who}, so {uri} "
-                     "cannot be read (credentials in URLs are never used).", True)
+# ---------------------------------------------------------------- where to read each input from
 
 
 def _name(input_id: str, uri: str) -> str:
@@ -216,53 +169,8 @@ def _name(input_id: str, uri: str) -> str:
     return name
 
 
-@dataclass
-class Located:
-    """Where an input value points, after the access rule said the job's owner may read it."""
-
-    kind: str  # "http" (a URL fetched over HTTP), "output" (another job's output), "path" (a file on a system)
-    system: dict[str, Any] | None = None  # for "path"
-    path: str = ""  # the path on the system, the URL, or the output's path inside its job
-    job: Job | None = None  # for "output"
-
-
-def locate(input_id: str, uri: str, owner: str, is_admin: bool, apps: Any = registry.all_apps) -> Located:
-    """An input value -> where it is, or a permanent InputError (unknown system, a system or path the owner may
-    not read, a job output they may not read). No host is contacted: submission calls this too, so what a
-    user may not read is refused at submit, and staging calls it again before reading. ``apps``: the
-    registered apps or a function that reads them (``access.check_path``)."""
-    from airjobs import access, egress, store
-
-    try:
-        scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
-        if scheme in ("http", "https"):
-            output = egress.is_service_output_url(uri)
-            if output is None:
-                return Located("http", path=uri)
-            job_id, path = output
-            job = store.get_job(job_id)
-            if job is None or not job.visible or not store.permission_of(job, owner, is_admin).read:
-                raise InputError(f"Input {input_id}: no job found with id {job_id} whose outputs {owner} may read.",
-                                 True)
-            return Located("output", path=path, job=job)
-        if scheme == "sftp":
-            system, path = _sftp_system(uri, owner, is_admin, apps)
-        else:
-            system, path = resolve_input(uri, owner)
-        if not access.may_use_system(system, owner, is_admin):
-            raise InputError(f"Input {input_id}: no system found matching {system['id']}.", True)
-        access.check_path(system, path, owner, is_admin, write=False, what=f"input {input_id}", apps=apps)
-        return Located("path", system=system, path=path)
-    except InputError:
-        raise
-    except (StepError, AgaveError, ValueError) as e:
-        raise InputError(f"Input {input_id}: {getattr(e, 'message', None) or e}", True) from None
-
-
 def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: bool = False) -> Source:
     """An input value -> where to read it from. Raises a permanent InputError for anything unusable."""
-    from airjobs import access, outputs
-
     name = _name(input_id, uri)
     apps = functools.cache(registry.all_apps)  # read once, and only if a rule needs them
     where = locate(input_id, uri, owner, is_admin, apps)
@@ -271,16 +179,18 @@ def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: boo
             parts = urlsplit(uri)
             port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
             return Source(input_id, uri, name, http, uri, f"{parts.hostname}:{port}")
-        if where.kind == "output":  # read inside the service, under the job rule: never over HTTP
+        if where.job is not None:  # another job's output: read inside the service, under the job rule, never over HTTP
             loc = outputs.locate(where.job)
             host, rel = outputs.resolve(loc, where.path)
             return Source(input_id, uri, name, loc.transport, host, f"job {where.job.id}", rel)
         system, path = where.system, where.path
+        if system is None:  # not a "path": ``locate`` knows no other kind
+            raise InputError(f"Input {input_id}: {uri} names nothing that can be staged.", True)
         reader = transports.storage(system)
-        full = _host_path(system, path)
+        full = host_path(system, path)
         try:  # a link inside one's home must not lead into someone else's folder
             real = reader.realpath(full)
-        except Exception:  # missing: the copy says so with the path the user gave
+        except Exception:  # noqa: BLE001  (missing: the copy says so with the path the user gave)
             real = full
         access.check_host_path(system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path,
                                apps=apps)
@@ -330,14 +240,14 @@ class _Watch:
 
 
 def _remove(dest: transports.Transport, path: str) -> None:
-    try:
+    with contextlib.suppress(Exception):  # best effort: the destination may be what failed
         dest.run(f"rm -rf -- {shlex.quote(path)}", timeout=60)
-    except Exception:  # best effort: the destination may be what failed
-        pass
 
 
-def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int,
-          total: int, so_far: list[dict[str, Any]], path: str) -> dict[str, Any]:
+def _copy(  # noqa: PLR0913, PLR0917  (one input's copy: where from, where to, and how far the others got)
+    job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int, total: int,
+    so_far: list[dict[str, Any]], path: str,
+) -> dict[str, Any]:
     label = f"input {src.input_id} {src.uri}"
     is_dir = False
     if not isinstance(src.reader, HTTPSource):  # http URLs are only known by fetching them
@@ -367,7 +277,7 @@ def _copy(job_id: str, src: Source, dest: transports.Transport, target: str, whe
     return record
 
 
-def _attempt(job_id: str, job: Job, system: dict[str, Any], wpath: str, http: HTTPSource) -> list[dict[str, Any]]:
+def _attempt(job_id: str, job: Job, system: dict[str, Any], paths: JobPaths, http: HTTPSource) -> list[dict[str, Any]]:
     sources = [resolve(iid, uri, job.owner, http, bool(job.owner_admin))
                for iid, values in (job.inputs or {}).items() for uri in values]
     names: dict[str, str] = {}
@@ -375,7 +285,7 @@ def _attempt(job_id: str, job: Job, system: dict[str, Any], wpath: str, http: HT
         if names.setdefault(src.name, src.uri) != src.uri:
             raise InputError(f"Inputs {names[src.name]} and {src.uri} would both be staged as {src.name}.", True)
     dest = transports.execution(system)
-    host_dir = _host_path(system, wpath)
+    wpath, host_dir = paths.work_path, paths.host_dir
     _move(job_id, S.STAGING_INPUTS, f"Staging {len(sources)} input(s) to agave://{system['id']}{wpath}")
     try:
         dest.makedirs(host_dir)
@@ -410,16 +320,17 @@ def _sleep(job_id: str, seconds: float) -> None:
 
 def stage(job_id: str) -> None:
     """Stage the job's inputs into its work directory; the job ends STAGED, or FAILED (StepError raised)."""
-    job = _job(job_id)
+    job = active_job(job_id)
     if JobStatus(job.status) in AFTER_STAGING:  # the task ran again after staging was done
         log.warning("job %s is already %s; not staging it again", job_id, job.status)
         return
     if job.status == S.STAGING_INPUTS.value:  # an earlier run of the task died midway: start over
         _move(job_id, S.PENDING, "Staging was interrupted; staging the job inputs again")
-    system = _system(job.execution_system)
-    wpath = work_path(job, system)
+    system = get_system(job.execution_system)
+    paths = JobPaths.of(job, system, default_work_path(job, system))  # where it goes, recorded on the job
+    wpath = paths.work_path
     if not job.inputs:
-        transports.execution(system).makedirs(_host_path(system, wpath))
+        transports.execution(system).makedirs(paths.host_dir)
         _move(job_id, S.STAGED, "Skipping staging. No input data associated with this job.", work_path=wpath,
               staged_inputs=[])
         return
@@ -428,7 +339,7 @@ def stage(job_id: str) -> None:
             check_cancelled(job_id)
             _move(job_id, S.PROCESSING_INPUTS, f"Attempt {attempt} to stage job inputs", work_path=wpath)
             try:
-                staged = _attempt(job_id, job, system, wpath, http)
+                staged = _attempt(job_id, job, system, paths, http)
             except JobAlreadyFinal:
                 raise
             except Exception as e:

@@ -7,19 +7,20 @@ import time
 import pytest
 
 from airjobs import registry, steps, store, submission
+from airjobs.steps import archive, monitor, notify, stage, submit
 from airjobs.errors import StepError
 
 
 def _run_all(job_id):
-    for name in ("stage", "submit"):
-        steps.run_step(name, job_id)
+    for name, step in (("stage", stage.stage), ("submit", submit.submit)):
+        steps.run_step(name, job_id, step)
     deadline = time.monotonic() + 30
-    while not (result := steps.poll(job_id)).done:
+    while not (result := monitor.poll(job_id)).done:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    steps.run_step("monitor", job_id, lambda: steps.complete(job_id, result.as_dict()))
-    steps.run_step("archive", job_id)
-    steps.run_step("notify", job_id)
+    steps.run_part("monitor", job_id, lambda: monitor.complete(job_id, result.as_event()))
+    steps.run_step("archive", job_id, archive.archive)
+    steps.run_step("notify", job_id, notify.notify)
 
 
 def _submit(owner="dave", **params):
@@ -65,9 +66,9 @@ def test_a_step_that_raises_ends_the_job_failed_with_its_error(pg):
     body = {"name": "broken", "appId": "wc-broken-1.0",
             "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"}}
     job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
-    steps.run_step("stage", job.id)
+    steps.run_step("stage", job.id, stage.stage)
     with pytest.raises(StepError, match="missing.sh"):
-        steps.run_step("submit", job.id)
+        steps.run_step("submit", job.id, submit.submit)
     job = store.get_job(job.id)
     assert job.status == "FAILED" and "Wrapper template missing.sh" in job.message
     assert store.history(job.id, limit=100, offset=0)[-1].description == job.message
@@ -77,7 +78,7 @@ def test_missing_input_fails_staging_with_host_and_path(pg):
     body = {"name": "nofile", "appId": "wc-1.0", "inputs": {"inputFile": "agave://demo-storage/samples/none.txt"}}
     job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
     with pytest.raises(StepError):
-        steps.run_step("stage", job.id)
+        steps.run_step("stage", job.id, stage.stage)
     job = store.get_job(job.id)
     assert job.status == "FAILED" and "samples/none.txt" in job.message and "demo-storage" in job.message
 
@@ -93,7 +94,7 @@ def test_path_escape_is_refused_at_submission_and_again_at_staging(pg):
     job.inputs = {"inputFile": [escape]}
     job, _ = store.create_job(job, created_by="dave")
     with pytest.raises(Exception, match="may not leave its root"):
-        steps.run_step("stage", job.id)
+        steps.run_step("stage", job.id, stage.stage)
     assert store.get_job(job.id).status == "FAILED"
 
 
@@ -109,7 +110,7 @@ def test_a_failure_of_the_service_is_retried_not_blamed_on_the_job(pg):
 
     job_id = _submit()
     with pytest.raises(ConnectionResetError):  # raised again, for Airflow to retry the task
-        steps.run_step("stage", job_id, lambda: (_ for _ in ()).throw(ConnectionResetError("reset by peer")))
+        steps.run_part("stage", job_id, lambda: (_ for _ in ()).throw(ConnectionResetError("reset by peer")))
     job = store.get_job(job_id)
     assert job.status == "PENDING" and job.recovery["count"] == 1 and job.recovery["task"] == "stage"
     assert any("Task stage (try 1) failed because of the service (ConnectionResetError: reset by peer)" in d
@@ -118,7 +119,7 @@ def test_a_failure_of_the_service_is_retried_not_blamed_on_the_job(pg):
     assert sum("stage" in d for d in _descriptions(job_id)) == 1
     recovery.note_retry(job_id, "stage", 4)  # try 4 after a try 3 that died without a word: recorded
     assert any("Task stage starts try 4: the try before ended without finishing" in d for d in _descriptions(job_id))
-    steps.run_step("stage", job_id, attempt=5)  # works: no longer in recovery, and the job goes on
+    steps.run_step("stage", job_id, stage.stage, attempt=5)  # works: no longer in recovery, and the job goes on
     job = store.get_job(job_id)
     assert job.recovery is None and job.status == "STAGED"
 
@@ -128,10 +129,10 @@ def test_a_service_failure_past_the_budget_ends_the_job_failed_with_the_real_err
     job_id = _submit()
     boom = lambda: (_ for _ in ()).throw(OSError("execution API unreachable"))  # noqa: E731
     with pytest.raises(OSError):
-        steps.run_step("stage", job_id, boom, attempt=1)
+        steps.run_part("stage", job_id, boom, attempt=1)
     time.sleep(1.1)
     with pytest.raises(steps.JobFailed, match="kept failing because of the service .*execution API unreachable"):
-        steps.run_step("stage", job_id, boom, attempt=2)
+        steps.run_part("stage", job_id, boom, attempt=2)
     job = store.get_job(job_id)
     assert job.status == "FAILED" and "execution API unreachable" in job.message
 
@@ -139,7 +140,7 @@ def test_a_service_failure_past_the_budget_ends_the_job_failed_with_the_real_err
 def test_what_the_job_did_fails_at_once_without_retry(pg):
     job_id = _submit()
     with pytest.raises(steps.JobFailed):
-        steps.run_step("stage", job_id, lambda: (_ for _ in ()).throw(StepError("input missing")))
+        steps.run_part("stage", job_id, lambda: (_ for _ in ()).throw(StepError("input missing")))
     job = store.get_job(job_id)
     assert job.status == "FAILED" and job.message.startswith("input missing") and job.recovery is None
 
@@ -147,7 +148,7 @@ def test_what_the_job_did_fails_at_once_without_retry(pg):
 def test_a_retried_submission_reaches_the_host_once(pg):
     import uuid
 
-    from airjobs import monitor, transports
+    from airjobs import remote, transports
     from airjobs.paths import host_path
 
     system = registry.get_system("demo-fork")
@@ -155,8 +156,8 @@ def test_a_retried_submission_reaches_the_host_once(pg):
     transports.execution(system).makedirs(work)
     counter = f"{work}/count"
     cmd = f"echo submitted >> {counter}; echo 4242; echo warn >&2; exit 3"
-    first = steps._parse_once(*monitor.run(system, steps.once(str(work), cmd)))
-    second = steps._parse_once(*monitor.run(system, steps.once(str(work), cmd)))  # the retry: read back only
+    first = submit.parse_once(*remote.run(system, submit.once(str(work), cmd)))
+    second = submit.parse_once(*remote.run(system, submit.once(str(work), cmd)))  # the retry: read back only
     assert first == second == (3, "4242\n", "warn")
     assert transports.execution(system).read_text(counter) == "submitted\n"
 
@@ -168,12 +169,12 @@ def test_an_interrupted_staging_copies_only_what_was_not_copied(pg):
     from airjobs.models import Job
 
     job_id = _submit()
-    steps.run_step("stage", job_id)
+    steps.run_step("stage", job_id, stage.stage)
     job = store.get_job(job_id)
     assert len(job.staged_inputs) == 1
     with db.transaction() as s:  # as if the task had been killed right after its copy: a new try runs
         s.execute(update(Job).where(Job.id == job_id).values(status="STAGING_INPUTS"))
-    steps.run_step("stage", job_id, attempt=2)
+    steps.run_step("stage", job_id, stage.stage, attempt=2)
     assert store.get_job(job_id).status == "STAGED"
     assert sum(d.startswith("Copy of agave://demo-storage/samples/zen-of-python.txt") for d in _descriptions(job_id)) == 1
 
@@ -207,15 +208,15 @@ def test_a_submit_retried_after_an_unrecorded_hand_over_reads_it_back_and_rewrit
     from airjobs.paths import host_path
 
     job_id = _submit()
-    steps.run_step("stage", job_id)
-    steps.run_step("submit", job_id)
+    steps.run_step("stage", job_id, stage.stage)
+    steps.run_step("submit", job_id, submit.submit)
     job = store.get_job(job_id)
     work = host_path(registry.get_system("demo-fork"), job.work_path)
     pid, wrapper = job.local_id, os.path.join(work, "steps-test.ipcexe")
     before = os.stat(wrapper).st_mtime_ns
     with db.transaction() as s:  # as if the try had been killed between the hand-over and its record
         s.execute(update(Job).where(Job.id == job_id).values(status="SUBMITTING", local_id=None))
-    steps.run_step("submit", job_id, attempt=2)
+    steps.run_step("submit", job_id, submit.submit, attempt=2)
     job = store.get_job(job_id)
     assert job.local_id == pid and job.status == "RUNNING"
     assert os.stat(wrapper).st_mtime_ns == before
@@ -247,8 +248,8 @@ def test_a_job_killed_after_an_unrecorded_hand_over_is_killed_on_its_host(pg):
     body = {"name": "sleepy", "appId": "wc-sleepy-1.0",
             "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"}}
     job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
-    steps.run_step("stage", job.id)
-    steps.run_step("submit", job.id)
+    steps.run_step("stage", job.id, stage.stage)
+    steps.run_step("submit", job.id, submit.submit)
     pid = int(store.get_job(job.id).local_id)
     assert os.path.exists(f"/proc/{pid}")
     with db.transaction() as s:  # the try was cut between the hand-over and its record

@@ -1,5 +1,7 @@
-"""Watching submitted jobs (spec §10.7, D8): ONE status query per execution system per cycle, covering all of
-that system's active jobs, with the exit-code files of those jobs read in the same remote command.
+"""Checking submitted jobs on their hosts (spec §10.7, D8): ONE status query per execution system per cycle,
+covering all of that system's active jobs, with the exit-code files of those jobs read in the same remote
+command. Every check says what it found as a ``Check``: the batched ``check`` of the trigger, and ``poll``,
+the inline check of one job of a ``DETACHED`` scheduler (FORK) that the monitor step makes in the worker.
 
 ``check(system_id, job_ids)`` is one cycle. It moves jobs QUEUED <-> RUNNING <-> PAUSED as the scheduler
 reports them, kills a job that outlived its ``maxRunTime`` (KILLED, D1), and says which jobs are done: the
@@ -16,32 +18,32 @@ job's ``remote_status`` (``UNREACHABLE:<since>``, ``KILL_PENDING:<since>``, epoc
 restart of the triggerer.
 
 The Airflow trigger (``airjobs_airflow.triggers``) shares one poller per system in the triggerer and calls
-``check`` and ``retry_kills``; nothing here knows about Airflow.
+``check`` and ``retry_kills``; the DAG's monitor step is ``airjobs.steps.monitor``; nothing here knows about
+Airflow. The commands themselves (run one after the startup script, kill) are ``airjobs.remote``'s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import subprocess
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from shlex import quote
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
-from airjobs import db, registry, schedulers, store, transports
+from airjobs import db, registry, store, transports
 from airjobs.errors import AgaveError, IllegalTransition, StepError
+from airjobs.jobpaths import JobPaths
 from airjobs.lifecycle import fail, record_event, transition
 from airjobs.models import Job
-from airjobs.paths import host_path
-from airjobs.rendering import EXIT_CODE_FILE, SUBMIT_MARK
-from airjobs.statuses import EXECUTING, TERMINAL, JobStatus
+from airjobs.remote import kill_remote, require_system, run, scheduler_of
+from airjobs.schedulers.base import Scheduler, State
+from airjobs.statuses import AFTER_MONITOR, EXECUTING, TERMINAL, JobStatus, is_terminal, values
 from airjobs.timeutil import hms_to_seconds, now
 
 log = logging.getLogger(__name__)
@@ -69,13 +71,13 @@ def schedule() -> tuple[float, ...]:
         values = tuple(float(x) for x in raw.split(",") if x.strip())
     except ValueError:
         values = ()
-    return values if len(values) == 4 and all(v > 0 for v in values) else _DEFAULT_SCHEDULE
+    return values if len(values) == len(_DEFAULT_SCHEDULE) and all(v > 0 for v in values) else _DEFAULT_SCHEDULE
 
 
 def interval(checks: int) -> float:
     """Seconds until the next status check of a job that has had ``checks`` so far."""
     values = schedule()
-    for threshold, value in zip(_THRESHOLDS, values):
+    for threshold, value in zip(_THRESHOLDS, values, strict=False):  # the last value has no threshold
         if checks < threshold:
             return value
     return values[-1]
@@ -128,10 +130,10 @@ def describe(e: BaseException) -> str:
 
 def duration(seconds: float) -> str:
     """``45 s``, ``12 min``, ``6 h``, ``1 h 30 min``."""
-    s = int(round(seconds))
-    if s < 120:
+    s = round(seconds)
+    if s < 2 * 60:
         return f"{s} s"
-    if s < 7200:
+    if s < 2 * 3600:
         return f"{s // 60} min"
     h, m = divmod(s // 60, 60)
     return f"{h} h {m} min" if m else f"{h} h"
@@ -139,6 +141,9 @@ def duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Check:
+    """What one check of a job found: ``done`` (its process ended, or the job did), with the exit code when it
+    is known and, in words, how that was found; else when it wants its next check."""
+
     done: bool
     exit_code: int | None = None
     detail: str = ""
@@ -149,62 +154,10 @@ class Check:
         return {"done": self.done, "exit_code": self.exit_code, "detail": self.detail}
 
 
-# ---------------------------------------------------------------- remote commands
+# ---------------------------------------------------------------- the one remote command of a cycle
 
 
-def startup_prefix(system: dict[str, Any]) -> str:
-    """The system's ``startupScript`` sourced before a command (spec §11.2), when it names a plain path."""
-    script = str(system.get("startupScript") or "").strip()
-    if not script or "$" in script:  # job macros only make sense inside a job's wrapper
-        return ""
-    path = f'"$HOME"/{quote(script[2:])}' if script.startswith("~/") else quote(script)
-    return f"if [ -f {path} ]; then . {path} >/dev/null 2>&1; fi; "
-
-
-def host_work_dir(job: Job, system: dict[str, Any]) -> str:
-    return host_path(system, job.work_path or "/")
-
-
-def scheduler_of(system: dict[str, Any]) -> ModuleType:
-    return schedulers.get(schedulers.name_of(system))
-
-
-def run(system: dict[str, Any], command: str, timeout: float = 120) -> tuple[int, str, str]:
-    return transports.execution(system).run(startup_prefix(system) + command, timeout=timeout)
-
-
-def submitted_id(job: Job, system: dict[str, Any]) -> str | None:
-    """The remote id of a job handed to its scheduler by a submit that was cut before recording it (its work
-    directory's ``SUBMIT_MARK`` holds the scheduler's answer), else ``job.local_id``; None when there is none."""
-    if job.local_id or job.status != S.SUBMITTING.value:
-        return job.local_id
-    mark = posixpath.join(host_work_dir(job, system), SUBMIT_MARK)
-    rc, out, _ = run(system, f"cat {quote(mark + '/rc')} && cat {quote(mark + '/out')} {quote(mark + '/err')}",
-                     timeout=30)
-    lines = out.splitlines()
-    if rc != 0 or not lines or lines[0].strip() != "0":
-        return None
-    sched = scheduler_of(system)
-    try:
-        return sched.parse_submit("\n".join(lines[1:]))
-    except ValueError:
-        return None
-
-
-def kill_remote(job: Job, system: dict[str, Any]) -> str:
-    """Run the scheduler's kill command for the job; returns what happened, in words. Raises ``OSError`` (and
-    the transport's own errors) when the host cannot be reached."""
-    sched = scheduler_of(system)
-    if not job.local_id:
-        return "no remote job to kill"
-    rc, out, err = run(system, sched.kill_command(job.local_id), timeout=60)
-    said = (err or out).strip()[:300]
-    if rc == 0:
-        return f"{sched.NAME} job {job.local_id} killed"
-    return f"{sched.NAME} kill of {job.local_id} answered {rc}{': ' + said if said else ''}"
-
-
-def status_script(sched: ModuleType, ids: list[str], code_files: list[str]) -> str:
+def status_script(sched: Scheduler, ids: list[str], code_files: list[str]) -> str:
     """The one remote command of a cycle: the scheduler's status command (its output; then ``STATUS_MARK``, its
     exit status and, when that is not 0, its error output on one line), then ``MARK`` and one line per exit-code
     file (``-`` while it does not exist), then ``END``."""
@@ -224,7 +177,7 @@ class Answer:
     status_out: str  # what the status command printed
     answered: bool  # it exited 0: a job it does not list is unknown to the scheduler
     error: str  # its error output when it did not
-    codes: list[int | None | str]  # per exit-code file: the code, None (unreadable) or "-" (no file yet)
+    codes: list[int | str | None]  # per exit-code file: the code, None (unreadable) or "-" (no file yet)
 
 
 def parse_answer(out: str, count: int) -> Answer | None:
@@ -240,22 +193,13 @@ def parse_answer(out: str, count: int) -> Answer | None:
     return Answer(head, rc.strip() == "0", error.strip(), _codes(codes.partition(END)[0].lstrip("\n"), count))
 
 
-def _states(sched: ModuleType, output: str, ids: list[str]) -> dict[str, tuple[JobStatus, int | None, str]]:
-    """remote id -> (status, scheduler exit code, scheduler's word) for the ids the scheduler reported."""
-    if schedulers.is_fork(sched):
-        alive = sched.parse_status(output)
-        return {pid: (sched.map_state(alive.get(pid)), None, alive.get(pid) or "ENDED") for pid in ids}
-    parsed = sched.parse_status(output)
-    return {rid: (status, code, status.value) for rid, (status, code) in parsed.items()}
-
-
-def _codes(text: str, count: int) -> list[int | None | str]:
+def _codes(text: str, count: int) -> list[int | str | None]:
     """The exit-code section: one line per job, ``-`` when the file does not exist (yet)."""
     lines = text.splitlines()
-    out: list[int | None | str] = []
+    out: list[int | str | None] = []
     for i in range(count):
         line = lines[i].strip() if i < len(lines) else "-"
-        if line == "-" or line == "":
+        if line in {"-", ""}:
             out.append("-")
         else:
             try:
@@ -303,7 +247,7 @@ def _over_time(job: Job) -> float | None:
     return (job.start_time + timedelta(seconds=limit) - now()).total_seconds()
 
 
-def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
+def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0912, PLR0915  (one cycle, read top down)
     """One status check of the given jobs of one execution system (one remote command)."""
     results: dict[str, Check] = {}
     jobs = {j.id: j for j in store.jobs_by_ids(job_ids)}
@@ -311,15 +255,13 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
         job = jobs.get(job_id)
         if job is None:
             results[job_id] = Check(True, None, f"job {job_id} vanished")
-        elif JobStatus(job.status) in TERMINAL:
+        elif is_terminal(job.status):
             results[job_id] = Check(True, job.exit_code, f"job is {job.status}",
                                     retry_kill=_since(job.remote_status, KILL_PENDING) is not None)
     active = [j for j in jobs.values() if j.id not in results]
     if not active:
         return results
-    system = registry.get_system(system_id)
-    if system is None:
-        raise StepError(f"System {system_id} is not registered.")
+    system = require_system(system_id)
     sched = scheduler_of(system)
 
     for job in list(active):  # the service's own run-time limit (spec §10.7): KILLED
@@ -331,7 +273,7 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
         return results
 
     ids = [j.local_id for j in active if j.local_id]
-    files = [posixpath.join(host_work_dir(j, system), EXIT_CODE_FILE) for j in active]
+    files = [JobPaths.of(j, system).exit_code_file for j in active]
     try:
         rc, out, err = run(system, status_script(sched, ids, files))
     except Exception as e:
@@ -342,12 +284,12 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
     if answer is None:  # the connection dropped midway, or the shell could not run the command
         return results | _no_contact(active, system_id, f"the status command ended early (exit status {rc}): "
                                                         f"{' '.join((err or out).split())[:300]}")
-    states = _states(sched, answer.status_out, ids)
+    states: dict[str, State] = sched.states(answer.status_out, ids)
     silent = not answer.status_out.strip()
 
     counters: list[dict[str, Any]] = []
     unknown: list[Job] = []  # no word about them: the scheduler could not answer
-    for job, code in zip(active, answer.codes):
+    for job, code in zip(active, answer.codes, strict=True):  # one code per job (``_codes``)
         state = states.get(job.local_id or "")
         word = state[2] if state else None
         if code != "-":  # the wrapper finished: its exit code is the truth
@@ -415,7 +357,7 @@ def _note(job_id: str, description: str, *, active_only: bool = True, **fields: 
     nothing written) when the job is gone, or has ended and ``active_only``."""
     with db.transaction() as s:
         job = s.get(Job, job_id, with_for_update=True)
-        if job is None or (active_only and JobStatus(job.status) in TERMINAL):
+        if job is None or (active_only and is_terminal(job.status)):
             return False
         for key, value in fields.items():
             setattr(job, key, value)
@@ -464,7 +406,7 @@ def _kill_overtime(job: Job, system: dict[str, Any]) -> Check:
     pending = None
     try:
         what = kill_remote(job, system)
-    except Exception as e:  # the limit is still enforced: the job ends KILLED, the failure is recorded
+    except Exception as e:  # noqa: BLE001  (the limit is still enforced: the job ends KILLED, the failure recorded)
         if transient(e):
             what = (f"{job.execution_system} was unreachable ({describe(e)}): its process there is killed as "
                     f"soon as it answers again")
@@ -482,7 +424,7 @@ def _kill_overtime(job: Job, system: dict[str, Any]) -> Check:
 def pending_kills(system_id: str) -> list[str]:
     """Ids of the ended jobs of ``system_id`` whose process still has to be killed on the host."""
     q = select(Job.id).where(Job.execution_system == system_id, Job.remote_status.like(f"{KILL_PENDING}%"),
-                             Job.status.in_([t.value for t in TERMINAL]))
+                             Job.status.in_(values(TERMINAL)))
     with db.session() as s:
         return list(s.scalars(q))
 
@@ -504,11 +446,11 @@ def retry_kills(system_id: str, job_ids: list[str]) -> dict[str, float]:
                   remote_status=None)
             continue
         sched = scheduler_of(system)
-        code_file = posixpath.join(host_work_dir(job, system), EXIT_CODE_FILE)
+        code_file = JobPaths.of(job, system).exit_code_file
         try:
             rc, out, err = run(system, f"if [ -e {quote(code_file)} ]; then echo {END}; else "
                                         f"{sched.kill_command(job.local_id)}; fi", timeout=60)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (retried while transient, else given up: recorded either way)
             if transient(e) and t - since < limit:
                 later[job.id] = retry_in(t - since)
                 continue
@@ -544,6 +486,44 @@ def terminal_among(job_ids: list[str]) -> dict[str, tuple[str, int | None]]:
     if not job_ids:
         return {}
     q = select(Job.id, Job.status, Job.exit_code).where(
-        Job.id.in_(job_ids), Job.status.in_([t.value for t in TERMINAL]))
+        Job.id.in_(job_ids), Job.status.in_(values(TERMINAL)))
     with db.session() as s:
         return {row.id: (row.status, row.exit_code) for row in s.execute(q)}
+
+
+# ---------------------------------------------------------------- the inline check of one job
+
+
+def poll(job_id: str) -> Check:
+    """Observe one job of a ``DETACHED`` scheduler (FORK) on its host without changing it, as the monitor step
+    does in the worker before it defers (a file read and a row read): done when the exit-code file exists, or
+    when the process ended without writing one."""
+    job = store.get_job(job_id)
+    if job is None:
+        return Check(True, None, f"job {job_id} vanished")
+    if is_terminal(job.status) or JobStatus(job.status) in AFTER_MONITOR:
+        return Check(True, job.exit_code, f"job is {job.status}")
+    system = require_system(job.execution_system)
+    transport = transports.execution(system)
+    code_file = JobPaths.of(job, system).exit_code_file
+    for attempt in range(2):
+        try:  # one round trip: read, rather than stat then read
+            text = transport.read_text(code_file).strip()
+        except FileNotFoundError:
+            pass
+        else:
+            return Check(True, int(text) if text.lstrip("-").isdigit() else None, "exit code file found")
+        if attempt == 0 and not _alive(scheduler_of(system), transport, job.local_id):
+            continue  # the process may have written the file just before exiting: read once more
+        if attempt == 0:
+            return Check(False)
+    return Check(True, None, f"process {job.local_id} ended without writing {JobPaths.EXIT_CODE_FILE}")
+
+
+def _alive(sched: Scheduler, transport: transports.Transport, remote_id: str | None) -> bool:
+    """Does the scheduler list the job as queued, running or paused?"""
+    if not remote_id:
+        return False
+    _, out, _ = transport.run(sched.status_command([remote_id]), timeout=30)
+    state = sched.states(out, [remote_id]).get(remote_id)
+    return state is not None and state[0] in EXECUTING

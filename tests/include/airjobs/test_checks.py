@@ -12,7 +12,7 @@ import paramiko
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from airjobs import egress, monitor
+from airjobs import checks, egress
 from airjobs.errors import StepError
 from airjobs.schedulers import fork, slurm
 from airjobs.statuses import JobStatus
@@ -50,8 +50,8 @@ def test_nothing_at_all_from_squeue_and_sacct_is_no_answer(fake_slurm):
     used to count as a scheduler that no longer knows the jobs, which declared them lost)."""
     (fake_slurm / "bin/sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database' >&2\n"
                                           "exit 1\n")
-    out = _run("bash", monitor.status_script(slurm, ["12"], [str(fake_slurm / "none")]), "controller down", fake_slurm)
-    answer = monitor.parse_answer(out, 1)
+    out = _run("bash", checks.status_script(slurm, ["12"], [str(fake_slurm / "none")]), "controller down", fake_slurm)
+    answer = checks.parse_answer(out, 1)
     assert answer is not None and not answer.answered and answer.status_out.strip() == "" and answer.codes == ["-"]
     assert "Unable to contact slurm controller" in answer.error
 
@@ -60,8 +60,8 @@ def test_nothing_at_all_from_squeue_and_sacct_is_no_answer(fake_slurm):
 @pytest.mark.parametrize("case", list(SQUEUE))
 def test_the_status_command_says_whether_the_scheduler_answered(fake_slurm, shell, case):
     files = [str(fake_slurm / "done.code"), str(fake_slurm / "no such file")]
-    out = _run(shell, monitor.status_script(slurm, ["12", "13"], files), case, fake_slurm)
-    answer = monitor.parse_answer(out, 2)
+    out = _run(shell, checks.status_script(slurm, ["12", "13"], files), case, fake_slurm)
+    answer = checks.parse_answer(out, 2)
     assert answer is not None, out
     assert answer.codes == [0, "-"]  # the exit-code files are read whatever the scheduler said
     states = slurm.parse_status(answer.status_out)
@@ -75,24 +75,24 @@ def test_the_status_command_says_whether_the_scheduler_answered(fake_slurm, shel
 
 
 def test_fork_and_the_batch_schedulers_without_failure_reporting_always_answer(tmp_path):
-    out = _run("dash", monitor.status_script(fork, ["999999"], [str(tmp_path / "x")]), "", tmp_path)
-    answer = monitor.parse_answer(out, 1)
+    out = _run("dash", checks.status_script(fork, ["999999"], [str(tmp_path / "x")]), "", tmp_path)
+    answer = checks.parse_answer(out, 1)
     assert answer is not None and answer.answered and answer.codes == ["-"]
     assert fork.parse_status(answer.status_out) == {}  # the process is gone: FORK's own answer
 
 
 def test_an_answer_that_did_not_all_arrive_is_no_answer(fake_slurm):
-    out = _run("bash", monitor.status_script(slurm, ["12"], [str(fake_slurm / "done.code")]), "answers", fake_slurm)
-    assert monitor.parse_answer(out, 1) is not None
-    for cut in (out.index(monitor.STATUS_MARK), out.index(monitor.MARK), out.index(monitor.END), 0):
-        assert monitor.parse_answer(out[:cut], 1) is None, out[:cut]  # a connection that dropped midway
-    assert monitor.parse_answer("", 1) is None
+    out = _run("bash", checks.status_script(slurm, ["12"], [str(fake_slurm / "done.code")]), "answers", fake_slurm)
+    assert checks.parse_answer(out, 1) is not None
+    for cut in (out.index(checks.STATUS_MARK), out.index(checks.MARK), out.index(checks.END), 0):
+        assert checks.parse_answer(out[:cut], 1) is None, out[:cut]  # a connection that dropped midway
+    assert checks.parse_answer("", 1) is None
 
 
 def test_status_and_exit_code_values_are_quoted(fake_slurm):
     evil = fake_slurm / "$(touch pwned); x"
-    out = _run("bash", monitor.status_script(slurm, ["1;touch pwned2"], [str(evil)]), "answers", fake_slurm)
-    assert monitor.parse_answer(out, 1).codes == ["-"]
+    out = _run("bash", checks.status_script(slurm, ["1;touch pwned2"], [str(evil)]), "answers", fake_slurm)
+    assert checks.parse_answer(out, 1).codes == ["-"]
     assert not list(fake_slurm.glob("pwned*")) and not Path("pwned").exists()
 
 
@@ -110,7 +110,7 @@ def _paramiko_errors():
     *_paramiko_errors(),
 ], ids=lambda e: type(e).__name__)
 def test_errors_of_reaching_a_host_or_the_database_are_transient(error):
-    assert monitor.transient(error)
+    assert checks.transient(error)
 
 
 @pytest.mark.parametrize("error", [
@@ -121,14 +121,14 @@ def test_errors_of_reaching_a_host_or_the_database_are_transient(error):
     ValueError("bad"), KeyError("x"),
 ], ids=lambda e: type(e).__name__)
 def test_refusals_and_bugs_are_not_transient(error):
-    assert not monitor.transient(error)
+    assert not checks.transient(error)
 
 
 def test_back_off_doubles_from_the_first_interval_to_the_last(monkeypatch):
     monkeypatch.setenv("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")
-    assert [monitor.retry_in(e) for e in (0, 0.5, 1, 2, 2.5, 3, 100, 10**9)] == [1, 1, 1, 2, 2.5, 3, 3, 3]
+    assert [checks.retry_in(e) for e in (0, 0.5, 1, 2, 2.5, 3, 100, 10**9)] == [1, 1, 1, 2, 2.5, 3, 3, 3]
     monkeypatch.delenv("AIRJOBS_POLL_SCHEDULE")
-    assert monitor.retry_in(0) == 15 and monitor.retry_in(100) == 100 and monitor.retry_in(10**6) == 300
+    assert checks.retry_in(0) == 15 and checks.retry_in(100) == 100 and checks.retry_in(10**6) == 300
 
 
 @pytest.mark.parametrize("raw,expected", [(None, 21600), ("", 21600), ("90", 90), ("1.5", 1.5), ("0", 21600),
@@ -138,20 +138,20 @@ def test_unreachable_limit(monkeypatch, raw, expected):
         monkeypatch.delenv("AIRJOBS_HOST_UNREACHABLE_SECONDS", raising=False)
     else:
         monkeypatch.setenv("AIRJOBS_HOST_UNREACHABLE_SECONDS", raw)
-    assert monitor.unreachable_limit() == expected
+    assert checks.unreachable_limit() == expected
 
 
 def test_durations_in_words():
-    assert [monitor.duration(s) for s in (0, 45.4, 119, 120, 3599, 7199, 7200, 21600, 5400 * 2 + 60)] == [
+    assert [checks.duration(s) for s in (0, 45.4, 119, 120, 3599, 7199, 7200, 21600, 5400 * 2 + 60)] == [
         "0 s", "45 s", "119 s", "2 min", "59 min", "119 min", "2 h", "6 h", "3 h 1 min"]
 
 
 def test_marks_in_remote_status():
-    assert monitor._since("UNREACHABLE:1700000000", monitor.UNREACHABLE) == 1700000000
-    assert monitor._since("KILL_PENDING:1700000000", monitor.UNREACHABLE) is None
-    assert monitor._since("RUNNING", monitor.KILL_PENDING) is None and monitor._since(None, monitor.UNREACHABLE) is None
-    assert monitor._lost_count("UNREACHABLE:1700000000") == 0 and monitor._lost_count("UNKNOWN:2") == 2
-    assert monitor._word("UNREACHABLE:1") is None and monitor._word("PENDING") == "PENDING"
+    assert checks._since("UNREACHABLE:1700000000", checks.UNREACHABLE) == 1700000000
+    assert checks._since("KILL_PENDING:1700000000", checks.UNREACHABLE) is None
+    assert checks._since("RUNNING", checks.KILL_PENDING) is None and checks._since(None, checks.UNREACHABLE) is None
+    assert checks._lost_count("UNREACHABLE:1700000000") == 0 and checks._lost_count("UNKNOWN:2") == 2
+    assert checks._word("UNREACHABLE:1") is None and checks._word("PENDING") == "PENDING"
 
 
 # ---------------------------------------------------------------- one cycle, on a host whose SLURM fails
@@ -226,17 +226,17 @@ def test_a_scheduler_that_cannot_answer_never_loses_a_job(slurm_host, monkeypatc
 
     monkeypatch.setenv("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")
     root, job_id = slurm_host
-    check = lambda: monitor.check("fake-slurm.local", [job_id])[job_id]  # noqa: E731
-    assert check() == monitor.Check(False, next_in=1.0) and store.get_job(job_id).remote_status == "RUNNING"
+    check = lambda: checks.check("fake-slurm.local", [job_id])[job_id]  # noqa: E731
+    assert check() == checks.Check(False, next_in=1.0) and store.get_job(job_id).remote_status == "RUNNING"
 
     (root / "mode").write_text("down down\n")  # slurmctld and slurmdbd down: nothing at all (used to mean "lost")
-    for _ in range(monitor.LOST_AFTER_SILENT + 2):
+    for _ in range(checks.LOST_AFTER_SILENT + 2):
         result = check()
         assert not result.done and 1 <= result.next_in <= 3, result
     (root / "mode").write_text("down pending\n")  # slurmdbd back, with an old word: the job keeps its status
     assert not check().done
     job = store.get_job(job_id)
-    assert job.status == "RUNNING" and job.remote_status.startswith(monitor.UNREACHABLE)
+    assert job.status == "RUNNING" and job.remote_status.startswith(checks.UNREACHABLE)
     lost = [d for _, d in _events(job_id) if d.startswith("Lost contact")]
     assert lost == [f"Lost contact with fake-slurm.local: SLURM did not answer: squeue: slurm_load_jobs error: "
                     f"Unable to contact slurm controller (connect failure); still trying (for up to 6 h)"]
@@ -250,8 +250,8 @@ def test_a_scheduler_that_cannot_answer_never_loses_a_job(slurm_host, monkeypatc
     assert store.get_job(job_id).remote_status == "RUNNING"
 
     (root / "mode").write_text("invalid none\n")  # an answer: SLURM no longer knows the job, as before
-    results = [check() for _ in range(monitor.LOST_AFTER_SILENT)]
-    assert [r.done for r in results] == [False] * (monitor.LOST_AFTER_SILENT - 1) + [True]
+    results = [check() for _ in range(checks.LOST_AFTER_SILENT)]
+    assert [r.done for r in results] == [False] * (checks.LOST_AFTER_SILENT - 1) + [True]
     assert results[-1].detail == "SLURM no longer knows job 4242 and it left no exit code"
 
 
@@ -261,19 +261,19 @@ def test_past_the_limit_a_job_whose_scheduler_does_not_answer_ends_failed(slurm_
     monkeypatch.setenv("AIRJOBS_HOST_UNREACHABLE_SECONDS", "2")
     root, job_id = slurm_host
     (root / "mode").write_text("down running\n")
-    first = monitor.check("fake-slurm.local", [job_id])[job_id]
+    first = checks.check("fake-slurm.local", [job_id])[job_id]
     assert not first.done and first.next_in <= 2
     import time
 
     time.sleep(2.1)
-    result = monitor.check("fake-slurm.local", [job_id])[job_id]
+    result = checks.check("fake-slurm.local", [job_id])[job_id]
     job = store.get_job(job_id)
     assert result.done and result.retry_kill and job.status == "FAILED"
     assert job.message == ("Execution system fake-slurm.local unreachable for 2 s: SLURM did not answer: squeue: "
                            "slurm_load_jobs error: Unable to contact slurm controller (connect failure)")
-    assert job.remote_status.startswith(monitor.KILL_PENDING)
+    assert job.remote_status.startswith(checks.KILL_PENDING)
     (root / "mode").write_text("running running\n")  # the kill reaches the host when it answers again
-    assert monitor.retry_kills("fake-slurm.local", [job_id]) == {}
+    assert checks.retry_kills("fake-slurm.local", [job_id]) == {}
     assert _events(job_id)[-1] == ("FAILED", "Its process was killed on fake-slurm.local now that it answers again "
                                              "(SLURM job 4242 killed)")
     assert (root / "cancelled").read_text() == "4242\n"

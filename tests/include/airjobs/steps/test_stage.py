@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from airjobs import registry, staging, store, submission
+from airjobs import registry, store, submission
 from airjobs.errors import StepError
 from airjobs.lifecycle import transition
 from airjobs.statuses import JobStatus
 from airjobs.steps import JobAlreadyFinal
+from airjobs.steps import stage as staging
 
 OWNER = "stager"
 APP = "stagetest-1.0"
