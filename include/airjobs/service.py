@@ -110,6 +110,12 @@ def _secrets() -> dict[str, str]:
     return values
 
 
+def code_path(env: dict[str, str]) -> str:
+    """``PYTHONPATH`` with this checkout's code first, whichever checkout the venv's ``airjobs.pth`` names."""
+    return os.pathsep.join([str(config.CHECKOUT / "include"), str(config.CHECKOUT / "plugins"),
+                            *filter(None, [env.get("PYTHONPATH")])])
+
+
 def environment() -> dict[str, str]:
     """The environment every Airflow process of this service gets."""
     env = dict(os.environ)
@@ -123,9 +129,7 @@ def environment() -> dict[str, str]:
             "AIRJOBS_DB_URL": config.db_url(),
             "XDG_RUNTIME_DIR": env.get("XDG_RUNTIME_DIR") or str(_var() / "xdg"),
             "PYTHONUNBUFFERED": "1",
-            # this checkout's code first, whichever checkout the venv's airjobs.pth names
-            "PYTHONPATH": os.pathsep.join([str(config.CHECKOUT / "include"), str(config.CHECKOUT / "plugins"),
-                                           *filter(None, [env.get("PYTHONPATH")])]),
+            "PYTHONPATH": code_path(env),
         }
     )
     https = tls.settings()
@@ -581,7 +585,8 @@ def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
         args += ["--user", u]
     log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")  # it shows secrets
     start = log_path.stat().st_size  # a log kept from an earlier run already says "ready."
-    proc = subprocess.Popen(args, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+    base = env or dict(os.environ)
+    proc = subprocess.Popen(args, env={**base, "PYTHONPATH": code_path(base)}, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=config.CHECKOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
