@@ -37,7 +37,7 @@ user: install
 # As root (CI), `make test` also brings up the real test hosts (.ci/infra-up.sh: OpenSSH on loopback and a
 # single-node SLURM, from Debian packages) and stops them afterwards; elsewhere those tests are skipped.
 INFRA := $(AIRJOBS_VAR)/infra
-test: install
+test: install lint
 	@set -e; infra=""; \
 	if [ "$$(id -u)" = 0 ] && [ -z "$$AIRJOBS_NO_INFRA" ]; then bash .ci/infra-up.sh "$(INFRA)"; infra="$(INFRA)/infra.env"; fi; \
 	rc=0; AIRJOBS_INFRA_ENV="$$infra" $(PY) -m pytest -q tests || rc=$$?; \

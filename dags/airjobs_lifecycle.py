@@ -8,8 +8,8 @@ job than the run id) fails at once and touches no job, so no job ever has a seco
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -91,9 +91,14 @@ with DAG(
     tags=["airjobs"],
     # a task that fails because of the service is retried (``airjobs.recovery``: its time budget ends the job
     # FAILED long before Airflow runs out of tries); what the job did fails the task without a retry
-    default_args={"retries": recovery.MAX_TRIES, "retry_delay": timedelta(seconds=recovery.RETRY_DELAY),
-                  "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(seconds=recovery.MAX_RETRY_DELAY),
-                  "on_failure_callback": _on_failure, "pre_execute": _guard},
+    default_args={
+        "retries": recovery.MAX_TRIES,
+        "retry_delay": timedelta(seconds=recovery.RETRY_DELAY),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(seconds=recovery.MAX_RETRY_DELAY),
+        "on_failure_callback": _on_failure,
+        "pre_execute": _guard,
+    },
     doc_md=__doc__,
 ) as dag:
 

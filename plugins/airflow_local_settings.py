@@ -10,10 +10,10 @@ __all__: list[str] = []
 
 try:
     # the DAG's steps: sqlalchemy ORM, models, store, lifecycle, rendering, schedulers, checks
-    import airjobs.steps.archive  # noqa: F401
-    import airjobs.steps.monitor  # noqa: F401
-    import airjobs.steps.notify  # noqa: F401
-    import airjobs.steps.stage  # noqa: F401
+    import airjobs.steps.archive
+    import airjobs.steps.monitor
+    import airjobs.steps.notify
+    import airjobs.steps.stage
     import airjobs.steps.submit  # noqa: F401
 except Exception:  # never stop Airflow from starting because of a warm-up import
     pass

@@ -27,6 +27,7 @@ os.environ.pop("AIRJOBS_DB_URL", None)
 # status checks every second or two instead of Agave's 15 s, 30 s, 60 s, 5 min (airjobs.checks.schedule)
 os.environ.setdefault("AIRJOBS_POLL_SCHEDULE", "1,1,2,3")
 
+
 def _egress_allow() -> str:
     """The tests' own HTTP servers (on 127.0.0.2) and the test host's sshd (a port of 127.0.0.1, where the
     service itself listens and stays refused): everything else the egress guard refuses."""
@@ -43,10 +44,14 @@ os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "xdg"))
 (VAR / "xdg").mkdir(parents=True, exist_ok=True, mode=0o700)
 os.chmod(VAR / "xdg", 0o700)
 
-USERS = {"admin": ("admin-pw-1", "Admin"), "alice": ("alice-pw-1", "Agave User"), "bob": ("bob-pw-1", "Agave User"),
-         "carol": ("carol-pw-1", "Agave User"),
-         # the fuzz test's own job user (tests/plugins/test_schemathesis_e2e.py): nobody else uses it
-         "fuzzer": ("fuzzer-pw-1", "Agave User")}
+USERS = {
+    "admin": ("admin-pw-1", "Admin"),
+    "alice": ("alice-pw-1", "Agave User"),
+    "bob": ("bob-pw-1", "Agave User"),
+    "carol": ("carol-pw-1", "Agave User"),
+    # the fuzz test's own job user (tests/plugins/test_schemathesis_e2e.py): nobody else uses it
+    "fuzzer": ("fuzzer-pw-1", "Agave User"),
+}
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +91,9 @@ class Service:
 
         if self.base.startswith("https:"):
             context = self.verify if not isinstance(self.verify, bool) else None
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(*self.host_port, timeout=timeout,
-                                                                            context=context)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                *self.host_port, timeout=timeout, context=context
+            )
         else:
             conn = http.client.HTTPConnection(*self.host_port, timeout=timeout)
         conn.putrequest("GET", path, skip_accept_encoding=True)
@@ -100,8 +106,12 @@ class Service:
 
     def token(self, user: str = "alice") -> str:
         if user not in self._tokens:
-            r = httpx.post(f"{self.base}/token", data={"grant_type": "password", "username": user,
-                                                        "password": USERS[user][0]}, timeout=30, verify=self.verify)
+            r = httpx.post(
+                f"{self.base}/token",
+                data={"grant_type": "password", "username": user, "password": USERS[user][0]},
+                timeout=30,
+                verify=self.verify,
+            )
             r.raise_for_status()
             self._tokens[user] = r.json()["access_token"]
         return self._tokens[user]
@@ -111,8 +121,12 @@ class Service:
         return httpx.Client(base_url=self.base, headers=headers, timeout=60, verify=self.verify)
 
     def airflow_token(self) -> str:
-        r = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": USERS["admin"][0]},
-                       timeout=30, verify=self.verify)
+        r = httpx.post(
+            f"{self.base}/auth/token",
+            json={"username": "admin", "password": USERS["admin"][0]},
+            timeout=30,
+            verify=self.verify,
+        )
         r.raise_for_status()
         return r.json()["access_token"]
 
@@ -140,7 +154,8 @@ def service(pg):
     """The real service, started like `make run` (embedded PostgreSQL, all four Airflow components). Plain HTTP;
     with AIRJOBS_TLS=self-signed (or AIRJOBS_TLS_CERT/KEY) in the environment, HTTPS, trusted by the tests'
     clients (the ``Service`` helper, and httpx through SSL_CERT_FILE)."""
-    from airjobs import service as runner, tls
+    from airjobs import service as runner
+    from airjobs import tls
 
     env = {**os.environ, "AIRJOBS_ADMIN_PASSWORD": USERS["admin"][0]}
     users = [f"{name}:{pw}:{role}" for name, (pw, role) in USERS.items() if name != "admin"]
@@ -171,11 +186,21 @@ def install_app(name: str, template: str, execution_system: str = "demo-fork", *
     root = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
     (root / f"apps/{name}-1.0").mkdir(parents=True, exist_ok=True)
     (root / f"apps/{name}-1.0/run.sh").write_text(template)
-    registry.put_app({
-        "name": name, "version": "1.0", "executionSystem": execution_system, "executionType": "CLI",
-        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-        "deploymentPath": f"/apps/{name}-1.0", "templatePath": "run.sh", **fields,
-    }, "admin")
+    registry.put_app(
+        {
+            "name": name,
+            "version": "1.0",
+            "executionSystem": execution_system,
+            "executionType": "CLI",
+            "parallelism": "SERIAL",
+            "isPublic": True,
+            "deploymentSystem": "demo-storage",
+            "deploymentPath": f"/apps/{name}-1.0",
+            "templatePath": "run.sh",
+            **fields,
+        },
+        "admin",
+    )
     return root
 
 
@@ -193,8 +218,11 @@ def _no_active_jobs_left_behind(request):
     from airjobs.models import Job
 
     with db.transaction() as s:
-        s.execute(update(Job).where(Job.status.in_(statuses.values(statuses.ACTIVE)))
-                  .values(status="STOPPED", message="Left active by a unit test; stopped by the test harness."))
+        s.execute(
+            update(Job)
+            .where(Job.status.in_(statuses.values(statuses.ACTIVE)))
+            .values(status="STOPPED", message="Left active by a unit test; stopped by the test harness.")
+        )
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -202,6 +230,7 @@ def pytest_collection_modifyitems(session, config, items):
     they run after all the others, so a test never meets a service in the middle of a restart. The fuzz test
     (marker ``fuzz``) runs just before them: whatever it leaves behind of its own user meets no later test but
     those, and a fault test's restart does not cut its run."""
+
     def rank(item: pytest.Item) -> int:
         return 2 if item.get_closest_marker("faults") else 1 if item.get_closest_marker("fuzz") else 0
 
@@ -231,9 +260,14 @@ def ssh_connection(service: Service, conn_id: str) -> dict[str, str]:
     """An Airflow Connection (made through Airflow's own REST API) to the loopback OpenSSH test host."""
     infra = read_infra()
     headers = {"Authorization": f"Bearer {service.airflow_token()}"}
-    conn = {"connection_id": conn_id, "conn_type": "ssh", "host": infra["AIRJOBS_SSH_HOST"],
-            "port": int(infra["AIRJOBS_SSH_PORT"]), "login": infra["AIRJOBS_SSH_USER"],
-            "extra": '{"key_file": "%s", "no_host_key_check": true}' % infra["AIRJOBS_SSH_KEY"]}
+    conn = {
+        "connection_id": conn_id,
+        "conn_type": "ssh",
+        "host": infra["AIRJOBS_SSH_HOST"],
+        "port": int(infra["AIRJOBS_SSH_PORT"]),
+        "login": infra["AIRJOBS_SSH_USER"],
+        "extra": '{{"key_file": "{}", "no_host_key_check": true}}'.format(infra["AIRJOBS_SSH_KEY"]),
+    }
     r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
     assert r.status_code in (201, 409), r.text
     return infra
@@ -259,19 +293,35 @@ def install_probe_app(name: str, system_id: str, queue: str) -> str:
     root = Path(registry.get_system("demo-storage")["storage"]["rootDir"])
     (root / f"apps/{name}-1.0").mkdir(parents=True, exist_ok=True)
     (root / f"apps/{name}-1.0/probe.sh").write_text(PROBE_TEMPLATE)
-    registry.put_app({
-        "name": name, "version": "1.0", "executionSystem": system_id, "executionType": "HPC",
-        "parallelism": "SERIAL", "isPublic": True, "deploymentSystem": "demo-storage",
-        "deploymentPath": f"/apps/{name}-1.0", "templatePath": "probe.sh", "defaultQueue": queue,
-        "defaultMaxRunTime": "00:30:00",
-        "inputs": [{"id": "textFile", "value": {"required": False}, "semantics": {"maxCardinality": 4}}],
-        "parameters": [
-            {"id": "seconds", "value": {"type": "number", "default": 0, "required": False,
-                                        "validator": "^[0-9]{1,3}$"}},
-            {"id": "exitCode", "value": {"type": "number", "default": 0, "required": False,
-                                         "validator": "^[0-9]{1,3}$"}},
-            {"id": "gate", "value": {"type": "string", "default": "", "required": False,
-                                     "validator": "^[a-z0-9-]{0,40}$"}},
-        ],
-    }, "admin")
+    registry.put_app(
+        {
+            "name": name,
+            "version": "1.0",
+            "executionSystem": system_id,
+            "executionType": "HPC",
+            "parallelism": "SERIAL",
+            "isPublic": True,
+            "deploymentSystem": "demo-storage",
+            "deploymentPath": f"/apps/{name}-1.0",
+            "templatePath": "probe.sh",
+            "defaultQueue": queue,
+            "defaultMaxRunTime": "00:30:00",
+            "inputs": [{"id": "textFile", "value": {"required": False}, "semantics": {"maxCardinality": 4}}],
+            "parameters": [
+                {
+                    "id": "seconds",
+                    "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"},
+                },
+                {
+                    "id": "exitCode",
+                    "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"},
+                },
+                {
+                    "id": "gate",
+                    "value": {"type": "string", "default": "", "required": False, "validator": "^[a-z0-9-]{0,40}$"},
+                },
+            ],
+        },
+        "admin",
+    )
     return f"{name}-1.0"

@@ -27,8 +27,9 @@ Things and who may do what with them:
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from airjobs.errors import BadRequest, Forbidden, NotFound
 from airjobs.paths import host_path
@@ -60,8 +61,10 @@ def parse_permission(value: Any) -> str:
     """A grant's value, upper-cased; empty or null is NONE; anything else is a 400 listing the valid ones."""
     text = "NONE" if value in (None, "") else str(value).strip().upper()
     if text not in PERMISSIONS:
-        raise BadRequest("Invalid permission value. Valid values are: ALL, READ, WRITE, READ_WRITE, EXECUTE, "
-                         "READ_EXECUTE, WRITE_EXECUTE, NONE")
+        raise BadRequest(
+            "Invalid permission value. Valid values are: ALL, READ, WRITE, READ_WRITE, EXECUTE, "
+            "READ_EXECUTE, WRITE_EXECUTE, NONE"
+        )
     return text
 
 
@@ -164,8 +167,9 @@ def work_area(system: dict[str, Any]) -> str | None:
         return None
 
 
-def check_path(system: dict[str, Any], path: str, user: str, is_admin: bool, *, write: bool,
-               what: str = "path", apps: AppsArg = ()) -> str:
+def check_path(
+    system: dict[str, Any], path: str, user: str, is_admin: bool, *, write: bool, what: str = "path", apps: AppsArg = ()
+) -> str:
     """The host path of ``path`` on ``system`` when ``user`` may read (or write) it; Forbidden otherwise.
     ``apps`` are the registered apps, or a function that reads them (only called for a user who does not own
     the system)."""
@@ -174,8 +178,17 @@ def check_path(system: dict[str, Any], path: str, user: str, is_admin: bool, *, 
     return full
 
 
-def check_host_path(system: dict[str, Any], full: str, user: str, is_admin: bool, *, write: bool,
-                    what: str = "path", shown: str | None = None, apps: AppsArg = ()) -> None:
+def check_host_path(
+    system: dict[str, Any],
+    full: str,
+    user: str,
+    is_admin: bool,
+    *,
+    write: bool,
+    what: str = "path",
+    shown: str | None = None,
+    apps: AppsArg = (),
+) -> None:
     """A user who does not own the system reaches their home and (to read) the published folders, but never
     another user's job directories in the work area nor the deployment folders of others' apps, even where
     those lie inside the home (a user named ``work``, ``apps`` or ``samples`` on the demo systems), and never
@@ -193,14 +206,19 @@ def check_host_path(system: dict[str, Any], full: str, user: str, is_admin: bool
         ok = False
     if ok:
         others = [a for a in _apps(apps) if a.get("owner") != user]
-        if any(_under(full, folder) or (write and _under(folder, full))
-               for _, folder in deployment_folders(system["id"], others, system)):
+        if any(
+            _under(full, folder) or (write and _under(folder, full))
+            for _, folder in deployment_folders(system["id"], others, system)
+        ):
             ok = False
     if not ok:
         verb = "write" if write else "read"
-        raise Forbidden(f"Permission denied: {user} may not {verb} {what} {shown or full} on system {system['id']}: "
-                        f"other users' folders are private; use your home folder {user}/ on {system['id']}"
-                        + ("" if write else " or a published folder") + ".")
+        raise Forbidden(
+            f"Permission denied: {user} may not {verb} {what} {shown or full} on system {system['id']}: "
+            f"other users' folders are private; use your home folder {user}/ on {system['id']}"
+            + ("" if write else " or a published folder")
+            + "."
+        )
 
 
 def deployment_folders(system_id: str, apps: Iterable[dict[str, Any]], system: dict[str, Any]) -> list[tuple[str, str]]:
@@ -227,5 +245,7 @@ def check_archive_target(system: dict[str, Any], path: str, user: str, is_admin:
 def check_overlap(system: dict[str, Any], full: str, path: str, apps: AppsArg) -> None:
     for app_id, folder in deployment_folders(system["id"], _apps(apps), system):
         if _under(full, folder) or _under(folder, full):
-            raise Forbidden(f"Invalid archivePath {path}: it overlaps the deployment folder of app {app_id} on "
-                            f"{system['id']}; jobs never write into an app's assets.")
+            raise Forbidden(
+                f"Invalid archivePath {path}: it overlaps the deployment folder of app {app_id} on "
+                f"{system['id']}; jobs never write into an app's assets."
+            )

@@ -25,8 +25,22 @@ def ensure_run_as_account() -> str | None:
     except KeyError:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    p = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", name], capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
         pwd.getpwnam(name)  # made by us, or by another service starting at the same time
     except KeyError:

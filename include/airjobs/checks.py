@@ -103,8 +103,9 @@ def retry_in(elapsed: float) -> float:
 #: paramiko's errors that are refusals, not trouble on the way (matched by name: no paramiko import here)
 #: what a host or Airflow says when retrying cannot help: a rejected key, a host key that changed, a Connection
 #: that does not exist (by class name: paramiko's and Airflow's, which the core does not import)
-_REFUSALS = frozenset({"AuthenticationException", "BadHostKeyException", "PasswordRequiredException",
-                       "AirflowNotFoundException"})
+_REFUSALS = frozenset(
+    {"AuthenticationException", "BadHostKeyException", "PasswordRequiredException", "AirflowNotFoundException"}
+)
 
 
 def transient(e: BaseException) -> bool:
@@ -225,7 +226,7 @@ def _since(remote_status: str | None, prefix: str) -> float | None:
     """The epoch seconds of an ``UNREACHABLE:``/``KILL_PENDING:`` mark, None without one."""
     if remote_status and remote_status.startswith(prefix):
         try:
-            return float(remote_status[len(prefix):])
+            return float(remote_status[len(prefix) :])
         except ValueError:
             return time.time()
     return None
@@ -247,7 +248,7 @@ def _over_time(job: Job) -> float | None:
     return (job.start_time + timedelta(seconds=limit) - now()).total_seconds()
 
 
-def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0912, PLR0915  (one cycle, read top down)
+def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:
     """One status check of the given jobs of one execution system (one remote command)."""
     results: dict[str, Check] = {}
     jobs = {j.id: j for j in store.jobs_by_ids(job_ids)}
@@ -256,8 +257,12 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0
         if job is None:
             results[job_id] = Check(True, None, f"job {job_id} vanished")
         elif is_terminal(job.status):
-            results[job_id] = Check(True, job.exit_code, f"job is {job.status}",
-                                    retry_kill=_since(job.remote_status, KILL_PENDING) is not None)
+            results[job_id] = Check(
+                True,
+                job.exit_code,
+                f"job is {job.status}",
+                retry_kill=_since(job.remote_status, KILL_PENDING) is not None,
+            )
     active = [j for j in jobs.values() if j.id not in results]
     if not active:
         return results
@@ -282,8 +287,11 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0
         return results | _no_contact(active, system_id, describe(e))
     answer = parse_answer(out, len(active))
     if answer is None:  # the connection dropped midway, or the shell could not run the command
-        return results | _no_contact(active, system_id, f"the status command ended early (exit status {rc}): "
-                                                        f"{' '.join((err or out).split())[:300]}")
+        return results | _no_contact(
+            active,
+            system_id,
+            f"the status command ended early (exit status {rc}): {' '.join((err or out).split())[:300]}",
+        )
     states: dict[str, State] = sched.states(answer.status_out, ids)
     silent = not answer.status_out.strip()
 
@@ -297,8 +305,11 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0
                 _move(job, S.RUNNING, system_id, sched.NAME)
             if answer.answered:
                 _restored(job, system_id)
-            results[job.id] = Check(True, code if isinstance(code, int) else None,
-                                    "exit code file found" if isinstance(code, int) else "exit code file unreadable")
+            results[job.id] = Check(
+                True,
+                code if isinstance(code, int) else None,
+                "exit code file found" if isinstance(code, int) else "exit code file unreadable",
+            )
             counters.append({"id": job.id, "remote_status": word or _word(job.remote_status)})
             continue
         if state is None:
@@ -308,8 +319,9 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0
             _restored(job, system_id)
             lost = _lost_count(job.remote_status) + 1
             if lost >= (LOST_AFTER_SILENT if silent else LOST_AFTER):
-                results[job.id] = Check(True, None, f"{sched.NAME} no longer knows job {job.local_id} "
-                                                    f"and it left no exit code")
+                results[job.id] = Check(
+                    True, None, f"{sched.NAME} no longer knows job {job.local_id} and it left no exit code"
+                )
             counters.append({"id": job.id, "remote_status": f"UNKNOWN:{lost}"})
             continue
         status, sched_code, _ = state
@@ -317,8 +329,9 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0
             if answer.answered:
                 _restored(job, system_id)
             counters.append({"id": job.id, "remote_status": word})
-            results[job.id] = Check(True, sched_code,
-                                    f"{sched.NAME} reports job {job.local_id} {word} without an exit code file")
+            results[job.id] = Check(
+                True, sched_code, f"{sched.NAME} reports job {job.local_id} {word} without an exit code file"
+            )
             continue
         if not answer.answered:  # a partial answer (squeue down, sacct up): keep the job's state
             unknown.append(job)
@@ -329,8 +342,9 @@ def check(system_id: str, job_ids: list[str]) -> dict[str, Check]:  # noqa: PLR0
             _move(job, status, system_id, sched.NAME)
     _record(counters)
     if unknown:
-        results |= _no_contact(unknown, system_id, f"{sched.NAME} did not answer: "
-                                                   f"{answer.error or 'its status command failed'}")
+        results |= _no_contact(
+            unknown, system_id, f"{sched.NAME} did not answer: {answer.error or 'its status command failed'}"
+        )
     for job in active:
         if job.id not in results:
             wait = interval(job.status_checks + 1)
@@ -379,14 +393,21 @@ def _no_contact(jobs: list[Job], system_id: str, error: str) -> dict[str, Check]
         if since is None:
             since = t
             mark = f"{UNREACHABLE}{t:.3f}"
-            if _note(job.id, f"Lost contact with {system_id}: {error}; still trying "
-                             f"(for up to {duration(limit)})", remote_status=mark):
+            if _note(
+                job.id,
+                f"Lost contact with {system_id}: {error}; still trying (for up to {duration(limit)})",
+                remote_status=mark,
+            ):
                 job.remote_status = mark
         elif t - since >= limit:
             reason = f"Execution system {system_id} unreachable for {duration(t - since)}: {error}"
             ended = fail(job.id, reason, remote_status=f"{KILL_PENDING}{t:.3f}" if job.local_id else None)
-            out[job.id] = Check(True, None, reason, retry_kill=bool(job.local_id and ended is not None
-                                                                   and ended.status == S.FAILED.value))
+            out[job.id] = Check(
+                True,
+                None,
+                reason,
+                retry_kill=bool(job.local_id and ended is not None and ended.status == S.FAILED.value),
+            )
             continue
         wait = min(retry_in(t - since), max(limit - (t - since), 0.5))
         left = _over_time(job)
@@ -406,10 +427,12 @@ def _kill_overtime(job: Job, system: dict[str, Any]) -> Check:
     pending = None
     try:
         what = kill_remote(job, system)
-    except Exception as e:  # noqa: BLE001  (the limit is still enforced: the job ends KILLED, the failure recorded)
+    except Exception as e:
         if transient(e):
-            what = (f"{job.execution_system} was unreachable ({describe(e)}): its process there is killed as "
-                    f"soon as it answers again")
+            what = (
+                f"{job.execution_system} was unreachable ({describe(e)}): its process there is killed as "
+                f"soon as it answers again"
+            )
             pending = f"{KILL_PENDING}{time.time():.3f}"
         else:
             what = f"the kill command failed: {e}"
@@ -423,8 +446,9 @@ def _kill_overtime(job: Job, system: dict[str, Any]) -> Check:
 
 def pending_kills(system_id: str) -> list[str]:
     """Ids of the ended jobs of ``system_id`` whose process still has to be killed on the host."""
-    q = select(Job.id).where(Job.execution_system == system_id, Job.remote_status.like(f"{KILL_PENDING}%"),
-                             Job.status.in_(values(TERMINAL)))
+    q = select(Job.id).where(
+        Job.execution_system == system_id, Job.remote_status.like(f"{KILL_PENDING}%"), Job.status.in_(values(TERMINAL))
+    )
     with db.session() as s:
         return list(s.scalars(q))
 
@@ -442,27 +466,41 @@ def retry_kills(system_id: str, job_ids: list[str]) -> dict[str, float]:
         if since is None:
             continue
         if system is None or not job.local_id:
-            _note(job.id, "Its process was not killed on its host: the system is gone", active_only=False,
-                  remote_status=None)
+            _note(
+                job.id,
+                "Its process was not killed on its host: the system is gone",
+                active_only=False,
+                remote_status=None,
+            )
             continue
         sched = scheduler_of(system)
         code_file = JobPaths.of(job, system).exit_code_file
         try:
-            rc, out, err = run(system, f"if [ -e {quote(code_file)} ]; then echo {END}; else "
-                                        f"{sched.kill_command(job.local_id)}; fi", timeout=60)
-        except Exception as e:  # noqa: BLE001  (retried while transient, else given up: recorded either way)
+            rc, out, err = run(
+                system,
+                f"if [ -e {quote(code_file)} ]; then echo {END}; else {sched.kill_command(job.local_id)}; fi",
+                timeout=60,
+            )
+        except Exception as e:
             if transient(e) and t - since < limit:
                 later[job.id] = retry_in(t - since)
                 continue
-            _note(job.id, f"Gave up killing {sched.NAME} job {job.local_id} on {system_id}: {describe(e)}",
-                  active_only=False, remote_status=None)
+            _note(
+                job.id,
+                f"Gave up killing {sched.NAME} job {job.local_id} on {system_id}: {describe(e)}",
+                active_only=False,
+                remote_status=None,
+            )
             continue
         said = " ".join((err or out).split())[:300]
         if END in out:  # its exit-code file: a pid of a FORK job that ended may be someone else's by now
             text = f"{system_id} answers again: the job's process there had ended by itself"
         else:
-            what = (f"{sched.NAME} job {job.local_id} killed" if rc == 0
-                    else f"{sched.NAME} kill of {job.local_id} answered {rc}{': ' + said if said else ''}")
+            what = (
+                f"{sched.NAME} job {job.local_id} killed"
+                if rc == 0
+                else f"{sched.NAME} kill of {job.local_id} answered {rc}{': ' + said if said else ''}"
+            )
             text = f"Its process was killed on {system_id} now that it answers again ({what})"
         _note(job.id, text, active_only=False, remote_status=None)
     return later
@@ -475,7 +513,8 @@ def _record(rows: list[dict[str, Any]]) -> None:
     with db.transaction() as s:
         for row in rows:
             s.execute(
-                update(Job).where(Job.id == row["id"])
+                update(Job)
+                .where(Job.id == row["id"])
                 .values(status_checks=Job.status_checks + 1, last_polled=t, remote_status=row["remote_status"])
             )
 
@@ -485,8 +524,7 @@ def terminal_among(job_ids: list[str]) -> dict[str, tuple[str, int | None]]:
     service): one query reading three columns of those rows only, as the triggerer runs it every second."""
     if not job_ids:
         return {}
-    q = select(Job.id, Job.status, Job.exit_code).where(
-        Job.id.in_(job_ids), Job.status.in_(values(TERMINAL)))
+    q = select(Job.id, Job.status, Job.exit_code).where(Job.id.in_(job_ids), Job.status.in_(values(TERMINAL)))
     with db.session() as s:
         return {row.id: (row.status, row.exit_code) for row in s.execute(q)}
 

@@ -31,15 +31,15 @@ def kill(job_id: str, user: str, is_admin: bool) -> Job:
             job.local_id = remote.submitted_id(job, system)
         except Exception as e:
             log.warning("could not read the submission record of job %s: %s", job_id, e)
-    if job.local_id and status in REMOTE:
-        if system is not None:
-            try:
-                what = remote.kill_remote(job, system)
-            except Exception as e:
-                log.warning("kill of job %s on %s failed: %s", job_id, job.execution_system, e)
-                raise AgaveError(f"Unable to kill job {job_id}: {job.execution_system} is not reachable: {e}",
-                                 502) from None
-            message = f"Job cancelled by user: {what}."
+    if job.local_id and status in REMOTE and system is not None:
+        try:
+            what = remote.kill_remote(job, system)
+        except Exception as e:
+            log.warning("kill of job %s on %s failed: %s", job_id, job.execution_system, e)
+            raise AgaveError(
+                f"Unable to kill job {job_id}: {job.execution_system} is not reachable: {e}", 502
+            ) from None
+        message = f"Job cancelled by user: {what}."
     try:
         return transition(job_id, S.STOPPED, message, created_by=user)
     except IllegalTransition:  # it ended on its own meanwhile

@@ -47,8 +47,9 @@ def resolve_input(uri: str, owner: str) -> tuple[dict[str, Any], str]:
     raise StepError(f"Inputs with the {scheme} scheme cannot be staged by this release yet: {uri}")
 
 
-def _sftp_system(uri: str, owner: str, is_admin: bool = False,
-                 apps: Any = registry.all_apps) -> tuple[dict[str, Any], str]:
+def _sftp_system(
+    uri: str, owner: str, is_admin: bool = False, apps: Any = registry.all_apps
+) -> tuple[dict[str, Any], str]:
     """The registered SFTP system an ``sftp://`` URL names (same host, port and, when the URL names a user,
     ``storage.auth.username``) whose path rule lets ``owner`` read the path: the owner's own systems first,
     then the others they may use. Credentials in the URL are never used. ``apps``: as ``access.check_path``."""
@@ -59,21 +60,27 @@ def _sftp_system(uri: str, owner: str, is_admin: bool = False,
         raise InputError(f"Invalid input URL {uri}: bad port.", True) from None
     if not host:
         raise InputError(f"Invalid input URL {uri}: no host.", True)
-    candidates = sorted(registry.list_systems(None if is_admin else owner),
-                        key=lambda s: (s.get("owner") != owner, s["id"]))
+    candidates = sorted(
+        registry.list_systems(None if is_admin else owner), key=lambda s: (s.get("owner") != owner, s["id"])
+    )
     refusal: Exception | None = None
     for system in candidates:
         st = system.get("storage") or {}
-        if not (str(st.get("protocol") or "").upper() == "SFTP" and str(st.get("host") or "").lower() == host
-                and int(st.get("port") or 22) == port and access.may_use_system(system, owner, is_admin)
-                and (user is None or (st.get("auth") or {}).get("username") == user)):
+        if not (
+            str(st.get("protocol") or "").upper() == "SFTP"
+            and str(st.get("host") or "").lower() == host
+            and int(st.get("port") or 22) == port
+            and access.may_use_system(system, owner, is_admin)
+            and (user is None or (st.get("auth") or {}).get("username") == user)
+        ):
             continue
         root = posixpath.normpath(st.get("rootDir") or "/")
         path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
         rel = posixpath.relpath(path, root)
         if rel == ".." or rel.startswith("../"):
-            refusal = InputError(f"Permission denied: {path} is outside the root {root} of system {system['id']}.",
-                                 True)
+            refusal = InputError(
+                f"Permission denied: {path} is outside the root {root} of system {system['id']}.", True
+            )
             continue
         found = "/" + rel if rel != "." else "/"
         try:
@@ -85,8 +92,11 @@ def _sftp_system(uri: str, owner: str, is_admin: bool = False,
     if refusal is not None:
         raise refusal
     who = f"{user}@{host}:{port}" if user else f"{host}:{port}"
-    raise InputError(f"No SFTP storage system that {owner} may use is registered for {who}, so {uri} "
-                     "cannot be read (credentials in URLs are never used).", True)
+    raise InputError(
+        f"No SFTP storage system that {owner} may use is registered for {who}, so {uri} "
+        "cannot be read (credentials in URLs are never used).",
+        True,
+    )
 
 
 @dataclass
@@ -113,8 +123,9 @@ def locate(input_id: str, uri: str, owner: str, is_admin: bool, apps: Any = regi
             job_id, path = output
             job = store.get_job(job_id)
             if job is None or not job.visible or not store.permission_of(job, owner, is_admin).read:
-                raise InputError(f"Input {input_id}: no job found with id {job_id} whose outputs {owner} may read.",
-                                 True)
+                raise InputError(
+                    f"Input {input_id}: no job found with id {job_id} whose outputs {owner} may read.", True
+                )
             return Located("output", path=path, job=job)
         if scheme == "sftp":
             system, path = _sftp_system(uri, owner, is_admin, apps)

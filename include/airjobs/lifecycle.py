@@ -8,7 +8,8 @@ not allow, writes the new status, the timestamps that go with it and one history
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.orm import Session
 

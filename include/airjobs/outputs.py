@@ -11,8 +11,9 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from airjobs import registry, store, transports
 from airjobs.errors import AgaveError, BadRequest, NotFound

@@ -93,8 +93,14 @@ def _note(job_id: str, task: str, attempt: int, description: str, error: str | N
         last = _since({"since": old.get("at")}) if old else None
         fresh = old.get("task") != task or last is None or (t - last).total_seconds() > QUIET_SECONDS
         since = (None if fresh else _since(old)) or t  # another step failing, or after a quiet spell: anew
-        rec = {"since": iso(since), "at": iso(t), "count": int(old.get("count") or 0) + 1, "task": task,
-               "try": attempt, "error": error or old.get("error")}
+        rec = {
+            "since": iso(since),
+            "at": iso(t),
+            "count": int(old.get("count") or 0) + 1,
+            "task": task,
+            "try": attempt,
+            "error": error or old.get("error"),
+        }
         deadline = since + timedelta(seconds=budget())
         if t >= deadline:
             rec["exhausted"] = True
@@ -109,8 +115,7 @@ def note_failure(job_id: str, task: str, attempt: int, exc: BaseException) -> No
     """The try ``attempt`` of ``task`` raised ``exc``, a failure of the service: record it, or raise ``GaveUp``
     when the step has been failing for longer than the budget (the caller then ends the job FAILED)."""
     error = describe(exc)
-    rec = _note(job_id, task, attempt, f"Task {task} (try {attempt}) failed because of the service ({error})",
-                error)
+    rec = _note(job_id, task, attempt, f"Task {task} (try {attempt}) failed because of the service ({error})", error)
     if rec and rec.get("exhausted"):
         raise GaveUp(_gave_up(task, rec))
 
@@ -129,9 +134,17 @@ def note_retry(job_id: str, task: str, attempt: int) -> None:
         if rec.get("exhausted"):
             raise GaveUp(_gave_up(task, rec))
         return
-    rec = _note(job_id, task, attempt, f"Task {task} starts try {attempt}: the try before ended without finishing "
-                                      "(its process was stopped or lost, or the service could not run it)",
-                None) or {}
+    rec = (
+        _note(
+            job_id,
+            task,
+            attempt,
+            f"Task {task} starts try {attempt}: the try before ended without finishing "
+            "(its process was stopped or lost, or the service could not run it)",
+            None,
+        )
+        or {}
+    )
     if rec.get("exhausted"):
         raise GaveUp(_gave_up(task, rec))
 
@@ -139,8 +152,7 @@ def note_retry(job_id: str, task: str, attempt: int) -> None:
 def _gave_up(task: str, rec: dict[str, Any]) -> str:
     minutes = budget() / 60
     last = f": {rec['error']}" if rec.get("error") else ""
-    return (f"Task {task} kept failing because of the service for {minutes:g} min "
-            f"({rec.get('count')} retries){last}")
+    return f"Task {task} kept failing because of the service for {minutes:g} min ({rec.get('count')} retries){last}"
 
 
 def recovered(job_id: str) -> None:

@@ -40,8 +40,9 @@ def submitted_id(job: Job, system: dict[str, Any]) -> str | None:
     if job.local_id or job.status != JobStatus.SUBMITTING.value:
         return job.local_id
     mark = JobPaths.of(job, system).submit_mark
-    rc, out, _ = run(system, f"cat {quote(mark + '/rc')} && cat {quote(mark + '/out')} {quote(mark + '/err')}",
-                     timeout=30)
+    rc, out, _ = run(
+        system, f"cat {quote(mark + '/rc')} && cat {quote(mark + '/out')} {quote(mark + '/err')}", timeout=30
+    )
     lines = out.splitlines()
     if rc != 0 or not lines or lines[0].strip() != "0":
         return None

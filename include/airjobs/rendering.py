@@ -154,7 +154,7 @@ def substitute(template: str, words: dict[str, list[str]]) -> tuple[str, dict[st
             continue
         if state == UNQUOTED:
             if c == "\\" and i + 1 < n:
-                out.append(template[i:i + 2])
+                out.append(template[i : i + 2])
                 i += 2
                 line_start = False
                 continue
@@ -175,7 +175,7 @@ def substitute(template: str, words: dict[str, list[str]]) -> tuple[str, dict[st
             state = UNQUOTED
         elif state == DOUBLE:
             if c == "\\" and i + 1 < n:
-                out.append(template[i:i + 2])
+                out.append(template[i : i + 2])
                 i += 2
                 continue
             if c == '"':
@@ -225,7 +225,7 @@ def render_wrapper(template: str, ctx: RenderContext) -> str:
     lines.append("# Agave environment settings")
     lines.append(f"cd {quote(ctx.work_dir)} || exit 1")
     lines.append(
-        "trap 'agave_rc=$?; printf \"%s\\n\" \"$agave_rc\" > "
+        'trap \'agave_rc=$?; printf "%s\\n" "$agave_rc" > '
         f"{EXIT_CODE_FILE}.tmp && mv -f {EXIT_CODE_FILE}.tmp {EXIT_CODE_FILE}' EXIT"
     )
     lines.append(f"export AGAVE_LOG_FILE={quote(ctx.work_dir + '/' + LOG_FILE)}")
@@ -242,7 +242,7 @@ def render_wrapper(template: str, ctx: RenderContext) -> str:
         lines.append("")
         lines.append("# execution system startup script (its output goes to the log)")
         lines.extend(declarations(used))
-        lines.append(f'__agave_startup={"$HOME/" if home else ""}{script if used else quote(script)}')
+        lines.append(f"__agave_startup={'$HOME/' if home else ''}{script if used else quote(script)}")
         lines.append('if [ -f "$__agave_startup" ]; then . "$__agave_startup" >> "$AGAVE_LOG_FILE" 2>&1; fi')
     modules = ctx.app.get("modules") or []
     if modules:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from airjobs.models import Job, JobEvent
@@ -99,7 +100,7 @@ def event_json(ev: JobEvent) -> dict[str, Any]:
 
 def file_json(job: Job, path: str, info: Any, system_id: str, base: str) -> dict[str, Any]:
     """An output file object (spec §3.6); ``path`` is relative to the job's output root, with a leading ``/``."""
-    from datetime import datetime, timezone
+    from datetime import datetime
     from urllib.parse import quote
 
     from airjobs.outputs import mime_type
@@ -108,7 +109,7 @@ def file_json(job: Job, path: str, info: Any, system_id: str, base: str) -> dict
     return {
         "name": info.name,
         "path": path,
-        "lastModified": iso(datetime.fromtimestamp(info.mtime, timezone.utc)),
+        "lastModified": iso(datetime.fromtimestamp(info.mtime, UTC)),
         "length": 0 if info.is_dir else info.size,
         "permission": "READ",
         "mimeType": mime_type(info.name, info.is_dir),

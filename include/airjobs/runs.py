@@ -52,9 +52,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -146,11 +147,13 @@ def job_of_run(run_id: str | None, conf: Any) -> str:
     if not job_id or not isinstance(job_id, str):
         raise NotALifecycleRun(
             f"Run {run_id} names no job (conf has no job_id): lifecycle runs are started by the Jobs API, one "
-            "per job; this run touches no job.")
+            "per job; this run touches no job."
+        )
     if job_id != run_id:
         raise NotALifecycleRun(
             f"Run {run_id} is not the lifecycle run of job {job_id} (that run's id is the job id): this run "
-            "touches no job.")
+            "touches no job."
+        )
     with db.session() as s:
         found = s.scalar(select(Job.id).where(Job.id == job_id))
     if found is None:
@@ -216,10 +219,17 @@ _STALL = "No progress for "
 #: the lifecycle DAG's tasks, in order
 TASKS = ("stage", "submit", "monitor", "archive", "notify")
 _DONE_AFTER = {
-    S.STAGED: 1, S.STAGING_JOB: 1, S.SUBMITTING: 1,
-    S.QUEUED: 2, S.RUNNING: 2, S.PAUSED: 2, S.HEARTBEAT: 2,
-    S.CLEANING_UP: 3, S.ARCHIVING: 3,
-    S.ARCHIVING_FINISHED: 4, S.ARCHIVING_FAILED: 4,
+    S.STAGED: 1,
+    S.STAGING_JOB: 1,
+    S.SUBMITTING: 1,
+    S.QUEUED: 2,
+    S.RUNNING: 2,
+    S.PAUSED: 2,
+    S.HEARTBEAT: 2,
+    S.CLEANING_UP: 3,
+    S.ARCHIVING: 3,
+    S.ARCHIVING_FINISHED: 4,
+    S.ARCHIVING_FAILED: 4,
 }
 
 
@@ -230,11 +240,12 @@ def done_tasks(status: JobStatus | str, submitted: bool = True) -> tuple[str, ..
     status = JobStatus(status)
     if status in (S.PAUSED, S.HEARTBEAT) and not submitted:
         return ()
-    return TASKS[:_DONE_AFTER.get(status, 0)]
+    return TASKS[: _DONE_AFTER.get(status, 0)]
 
 
-def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None = None, resumes: int = 0,
-            max_resumes: int = 3) -> Verdict | Resume | None:
+def verdict(
+    job: Any, run: RunView, *, launch_grace: float, at: datetime | None = None, resumes: int = 0, max_resumes: int = 3
+) -> Verdict | Resume | None:
     """What becomes of ``job`` (``status``, ``created``, ``local_id``) now that its run is ``run``; None while the
     run works on it, or may yet be created (a PENDING job without a run gets ``launch_grace`` seconds after it
     was created: the Jobs API triggers the run right after it accepted the job).
@@ -254,8 +265,9 @@ def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None 
         if run.state is None:
             return Verdict(_KILL, f"Lifecycle run {run.action or 'deleted'} in Airflow{by}{while_}", run.actor)
         words = run.action or f"ended {run.state}"
-        return Verdict((S.FAILED,) if run.state == "failed" else _KILL, f"Lifecycle run {words} in Airflow{by}{while_}",
-                       run.actor)
+        return Verdict(
+            (S.FAILED,) if run.state == "failed" else _KILL, f"Lifecycle run {words} in Airflow{by}{while_}", run.actor
+        )
     if run.state is None and status is S.PENDING:
         age = ((at or now()) - job.created).total_seconds()
         if age < launch_grace:
@@ -269,8 +281,11 @@ def verdict(job: Any, run: RunView, *, launch_grace: float, at: datetime | None 
     if resumes < max_resumes:
         done = done_tasks(status, bool(getattr(job, "local_id", None)))
         return Resume(what + _RESUMED.format(n=resumes + 1, of=max_resumes), done)
-    why = (f"it was resumed {resumes} times already" if max_resumes else
-           "resuming is turned off (AIRJOBS_RECONCILE_MAX_RESUMES=0)")
+    why = (
+        f"it was resumed {resumes} times already"
+        if max_resumes
+        else "resuming is turned off (AIRJOBS_RECONCILE_MAX_RESUMES=0)"
+    )
     return Verdict((S.FAILED,), f"{what}; not resumed: {why}", SYSTEM_ACTOR)
 
 
@@ -290,9 +305,9 @@ def _stop_remote(job: Job) -> str | None:
         if not job.local_id:
             return None
     try:
-        if recorded and remote.scheduler_of(system).DETACHED:  # a pid is only killed while it is that job's
-            if checks.poll(job.id).done:  # (the system reuses the pids of processes that ended)
-                return "its process had already ended"
+        # a pid is only killed while it is that job's (the system reuses the pids of processes that ended)
+        if recorded and remote.scheduler_of(system).DETACHED and checks.poll(job.id).done:
+            return "its process had already ended"
         return remote.kill_remote(job, system)
     except Exception as e:  # the job still ends: Airflow no longer runs anything for it
         log.warning("could not stop job %s on %s: %s", job.id, job.execution_system, e)
@@ -342,16 +357,33 @@ def note(job_id: str, description: str) -> bool:
 def resumes(job_id: str) -> int:
     """How often the job was resumed (its history says)."""
     with db.session() as s:
-        return s.scalar(select(func.count(JobEvent.id)).where(
-            JobEvent.job_id == job_id, JobEvent.created_by == SYSTEM_ACTOR,
-            JobEvent.description.like(_RESUMED_LIKE))) or 0
+        return (
+            s.scalar(
+                select(func.count(JobEvent.id)).where(
+                    JobEvent.job_id == job_id,
+                    JobEvent.created_by == SYSTEM_ACTOR,
+                    JobEvent.description.like(_RESUMED_LIKE),
+                )
+            )
+            or 0
+        )
 
 
 def active_jobs() -> list[Any]:
     """Every job in an active status, as rows of the columns the reconciler decides on (``end_job`` reads the
     whole job again)."""
-    cols = (Job.id, Job.status, Job.created, Job.owner, Job.execution_system, Job.local_id, Job.last_updated,
-            Job.last_polled, Job.status_checks, Job.remote_status)
+    cols = (
+        Job.id,
+        Job.status,
+        Job.created,
+        Job.owner,
+        Job.execution_system,
+        Job.local_id,
+        Job.last_updated,
+        Job.last_polled,
+        Job.status_checks,
+        Job.remote_status,
+    )
     with db.session() as s:
         return list(s.execute(select(*cols).where(Job.status.in_(values(ACTIVE)))))
 
@@ -404,8 +436,10 @@ def unwatched(job: Any, *, at: datetime, floor: float) -> float | None:
 
 def backup_note(idle: float, detail: str) -> str:
     """The history event of a job the reconciler completed for the triggerer."""
-    return (f"The triggerer did not check the job for {idle:.0f} s (down or hung); the reconciler checked it "
-            f"instead and found it done ({detail or 'ended'})")
+    return (
+        f"The triggerer did not check the job for {idle:.0f} s (down or hung); the reconciler checked it "
+        f"instead and found it done ({detail or 'ended'})"
+    )
 
 
 STALL_SECONDS = 1800.0
@@ -420,8 +454,9 @@ def stall_limit(status: JobStatus | str, env: Mapping[str, str] | None = None) -
     return limit if limit > 0 else None
 
 
-def stalled(job: Any, last_event: datetime | None, *, at: datetime, watched: bool,
-            env: Mapping[str, str] | None = None) -> tuple[float, float] | None:
+def stalled(
+    job: Any, last_event: datetime | None, *, at: datetime, watched: bool, env: Mapping[str, str] | None = None
+) -> tuple[float, float] | None:
     """(seconds without progress, the limit) of a job that sat in its status longer than ``stall_limit``
     without a history event or a status check; None otherwise. An executing job whose monitor waits in the
     triggerer (``watched``) has no limit here: the triggerer (or the reconciler for it) checks it, the host's
@@ -437,23 +472,38 @@ def stalled(job: Any, last_event: datetime | None, *, at: datetime, watched: boo
 
 
 def stall_note(status: JobStatus | str, idle: float, limit: float) -> str:
-    return (f"{_STALL}{idle:.0f} s in {JobStatus(status).value} (the limit is {limit:.0f} s, "
-            f"AIRJOBS_STALL_SECONDS); its lifecycle run is ended and the job resumed")
+    return (
+        f"{_STALL}{idle:.0f} s in {JobStatus(status).value} (the limit is {limit:.0f} s, "
+        f"AIRJOBS_STALL_SECONDS); its lifecycle run is ended and the job resumed"
+    )
 
 
 def stall_verdict(status: JobStatus | str, idle: float, limit: float) -> Verdict:
     """A job that made no progress again after its run was restarted for the same status: FAILED."""
-    return Verdict((S.FAILED,), f"{_STALL}{idle:.0f} s in {JobStatus(status).value}, also after its lifecycle "
-                                f"run was restarted (the limit is {limit:.0f} s, AIRJOBS_STALL_SECONDS)",
-                   SYSTEM_ACTOR)
+    return Verdict(
+        (S.FAILED,),
+        f"{_STALL}{idle:.0f} s in {JobStatus(status).value}, also after its lifecycle "
+        f"run was restarted (the limit is {limit:.0f} s, AIRJOBS_STALL_SECONDS)",
+        SYSTEM_ACTOR,
+    )
 
 
 def stalled_before(job_id: str, status: JobStatus | str) -> bool:
     """Was the job's run restarted already because it made no progress in ``status``?"""
     with db.session() as s:
-        return s.scalar(select(JobEvent.id).where(
-            JobEvent.job_id == job_id, JobEvent.status == JobStatus(status).value,
-            JobEvent.created_by == SYSTEM_ACTOR, JobEvent.description.like(_STALL + "%")).limit(1)) is not None
+        return (
+            s.scalar(
+                select(JobEvent.id)
+                .where(
+                    JobEvent.job_id == job_id,
+                    JobEvent.status == JobStatus(status).value,
+                    JobEvent.created_by == SYSTEM_ACTOR,
+                    JobEvent.description.like(_STALL + "%"),
+                )
+                .limit(1)
+            )
+            is not None
+        )
 
 
 def last_events(job_ids: list[str]) -> dict[str, datetime]:
@@ -462,7 +512,10 @@ def last_events(job_ids: list[str]) -> dict[str, datetime]:
     out: dict[str, datetime] = {}
     with db.session() as s:
         for i in range(0, len(job_ids), 500):
-            q = (select(JobEvent.job_id, func.max(JobEvent.created)).where(JobEvent.job_id.in_(job_ids[i:i + 500]))
-                 .group_by(JobEvent.job_id))
+            q = (
+                select(JobEvent.job_id, func.max(JobEvent.created))
+                .where(JobEvent.job_id.in_(job_ids[i : i + 500]))
+                .group_by(JobEvent.job_id)
+            )
             out.update({job_id: created for job_id, created in s.execute(q)})
     return out

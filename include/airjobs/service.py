@@ -79,12 +79,15 @@ def check_port(host: str = "127.0.0.1") -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         s.bind((host, port()))
     except PermissionError:
-        raise CannotStart(f"port {port()} needs root (or CAP_NET_BIND_SERVICE): run as root, or set "
-                           f"AIRJOBS_PORT to a port above 1023") from None
+        raise CannotStart(
+            f"port {port()} needs root (or CAP_NET_BIND_SERVICE): run as root, or set AIRJOBS_PORT to a port above 1023"
+        ) from None
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise CannotStart(f"port {port()} of {host} is in use by another process (another service?); set "
-                               f"AIRJOBS_PORT to another port") from None
+            raise CannotStart(
+                f"port {port()} of {host} is in use by another process (another service?); set "
+                f"AIRJOBS_PORT to another port"
+            ) from None
         raise
     finally:
         s.close()
@@ -112,8 +115,9 @@ def _secrets() -> dict[str, str]:
 
 def code_path(env: dict[str, str]) -> str:
     """``PYTHONPATH`` with this checkout's code first, whichever checkout the venv's ``airjobs.pth`` names."""
-    return os.pathsep.join([str(config.CHECKOUT / "include"), str(config.CHECKOUT / "plugins"),
-                            *filter(None, [env.get("PYTHONPATH")])])
+    return os.pathsep.join(
+        [str(config.CHECKOUT / "include"), str(config.CHECKOUT / "plugins"), *filter(None, [env.get("PYTHONPATH")])]
+    )
 
 
 def environment() -> dict[str, str]:
@@ -136,12 +140,14 @@ def environment() -> dict[str, str]:
     if https:
         # the api-server serves the certificate; the Task SDK's client (workers, triggerer, dag-processor) loads
         # [api] ssl_cert as a CA too, and reaches the api-server by a name the certificate has
-        env.update({
-            "AIRFLOW__API__SSL_CERT": str(https.cert),
-            "AIRFLOW__API__SSL_KEY": str(https.key),
-            "AIRFLOW__API__BASE_URL": tls.base_url(https, "localhost", port()),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{tls.base_url(https, https.host, port())}/execution/",
-        })
+        env.update(
+            {
+                "AIRFLOW__API__SSL_CERT": str(https.cert),
+                "AIRFLOW__API__SSL_KEY": str(https.key),
+                "AIRFLOW__API__BASE_URL": tls.base_url(https, "localhost", port()),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{tls.base_url(https, https.host, port())}/execution/",
+            }
+        )
     Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     Path(env["XDG_RUNTIME_DIR"]).chmod(0o700)
     return env
@@ -212,7 +218,11 @@ def _start(name: str, env: dict[str, str], argv: list[str] | None = None) -> sub
     airflow = str(bindir / "airflow") if (bindir / "airflow").exists() else "airflow"
     out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it; ours is closed below
     proc = subprocess.Popen(
-        argv or [airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        argv or [airflow, name],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     out.close()
@@ -276,8 +286,13 @@ def session_members(sid: int, born_before: int | None = None) -> list[int]:
     and those orphaned since; not the ones that left the session (``setsid``: a FORK job's own processes)."""
     found = []
     for d in os.listdir("/proc"):
-        if d.isdigit() and (st := _stat(int(d))) and st[0] != "Z" and st[2] == sid and (
-                born_before is None or st[3] < born_before):
+        if (
+            d.isdigit()
+            and (st := _stat(int(d)))
+            and st[0] != "Z"
+            and st[2] == sid
+            and (born_before is None or st[3] < born_before)
+        ):
             found.append(int(d))
     return found
 
@@ -358,8 +373,10 @@ class Component:
         left = self.leftovers()
         if left:
             own = len([p for p in left if (st := _stat(p)) and st[1] == proc.pid])
-            _say(f"{self.name} left {len(left)} processes ({own} of its process group, {len(left) - own} in "
-                 f"groups of their own: task processes); ending them")
+            _say(
+                f"{self.name} left {len(left)} processes ({own} of its process group, {len(left) - own} in "
+                f"groups of their own: task processes); ending them"
+            )
             _signal(left, signal.SIGTERM)
         self.state, self.started_ending, self.termed, self.killed = "ending", now, set(left), False
         self.kill_at = now + LEFTOVER_GRACE
@@ -418,8 +435,10 @@ def stop_all(components: list[Component], grace: float = 15.0) -> None:
         time.sleep(0.1)
     for c in components:
         if left := c.leftovers():
-            _say(f"{c.name}: {len(left)} of its processes did not end in {grace:.0f}s; killing them: "
-                 + " ".join(f"{p} ({_cmdline(p)[:60]})" for p in left[:5]))
+            _say(
+                f"{c.name}: {len(left)} of its processes did not end in {grace:.0f}s; killing them: "
+                + " ".join(f"{p} ({_cmdline(p)[:60]})" for p in left[:5])
+            )
             _signal(left, signal.SIGKILL)
         if c.proc is not None and c.proc.poll() is None:
             c.proc.kill()
@@ -523,12 +542,18 @@ def _banner() -> None:
     curl = f"curl --cacert {https.cert}" if https and https.self_signed else "curl"
     trust = ""
     if https and https.self_signed:
-        trust = f"  HTTPS certificate  : {https.cert} (self-signed for localhost, 127.0.0.1). Trust it with\n" + \
-            "".join(f"    {line}\n" for line in tls.trust_hints(https))
-    login = (f"{curl} -s -X POST {base}/token -d grant_type=password -d username={ADMIN_USER} -d password='{pw}'"
-             """ | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'""")
-    submit = (f"""{curl} -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' """
-              f"--data-binary @{demo} {base}/jobs/v2")
+        trust = (
+            f"  HTTPS certificate  : {https.cert} (self-signed for localhost, 127.0.0.1). Trust it with\n"
+            + "".join(f"    {line}\n" for line in tls.trust_hints(https))
+        )
+    login = (
+        f"{curl} -s -X POST {base}/token -d grant_type=password -d username={ADMIN_USER} -d password='{pw}'"
+        """ | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'"""
+    )
+    submit = (
+        f"""{curl} -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' """
+        f"--data-binary @{demo} {base}/jobs/v2"
+    )
     print(
         f"""
 [airjobs] ready.
@@ -577,8 +602,9 @@ def stop() -> int:
     return 0
 
 
-def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
-          timeout: float = 300.0) -> subprocess.Popen[bytes]:
+def spawn(
+    users: list[str], log_path: Path, env: dict[str, str] | None = None, timeout: float = 300.0
+) -> subprocess.Popen[bytes]:
     """Start ``run`` as a background process (for tests and benchmarks); returns once it is ready."""
     args = [sys.executable, "-m", "airjobs.service", "run"]
     for u in users:
@@ -586,8 +612,15 @@ def spawn(users: list[str], log_path: Path, env: dict[str, str] | None = None,
     log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")  # it shows secrets
     start = log_path.stat().st_size  # a log kept from an earlier run already says "ready."
     base = env or dict(os.environ)
-    proc = subprocess.Popen(args, env={**base, "PYTHONPATH": code_path(base)}, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=config.CHECKOUT)
+    proc = subprocess.Popen(
+        args,
+        env={**base, "PYTHONPATH": code_path(base)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=config.CHECKOUT,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -628,9 +661,17 @@ def main() -> int:
         setup(args.user)
         return 0
     env = environment()
-    for key in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "AIRJOBS_VAR", "AIRJOBS_PORT", "AIRJOBS_DB_URL",
-                "AIRFLOW__API__SSL_CERT", "AIRFLOW__API__SSL_KEY", "AIRFLOW__API__BASE_URL",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+    for key in (
+        "AIRFLOW_HOME",
+        "AIRFLOW_CONFIG",
+        "AIRJOBS_VAR",
+        "AIRJOBS_PORT",
+        "AIRJOBS_DB_URL",
+        "AIRFLOW__API__SSL_CERT",
+        "AIRFLOW__API__SSL_KEY",
+        "AIRFLOW__API__BASE_URL",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    ):
         if key in env:
             print(f"export {key}={env[key]}")
     return 0

@@ -16,8 +16,6 @@ from airjobs.statuses import ACTIVE, JobStatus, values
 from airjobs.timeutil import now
 
 
-
-
 def check_quotas(s: Session, job: Job, system: dict[str, Any]) -> None:
     """Spec §4.3/§11.2 limits, counted over the system's active (non-terminal) jobs. Runs inside the
     inserting transaction under a per-system advisory lock, so concurrent submissions cannot overshoot."""
@@ -30,17 +28,26 @@ def check_quotas(s: Session, job: Job, system: dict[str, Any]) -> None:
     queue: dict[str, Any] = next((q for q in system.get("queues") or [] if q.get("name") == job.batch_queue), {})
     checks: list[tuple[Any, dict[str, bool], str]] = [
         (system.get("maxSystemJobs", -1), {}, f"system {system['id']} allows at most {{n}} active jobs"),
-        (system.get("maxSystemJobsPerUser", -1), {"owner": True},
-         f"system {system['id']} allows at most {{n}} active jobs per user"),
+        (
+            system.get("maxSystemJobsPerUser", -1),
+            {"owner": True},
+            f"system {system['id']} allows at most {{n}} active jobs per user",
+        ),
         (queue.get("maxJobs", -1), {"queue": True}, f"queue {job.batch_queue} allows at most {{n}} active jobs"),
-        (queue.get("maxUserJobs", -1), {"owner": True, "queue": True},
-         f"queue {job.batch_queue} allows at most {{n}} active jobs per user"),
+        (
+            queue.get("maxUserJobs", -1),
+            {"owner": True, "queue": True},
+            f"queue {job.batch_queue} allows at most {{n}} active jobs per user",
+        ),
     ]
     for limit, scope, text_ in checks:
         if limit in (None, -1, "-1"):
             continue
-        q = select(func.count()).select_from(Job).where(Job.execution_system == job.execution_system,
-                                                        Job.status.in_(values(ACTIVE)))
+        q = (
+            select(func.count())
+            .select_from(Job)
+            .where(Job.execution_system == job.execution_system, Job.status.in_(values(ACTIVE)))
+        )
         if scope.get("owner"):
             q = q.where(Job.owner == job.owner)
         if scope.get("queue"):
@@ -87,8 +94,9 @@ def get_job(job_id: str) -> Job | None:
 
 
 def _grant(s: Session, job_id: str, user: str) -> str | None:
-    grant: str | None = s.scalar(select(JobPermission.permission).where(JobPermission.job_id == job_id,
-                                                                         JobPermission.username == user))
+    grant: str | None = s.scalar(
+        select(JobPermission.permission).where(JobPermission.job_id == job_id, JobPermission.username == user)
+    )
     return grant
 
 
@@ -123,8 +131,9 @@ def writable_job(job_id: str, user: str, is_admin: bool) -> Job:
 def _readable_by(user: str) -> ColumnElement[bool]:
     """Jobs ``user`` owns or holds a grant with READ on (spec §9.2: listings include shared jobs)."""
     readers = [name for name, p in access.PERMISSIONS.items() if p.read]
-    shared = exists().where(JobPermission.job_id == Job.id, JobPermission.username == user,
-                            JobPermission.permission.in_(readers))
+    shared = exists().where(
+        JobPermission.job_id == Job.id, JobPermission.username == user, JobPermission.permission.in_(readers)
+    )
     return or_(Job.owner == user, shared)
 
 
@@ -168,9 +177,13 @@ def has_event(job_id: str, status: str) -> bool:
 
 
 def grants(job_id: str, *, limit: int = 1000, offset: int = 0) -> list[JobPermission]:
-    q = (select(JobPermission).where(JobPermission.job_id == job_id).order_by(JobPermission.created,
-                                                                               JobPermission.username)
-         .limit(limit).offset(offset))
+    q = (
+        select(JobPermission)
+        .where(JobPermission.job_id == job_id)
+        .order_by(JobPermission.created, JobPermission.username)
+        .limit(limit)
+        .offset(offset)
+    )
     with db.session() as s:
         return list(s.scalars(q))
 

@@ -130,8 +130,9 @@ def _positive_int(value: Any, field: str) -> int:
     except ValueError:
         n = 0
     if n <= 0 or n > MAX_INT:
-        raise BadRequest(f"Invalid {field} value {value!r}. {field} must be a positive integer value "
-                         f"(at most {MAX_INT}).")
+        raise BadRequest(
+            f"Invalid {field} value {value!r}. {field} must be a positive integer value (at most {MAX_INT})."
+        )
     return n
 
 
@@ -204,8 +205,9 @@ def _validator(kind: str, item: dict[str, Any], values: list[Any]) -> None:
         try:
             matched = regex.search(pattern, str(v), flags=regex.VERSION0, timeout=VALIDATOR_SECONDS)
         except TimeoutError:
-            raise BadRequest(f"Invalid {kind.lower()} value for {item['id']}: its validator {pattern!r} took too "
-                             "long on this value.") from None
+            raise BadRequest(
+                f"Invalid {kind.lower()} value for {item['id']}: its validator {pattern!r} took too long on this value."
+            ) from None
         except regex.error as e:
             raise BadRequest(f"Invalid validator {pattern!r} of {item['id']}: {e}.") from None
         if not matched:
@@ -338,12 +340,23 @@ def _limit(queue: dict[str, Any], field: str) -> float:
 def fits(queue: dict[str, Any], nodes: int, ppn: int, memory_gb: float, run_time: str | None) -> bool:
     """Spec §4.3: every requested amount within the queue's limit (a missing run time counts as 00:00:01)."""
     seconds = hms_to_seconds(run_time) if run_time else 1
-    return (nodes <= _limit(queue, "maxNodes") and ppn <= _limit(queue, "maxProcessorsPerNode")
-            and memory_gb <= _limit(queue, "maxMemoryPerNode") and seconds <= _limit(queue, "maxRequestedTime"))
+    return (
+        nodes <= _limit(queue, "maxNodes")
+        and ppn <= _limit(queue, "maxProcessorsPerNode")
+        and memory_gb <= _limit(queue, "maxMemoryPerNode")
+        and seconds <= _limit(queue, "maxRequestedTime")
+    )
 
 
-def choose_queue(system: dict[str, Any], app: dict[str, Any], requested: str | None, nodes: int, ppn: int,
-                 memory_gb: float, run_time: str | None) -> dict[str, Any] | None:
+def choose_queue(
+    system: dict[str, Any],
+    app: dict[str, Any],
+    requested: str | None,
+    nodes: int,
+    ppn: int,
+    memory_gb: float,
+    run_time: str | None,
+) -> dict[str, Any] | None:
     """Spec §4.3: the user's queue, else the app's default, else the system default if the request fits,
     else the smallest queue that fits; the chosen queue must then fit the request."""
     queues: list[dict[str, Any]] = system.get("queues") or []
@@ -369,10 +382,20 @@ def choose_queue(system: dict[str, Any], app: dict[str, Any], requested: str | N
         if default is not None and fits(default, nodes, ppn, memory_gb, run_time):
             chosen = default
         else:
-            key = lambda q: (_limit(q, "maxNodes"), _limit(q, "maxMemoryPerNode"),  # noqa: E731
-                             _limit(q, "maxProcessorsPerNode"), _limit(q, "maxRequestedTime"), q.get("name"))
-            chosen = next((q for q in sorted(queues, key=key)
-                           if q is not default and fits(q, nodes, ppn, memory_gb, run_time)), default)
+
+            def key(q: dict[str, Any]) -> tuple[Any, ...]:  # the smallest queue that fits
+                return (
+                    _limit(q, "maxNodes"),
+                    _limit(q, "maxMemoryPerNode"),
+                    _limit(q, "maxProcessorsPerNode"),
+                    _limit(q, "maxRequestedTime"),
+                    q.get("name"),
+                )
+
+            chosen = next(
+                (q for q in sorted(queues, key=key) if q is not default and fits(q, nodes, ppn, memory_gb, run_time)),
+                default,
+            )
     if chosen is None or not fits(chosen, nodes, ppn, memory_gb, run_time):
         raise BadRequest(
             f"Invalid batchQueue. No queue found on execution system {system['id']} to support jobs requiring "
@@ -383,9 +406,20 @@ def choose_queue(system: dict[str, Any], app: dict[str, Any], requested: str | N
     return found
 
 
-ARCHIVE_MACROS = ("APP_ID", "EXECUTION_SYSTEM", "BATCH_QUEUE", "JOB_NAME", "JOB_ID", "JOB_NODE_COUNT",
-                  "JOB_PROCESSORS_PER_NODE", "JOB_MEMORY_PER_NODE", "JOB_CREATED_TIME", "JOB_OWNER",
-                  "ARCHIVE_SYSTEM", "TENANT_ID")
+ARCHIVE_MACROS = (
+    "APP_ID",
+    "EXECUTION_SYSTEM",
+    "BATCH_QUEUE",
+    "JOB_NAME",
+    "JOB_ID",
+    "JOB_NODE_COUNT",
+    "JOB_PROCESSORS_PER_NODE",
+    "JOB_MEMORY_PER_NODE",
+    "JOB_CREATED_TIME",
+    "JOB_OWNER",
+    "ARCHIVE_SYSTEM",
+    "TENANT_ID",
+)
 
 
 def resolve_archive_path(template: str, values: dict[str, str]) -> str:
@@ -480,16 +514,24 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
             elif key.lower() in param_ids:
                 params_raw[key] = value
             else:
-                raise BadRequest(f"Unknown field {key!r}: it is neither a job field nor an input or parameter of {app_id}.")
+                raise BadRequest(
+                    f"Unknown field {key!r}: it is neither a job field nor an input or parameter of {app_id}."
+                )
     inputs = resolve_inputs(app, inputs_raw)
     parameters = resolve_parameters(app, params_raw)
 
     node_count = _pick(body, "nodeCount")
-    node_count = (_positive_int(node_count, "nodeCount") if node_count is not None
-                  else max(1, int(app.get("defaultNodeCount") or 1)))
+    node_count = (
+        _positive_int(node_count, "nodeCount")
+        if node_count is not None
+        else max(1, int(app.get("defaultNodeCount") or 1))
+    )
     ppn = _pick(body, "processorsPerNode")
-    ppn = (_positive_int(ppn, "processorsPerNode") if ppn is not None
-           else max(1, int(app.get("defaultProcessorsPerNode") or 1)))
+    ppn = (
+        _positive_int(ppn, "processorsPerNode")
+        if ppn is not None
+        else max(1, int(app.get("defaultProcessorsPerNode") or 1))
+    )
     mem = _pick(body, "memoryPerNode")
     if mem is None:
         mem = app.get("defaultMemoryPerNode")
@@ -523,8 +565,11 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
         wanted = _pick(body, "archiveSystem")
         if wanted:
             storage = registry.get_system(str(wanted))
-            if (storage is None or not access.may_use_system(storage, owner, is_admin)
-                    or storage.get("type") != "STORAGE"):
+            if (
+                storage is None
+                or not access.may_use_system(storage, owner, is_admin)
+                or storage.get("type") != "STORAGE"
+            ):
                 raise BadRequest(f"Invalid archiveSystem. No storage system found matching {wanted}")
         else:
             storage = registry.default_storage(owner)
@@ -536,12 +581,23 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
         template = _pick(body, "archivePath")
         if template is not None and not isinstance(template, str):
             raise BadRequest("Invalid archivePath: must be a string.")
-        archive_path = resolve_archive_path(template or f"{owner}/archive/jobs/job-{job_id}", {
-            "APP_ID": app_id, "EXECUTION_SYSTEM": system_id, "BATCH_QUEUE": queue or "", "JOB_NAME": name,
-            "JOB_ID": job_id, "JOB_NODE_COUNT": str(node_count), "JOB_PROCESSORS_PER_NODE": str(ppn),
-            "JOB_MEMORY_PER_NODE": f"{memory:g}", "JOB_CREATED_TIME": now().strftime("%Y-%m-%dT%H-%M-%S"),
-            "JOB_OWNER": owner, "ARCHIVE_SYSTEM": storage["id"], "TENANT_ID": "airjobs",
-        })
+        archive_path = resolve_archive_path(
+            template or f"{owner}/archive/jobs/job-{job_id}",
+            {
+                "APP_ID": app_id,
+                "EXECUTION_SYSTEM": system_id,
+                "BATCH_QUEUE": queue or "",
+                "JOB_NAME": name,
+                "JOB_ID": job_id,
+                "JOB_NODE_COUNT": str(node_count),
+                "JOB_PROCESSORS_PER_NODE": str(ppn),
+                "JOB_MEMORY_PER_NODE": f"{memory:g}",
+                "JOB_CREATED_TIME": now().strftime("%Y-%m-%dT%H-%M-%S"),
+                "JOB_OWNER": owner,
+                "ARCHIVE_SYSTEM": storage["id"],
+                "TENANT_ID": "airjobs",
+            },
+        )
 
     notifications = _pick(body, "notifications") or []
     t = now()

@@ -53,8 +53,9 @@ def settings() -> TLS | None:
     mode = os.environ.get("AIRJOBS_TLS", "").strip().lower()
     cert, key = os.environ.get("AIRJOBS_TLS_CERT", ""), os.environ.get("AIRJOBS_TLS_KEY", "")
     if mode not in ("", "self-signed"):
-        raise TLSConfigError(f"AIRJOBS_TLS={mode!r}: the only value is 'self-signed' (or set AIRJOBS_TLS_CERT and "
-                             f"AIRJOBS_TLS_KEY)")
+        raise TLSConfigError(
+            f"AIRJOBS_TLS={mode!r}: the only value is 'self-signed' (or set AIRJOBS_TLS_CERT and AIRJOBS_TLS_KEY)"
+        )
     if cert or key:
         if mode:
             raise TLSConfigError("set either AIRJOBS_TLS=self-signed or AIRJOBS_TLS_CERT and AIRJOBS_TLS_KEY")
@@ -86,8 +87,9 @@ def _given(cert: Path, key: Path) -> TLS:
         c = _load(cert)
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (ValueError, ssl.SSLError) as e:
-        raise TLSConfigError(f"AIRJOBS_TLS_CERT={cert} and AIRJOBS_TLS_KEY={key} are not a PEM certificate and "
-                             f"its key: {e}") from None
+        raise TLSConfigError(
+            f"AIRJOBS_TLS_CERT={cert} and AIRJOBS_TLS_KEY={key} are not a PEM certificate and its key: {e}"
+        ) from None
     dns, ips = _names(c)
     # the api-server listens on 127.0.0.1 ([api] host): its own clients connect there, by a name the certificate has
     host = "127.0.0.1" if "127.0.0.1" in ips else "localhost" if "localhost" in dns else (dns or ["127.0.0.1"])[0]
@@ -125,32 +127,62 @@ def _generate(cert: Path, key: Path) -> x509.Certificate:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     pk = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "airjobs (self-signed)")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "airjobs (self-signed)"),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(pk.public_key())
-    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pk.public_key())
-         .serial_number(x509.random_serial_number())
-         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALID_FOR)
-         .add_extension(x509.SubjectAlternativeName(
-             [*(x509.DNSName(n) for n in SELF_SIGNED_NAMES),
-              *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in SELF_SIGNED_IPS)]), critical=False)
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-         .add_extension(ski, critical=False)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-         .sign(pk, hashes.SHA256()))
+    c = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pk.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALID_FOR)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    *(x509.DNSName(n) for n in SELF_SIGNED_NAMES),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in SELF_SIGNED_IPS),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(pk, hashes.SHA256())
+    )
     # readable by the users who trust it (the var dir lets them pass through), its key by the service alone
     cert.parent.mkdir(parents=True, exist_ok=True)
     cert.parent.chmod(0o755)
     tmp_key = key.with_suffix(".key.tmp")
     fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption()))
+        f.write(
+            pk.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     tmp_key.chmod(0o600)
     tmp_cert = cert.with_suffix(".crt.tmp")
     tmp_cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))

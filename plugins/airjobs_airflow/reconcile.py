@@ -74,8 +74,14 @@ from airjobs_airflow import LIFECYCLE_DAG_ID
 log = logging.getLogger(__name__)
 
 #: audit log events of the public API (the endpoint function names) that can end or remove a run
-ENDING_EVENTS = ("patch_dag_run", "bulk_dag_runs", "delete_dag_run", "delete_dag", "patch_task_instance",
-                 "patch_task_group_instances")
+ENDING_EVENTS = (
+    "patch_dag_run",
+    "bulk_dag_runs",
+    "delete_dag_run",
+    "delete_dag",
+    "patch_task_instance",
+    "patch_task_group_instances",
+)
 LOCK_KEY = "airjobs-reconciler"
 #: a run none of whose tasks runs (they wait for a slot, or for their retry) gets this many times the stall limit
 IDLE_FACTOR = 4
@@ -115,17 +121,26 @@ def describe(event: str, extra: dict[str, Any], task_id: str | None, job_id: str
             return "deleted with the whole DAG"
         if event == "bulk_dag_runs":
             for action in extra.get("actions") or []:
-                if isinstance(action, dict) and action.get("action") == "delete" and any(
-                        _names(e, job_id) for e in action.get("entities") or []):
+                if (
+                    isinstance(action, dict)
+                    and action.get("action") == "delete"
+                    and any(_names(e, job_id) for e in action.get("entities") or [])
+                ):
                     return "deleted"
         return None
     if event == "patch_dag_run" and extra.get("state") == state:
         return f"marked {state}"
     if event == "bulk_dag_runs":
         for action in extra.get("actions") or []:
-            if isinstance(action, dict) and action.get("action") == "update" and any(
-                    _names(e, job_id) and e.get("state") == state for e in action.get("entities") or []
-                    if isinstance(e, dict)):
+            if (
+                isinstance(action, dict)
+                and action.get("action") == "update"
+                and any(
+                    _names(e, job_id) and e.get("state") == state
+                    for e in action.get("entities") or []
+                    if isinstance(e, dict)
+                )
+            ):
                 return f"marked {state}"
     if event in ("patch_task_instance", "patch_task_group_instances") and extra.get("new_state"):
         what = f"task {task_id}" if task_id else "a task group"
@@ -136,16 +151,21 @@ def describe(event: str, extra: dict[str, Any], task_id: str | None, job_id: str
 def _audit(job, state: str | None, since: datetime | None = None) -> tuple[str | None, str | None]:
     """(who, what) from the newest audit log entry that explains the run's state, written since the run was
     queued (``since``; since the job was created when the run is gone)."""
-    from sqlalchemy import or_, select
-
     from airflow.models.log import Log
     from airflow.utils.session import create_session
+    from sqlalchemy import or_, select
 
-    q = (select(Log.event, Log.extra, Log.owner, Log.task_id, Log.run_id)
-         .where(Log.dag_id == LIFECYCLE_DAG_ID, Log.event.in_(ENDING_EVENTS),
-                Log.dttm >= (since or job.created) - timedelta(seconds=5),
-                or_(Log.run_id == job.id, Log.run_id.is_(None)))
-         .order_by(Log.dttm.desc(), Log.id.desc()).limit(50))
+    q = (
+        select(Log.event, Log.extra, Log.owner, Log.task_id, Log.run_id)
+        .where(
+            Log.dag_id == LIFECYCLE_DAG_ID,
+            Log.event.in_(ENDING_EVENTS),
+            Log.dttm >= (since or job.created) - timedelta(seconds=5),
+            or_(Log.run_id == job.id, Log.run_id.is_(None)),
+        )
+        .order_by(Log.dttm.desc(), Log.id.desc())
+        .limit(50)
+    )
     with create_session() as session:
         rows = session.execute(q).all()
     for row in rows:
@@ -175,38 +195,49 @@ def _str(state: Any) -> str | None:
 
 def _runs(job_ids: list[str]) -> dict[str, Run]:
     """job id -> its run (absent: no run) with its monitor task's state: one query per 500 jobs."""
-    from sqlalchemy import and_, exists, select
-    from sqlalchemy.orm import aliased
-
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
+    from sqlalchemy import and_, exists, select
+    from sqlalchemy.orm import aliased
 
     other = aliased(TI)
-    busy = exists().where(other.dag_id == DagRun.dag_id, other.run_id == DagRun.run_id,
-                          other.state.in_(("running", "deferred")))
+    busy = exists().where(
+        other.dag_id == DagRun.dag_id, other.run_id == DagRun.run_id, other.state.in_(("running", "deferred"))
+    )
     out: dict[str, Run] = {}
     with create_session() as session:
         for i in range(0, len(job_ids), _CHUNK):
-            q = (select(DagRun.run_id, DagRun.state, DagRun.queued_at, TI.state, busy)
-                 .select_from(DagRun)
-                 .outerjoin(TI, and_(TI.dag_id == DagRun.dag_id, TI.run_id == DagRun.run_id,
-                                     TI.task_id == MONITOR_TASK, TI.map_index == -1))
-                 .where(DagRun.dag_id == LIFECYCLE_DAG_ID, DagRun.run_id.in_(job_ids[i:i + _CHUNK])))
+            q = (
+                select(DagRun.run_id, DagRun.state, DagRun.queued_at, TI.state, busy)
+                .select_from(DagRun)
+                .outerjoin(
+                    TI,
+                    and_(
+                        TI.dag_id == DagRun.dag_id,
+                        TI.run_id == DagRun.run_id,
+                        TI.task_id == MONITOR_TASK,
+                        TI.map_index == -1,
+                    ),
+                )
+                .where(DagRun.dag_id == LIFECYCLE_DAG_ID, DagRun.run_id.in_(job_ids[i : i + _CHUNK]))
+            )
             for run_id, state, queued_at, monitor, working in session.execute(q):
                 out[run_id] = Run(_str(state), queued_at, _str(monitor), bool(working))
     return out
 
 
 def _failed_tasks(job_id: str) -> tuple[str, ...]:
-    from sqlalchemy import select
-
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
-        return tuple(session.scalars(select(TI.task_id).where(TI.dag_id == LIFECYCLE_DAG_ID, TI.run_id == job_id,
-                                                              TI.state == "failed")))
+        return tuple(
+            session.scalars(
+                select(TI.task_id).where(TI.dag_id == LIFECYCLE_DAG_ID, TI.run_id == job_id, TI.state == "failed")
+            )
+        )
 
 
 class _Busy(Exception):
@@ -217,9 +248,6 @@ def relaunch(job: Any, done: tuple[str, ...], note: str) -> bool:
     """A new lifecycle run of ``job`` (run id = job id, conf ``{"job_id": id}``) with the tasks ``done`` marked
     success, after deleting its run if that has ended; False when a run exists that works on the job (the Jobs
     API's own trigger, or a clear, came first)."""
-    from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError
-
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.exceptions import DagRunAlreadyExists
     from airflow.models.dagrun import DagRun
@@ -227,26 +255,36 @@ def relaunch(job: Any, done: tuple[str, ...], note: str) -> bool:
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
     from airflow.utils.types import DagRunTriggeredByType
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
 
     from airjobs.runs import WORKING
 
     try:
         with create_session() as session:  # committed before the trigger, which looks for duplicates on its own
-            old = session.scalar(select(DagRun).where(DagRun.dag_id == LIFECYCLE_DAG_ID, DagRun.run_id == job.id)
-                                 .with_for_update())
+            old = session.scalar(
+                select(DagRun).where(DagRun.dag_id == LIFECYCLE_DAG_ID, DagRun.run_id == job.id).with_for_update()
+            )
             if old is not None:
                 if _str(old.state) in WORKING:
                     raise _Busy(job.id)
                 session.delete(old)  # its task instances (and their notes, XComs, ...) go with it
         with create_session() as session:  # the run and its done tasks appear together
-            run = trigger_dag(LIFECYCLE_DAG_ID, run_id=job.id, conf={"job_id": job.id},
-                              triggered_by=DagRunTriggeredByType.REST_API, triggering_user_name=job.owner,
-                              note=f"Resumed by airjobs: {note}"[:1000], session=session)
+            run = trigger_dag(
+                LIFECYCLE_DAG_ID,
+                run_id=job.id,
+                conf={"job_id": job.id},
+                triggered_by=DagRunTriggeredByType.REST_API,
+                triggering_user_name=job.owner,
+                note=f"Resumed by airjobs: {note}"[:1000],
+                session=session,
+            )
             if run is None:
                 return False
             if done:
-                for ti in session.scalars(select(TI).where(TI.dag_id == LIFECYCLE_DAG_ID, TI.run_id == job.id,
-                                                           TI.task_id.in_(done))):
+                for ti in session.scalars(
+                    select(TI).where(TI.dag_id == LIFECYCLE_DAG_ID, TI.run_id == job.id, TI.task_id.in_(done))
+                ):
                     ti.set_state(TaskInstanceState.SUCCESS, session=session)
     except (_Busy, DagRunAlreadyExists, IntegrityError) as e:
         log.info("job %s not resumed: its run exists (%s)", job.id, type(e).__name__)
@@ -258,19 +296,25 @@ def fire(job_id: str, payload: dict[str, Any]) -> bool:
     """Hand ``payload`` to the job's deferred monitor as its trigger would have (``Trigger.submit_event``: the
     task instance gets the event in ``next_kwargs`` and becomes SCHEDULED, and a worker runs
     ``execute_complete``); False when the monitor is not deferred (any more)."""
-    from sqlalchemy import select
-
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.models.trigger import Trigger
     from airflow.triggers.base import TriggerEvent
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
 
     with create_session() as session:
-        ti = session.scalar(select(TI).where(TI.dag_id == LIFECYCLE_DAG_ID, TI.run_id == job_id,
-                                             TI.task_id == MONITOR_TASK, TI.map_index == -1,
-                                             TI.state == TaskInstanceState.DEFERRED)
-                            .with_for_update(of=TI, skip_locked=True))  # a triggerer's own event waits for ours
+        ti = session.scalar(
+            select(TI)
+            .where(
+                TI.dag_id == LIFECYCLE_DAG_ID,
+                TI.run_id == job_id,
+                TI.task_id == MONITOR_TASK,
+                TI.map_index == -1,
+                TI.state == TaskInstanceState.DEFERRED,
+            )
+            .with_for_update(of=TI, skip_locked=True)
+        )  # a triggerer's own event waits for ours
         if ti is None or ti.trigger_id is None:
             return False
         Trigger.submit_event(trigger_id=ti.trigger_id, event=TriggerEvent(payload), session=session)
@@ -280,11 +324,10 @@ def fire(job_id: str, payload: dict[str, Any]) -> bool:
 def end_run(job_id: str) -> bool:
     """Mark the job's run failed, as an administrator's PATCH would (Airflow stops its running tasks), but with
     no audit log entry: the job is then resumed. False when the DAG is unknown."""
-    from sqlalchemy import text
-
     from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
     from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
+    from sqlalchemy import text
 
     with create_session() as session:
         if session.get_bind().dialect.name == "postgresql":  # rows a stuck component holds must not hang us
@@ -297,8 +340,7 @@ def end_run(job_id: str) -> bool:
 
 
 class Reconciler:
-    def __init__(self, interval: float, settle: float, launch_grace: float, poll: float = 60.0,
-                 max_resumes: int = 3):
+    def __init__(self, interval: float, settle: float, launch_grace: float, poll: float = 60.0, max_resumes: int = 3):
         from airjobs.runs import Watch
 
         self.interval, self.launch_grace, self.poll, self.max_resumes = interval, launch_grace, poll, max_resumes
@@ -310,19 +352,29 @@ class Reconciler:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_env(cls) -> "Reconciler":
+    def from_env(cls) -> Reconciler:
         from airjobs.runs import max_resumes
 
-        return cls(_env_float("AIRJOBS_RECONCILE_SECONDS", 2.0), _env_float("AIRJOBS_RECONCILE_SETTLE_SECONDS", 10.0),
-                   _env_float("AIRJOBS_RECONCILE_LAUNCH_GRACE_SECONDS", 60.0),
-                   _env_float("AIRJOBS_RECONCILE_POLL_SECONDS", 60.0), max_resumes())
+        return cls(
+            _env_float("AIRJOBS_RECONCILE_SECONDS", 2.0),
+            _env_float("AIRJOBS_RECONCILE_SETTLE_SECONDS", 10.0),
+            _env_float("AIRJOBS_RECONCILE_LAUNCH_GRACE_SECONDS", 60.0),
+            _env_float("AIRJOBS_RECONCILE_POLL_SECONDS", 60.0),
+            max_resumes(),
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="airjobs-reconciler", daemon=True)
         self._thread.start()
-        log.info("airjobs reconciler started (every %.1f s, settle %.0f s, launch grace %.0f s, backup checks "
-                 "every %.0f s, %d resumes per job)", self.interval, self.watch.settle, self.launch_grace,
-                 self.poll, self.max_resumes)
+        log.info(
+            "airjobs reconciler started (every %.1f s, settle %.0f s, launch grace %.0f s, backup checks "
+            "every %.0f s, %d resumes per job)",
+            self.interval,
+            self.watch.settle,
+            self.launch_grace,
+            self.poll,
+            self.max_resumes,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -380,8 +432,14 @@ class Reconciler:
         restarted = self.restarted.pop(job.id, None)
         failed = _failed_tasks(job.id) if state == "failed" and not actor else ()
         view = runs.RunView(state, actor, action, failed_tasks=failed, restarted=None if actor else restarted)
-        v = runs.verdict(job, view, launch_grace=self.launch_grace, at=at, max_resumes=self.max_resumes,
-                         resumes=0 if actor else runs.resumes(job.id))
+        v = runs.verdict(
+            job,
+            view,
+            launch_grace=self.launch_grace,
+            at=at,
+            max_resumes=self.max_resumes,
+            resumes=0 if actor else runs.resumes(job.id),
+        )
         if v is None:
             return False
         if isinstance(v, runs.Resume):
@@ -416,8 +474,12 @@ class Reconciler:
             if clock - self.checked.get(system_id, float("-inf")) < self.poll:
                 continue
             self.checked[system_id] = clock
-            log.warning("the triggerer did not check %d job(s) on %s for %.0f s or more; checking them here",
-                        len(group), system_id, min(idle for _, idle in group))
+            log.warning(
+                "the triggerer did not check %d job(s) on %s for %.0f s or more; checking them here",
+                len(group),
+                system_id,
+                min(idle for _, idle in group),
+            )
             try:
                 results = checks.check(system_id, [job.id for job, _ in group])
             except Exception as e:  # the host: the next backup check, or the triggerer once it is back
@@ -428,8 +490,9 @@ class Reconciler:
                 try:
                     if result is not None and result.done and fire(job.id, result.as_event()):
                         runs.note(job.id, runs.backup_note(idle, result.detail) + ".")
-                        log.warning("job %s is done (%s): its monitor resumed without the triggerer", job.id,
-                                    result.detail)
+                        log.warning(
+                            "job %s is done (%s): its monitor resumed without the triggerer", job.id, result.detail
+                        )
                         acted.append(job.id)
                 except Exception:
                     log.exception("completing job %s for the triggerer failed", job.id)
@@ -459,8 +522,12 @@ class Reconciler:
                         acted.append(job.id)
                 elif runs.note(job.id, runs.stall_note(job.status, idle, limit) + ".") and end_run(job.id):
                     self.restarted[job.id] = f"no progress for {idle:.0f} s in {job.status}"
-                    log.warning("job %s: no progress for %.0f s in %s; its run is ended, to be resumed", job.id,
-                                idle, job.status)
+                    log.warning(
+                        "job %s: no progress for %.0f s in %s; its run is ended, to be resumed",
+                        job.id,
+                        idle,
+                        job.status,
+                    )
                     acted.append(job.id)
             except Exception:
                 log.exception("ending the stuck run of job %s failed", job.id)

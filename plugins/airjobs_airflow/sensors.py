@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -65,7 +66,7 @@ class JobMonitorSensor(BaseSensorOperator):
                 from airjobs import recovery
 
                 if recovery.is_jobs_fault(e):
-                    self._step(context, lambda: _raise(e))  # fails the job, as the step does
+                    self._step(context, functools.partial(_raise, e))  # fails the job, as the step does
                 break
             if result.done:
                 return self._complete(context, result.as_event())

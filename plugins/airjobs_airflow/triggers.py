@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -33,7 +34,7 @@ MIN_WAIT_SECONDS = 3.0
 class SystemPoller:
     """The waiting jobs of one execution system in this triggerer process."""
 
-    pollers: dict[str, "SystemPoller"] = {}
+    pollers: ClassVar[dict[str, SystemPoller]] = {}
 
     def __init__(self, system_id: str):
         self.system_id = system_id
@@ -48,7 +49,7 @@ class SystemPoller:
         self.kills_loaded = False
 
     @classmethod
-    def of(cls, system_id: str) -> "SystemPoller":
+    def of(cls, system_id: str) -> SystemPoller:
         poller = cls.pollers.get(system_id)
         if poller is None:
             poller = cls.pollers[system_id] = cls(system_id)
@@ -98,7 +99,7 @@ class SystemPoller:
                     self.wake.clear()
                     try:
                         await asyncio.wait_for(self.wake.wait(), timeout=min(first - now, TERMINAL_CHECK_SECONDS))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     if self.waiting:
                         await self._ended()
@@ -155,13 +156,25 @@ class SystemPoller:
             limit = checks.unreachable_limit()
             give_up = failing >= limit
             detail = f"monitoring failed for {checks.duration(failing)}: {checks.describe(e)}"
-            log.warning("checking %d job(s) on %s failed (for %.0f s of %.0f s): %s", len(ids), self.system_id,
-                        failing, limit, e)
+            log.warning(
+                "checking %d job(s) on %s failed (for %.0f s of %.0f s): %s",
+                len(ids),
+                self.system_id,
+                failing,
+                limit,
+                e,
+            )
         else:
             give_up = self.failures >= MAX_CHECK_FAILURES
             detail = f"monitoring failed: {e}"
-            log.warning("checking %d job(s) on %s failed (%d/%d): %s", len(ids), self.system_id,
-                        self.failures, MAX_CHECK_FAILURES, e)
+            log.warning(
+                "checking %d job(s) on %s failed (%d/%d): %s",
+                len(ids),
+                self.system_id,
+                self.failures,
+                MAX_CHECK_FAILURES,
+                e,
+            )
         if give_up:
             for job_id in ids:
                 self._resolve(job_id, {"done": True, "exit_code": None, "detail": detail})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 from pathlib import Path
 
 from airjobs_airflow.sensors import JobMonitorSensor
@@ -24,10 +25,11 @@ def test_five_tasks_in_a_chain():
     assert dag.dag_id == "airjobs_lifecycle" and dag.schedule is None
     order = ["stage", "submit", "monitor", "archive", "notify"]
     assert sorted(dag.task_ids) == sorted(order)
-    for up, down in zip(order, order[1:]):
+    for up, down in itertools.pairwise(order):
         assert dag.get_task(up).downstream_task_ids == {down}
     assert isinstance(dag.get_task("monitor"), JobMonitorSensor)
     from airjobs import recovery  # retried because of the service: many tries, bounded in time by recovery
+
     assert all(t.retries == recovery.MAX_TRIES and t.retry_exponential_backoff for t in dag.tasks)
     assert dag.max_active_runs >= 1000
 

@@ -23,7 +23,6 @@ import pytest
 
 from conftest import USERS, install_app, process_alive
 
-
 pytestmark = pytest.mark.e2e
 
 DAG = "airjobs_lifecycle"
@@ -32,14 +31,16 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def _airflow_login(service, user: str, password: str | None = None) -> httpx.Response:
-    return httpx.post(f"{service.base}/auth/token", json={"username": user, "password": password or USERS[user][0]},
-                      timeout=30)
+    return httpx.post(
+        f"{service.base}/auth/token", json={"username": user, "password": password or USERS[user][0]}, timeout=30
+    )
 
 
 @pytest.fixture(scope="module")
 def admin(service):
-    with httpx.Client(base_url=f"{service.base}/api/v2", timeout=60,
-                      headers={"Authorization": f"Bearer {service.airflow_token()}"}) as c:
+    with httpx.Client(
+        base_url=f"{service.base}/api/v2", timeout=60, headers={"Authorization": f"Bearer {service.airflow_token()}"}
+    ) as c:
         yield c
 
 
@@ -69,7 +70,7 @@ def _wait_status(service, job_id: str, wanted: tuple[str, ...], timeout: float =
 def _running(service, app: str, user: str = "alice") -> tuple[str, int]:
     """A job RUNNING on demo-fork and the pid of its process (group)."""
     job_id = _submit(service, app, user)
-    job = _wait_status(service, job_id, ("RUNNING",) + TERMINAL, 60)
+    job = _wait_status(service, job_id, ("RUNNING", *TERMINAL), 60)
     assert job["status"] == "RUNNING", job
     pid = int(job["localId"])
     assert process_alive(pid)
@@ -115,28 +116,72 @@ def _probes(bob_job: str, file_token: str) -> list[tuple[str, str, dict | None]]
     run = f"/api/v2/dags/{DAG}/dagRuns/{bob_job}"
     ti = f"{run}/taskInstances/stage"
     get = [
-        "/api/v2/dags", f"/api/v2/dags/{DAG}", f"/api/v2/dags/{DAG}/details", f"/api/v2/dags/{DAG}/tasks",
-        f"/api/v2/dags/{DAG}/tasks/stage", f"/api/v2/dags/{DAG}/dagRuns", "/api/v2/dags/~/dagRuns", run,
-        f"{run}/upstreamAssetEvents", f"{run}/taskInstances", "/api/v2/dags/~/dagRuns/~/taskInstances",
-        f"/api/v2/dags/{DAG}/dagRuns/~/taskInstances", ti, f"{ti}/tries", f"{ti}/tries/1", f"{ti}/dependencies",
-        f"{ti}/logs/1", f"{ti}/xcomEntries", f"{ti}/xcomEntries/return_value",
-        "/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries", "/api/v2/dags/~/dagRuns/~/hitlDetails",
-        "/api/v2/eventLogs", f"/api/v2/eventLogs?dag_id={DAG}", "/api/v2/connections",
-        "/api/v2/connections/airjobs-demo-storage-storage", "/api/v2/variables", "/api/v2/pools",
-        "/api/v2/pools/default_pool", f"/api/v2/dagSources/{DAG}", "/api/v2/dagStats", "/api/v2/dagWarnings",
-        "/api/v2/importErrors", f"/api/v2/dags/{DAG}/dagVersions", f"/api/v2/backfills?dag_id={DAG}",
-        "/api/v2/dagTags", "/api/v2/assets", "/api/v2/assets/events", "/api/v2/config", "/api/v2/jobs",
-        "/api/v2/plugins", "/api/v2/providers",
+        "/api/v2/dags",
+        f"/api/v2/dags/{DAG}",
+        f"/api/v2/dags/{DAG}/details",
+        f"/api/v2/dags/{DAG}/tasks",
+        f"/api/v2/dags/{DAG}/tasks/stage",
+        f"/api/v2/dags/{DAG}/dagRuns",
+        "/api/v2/dags/~/dagRuns",
+        run,
+        f"{run}/upstreamAssetEvents",
+        f"{run}/taskInstances",
+        "/api/v2/dags/~/dagRuns/~/taskInstances",
+        f"/api/v2/dags/{DAG}/dagRuns/~/taskInstances",
+        ti,
+        f"{ti}/tries",
+        f"{ti}/tries/1",
+        f"{ti}/dependencies",
+        f"{ti}/logs/1",
+        f"{ti}/xcomEntries",
+        f"{ti}/xcomEntries/return_value",
+        "/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries",
+        "/api/v2/dags/~/dagRuns/~/hitlDetails",
+        "/api/v2/eventLogs",
+        f"/api/v2/eventLogs?dag_id={DAG}",
+        "/api/v2/connections",
+        "/api/v2/connections/airjobs-demo-storage-storage",
+        "/api/v2/variables",
+        "/api/v2/pools",
+        "/api/v2/pools/default_pool",
+        f"/api/v2/dagSources/{DAG}",
+        "/api/v2/dagStats",
+        "/api/v2/dagWarnings",
+        "/api/v2/importErrors",
+        f"/api/v2/dags/{DAG}/dagVersions",
+        f"/api/v2/backfills?dag_id={DAG}",
+        "/api/v2/dagTags",
+        "/api/v2/assets",
+        "/api/v2/assets/events",
+        "/api/v2/config",
+        "/api/v2/jobs",
+        "/api/v2/plugins",
+        "/api/v2/providers",
         # the UI's own endpoints
-        "/ui/dags", f"/ui/dags?dag_ids={DAG}", f"/ui/dags/{DAG}/latest_run", f"/ui/grid/structure/{DAG}",
-        f"/ui/grid/runs/{DAG}", f"/ui/grid/ti_summaries/{DAG}?run_ids={bob_job}", f"/ui/gantt/{DAG}/{bob_job}",
-        f"/ui/calendar/{DAG}", "/ui/dashboard/historical_metrics_data?start_date=2020-01-01T00:00:00Z",
-        "/ui/dashboard/dag_stats", f"/ui/dags/{DAG}/dagRuns/{bob_job}/stats", "/ui/dependencies",
-        f"/ui/structure/structure_data?dag_id={DAG}", f"/ui/backfills?dag_id={DAG}", "/ui/connections/hook_meta",
-        f"/ui/dags/{DAG}/dagRuns/{bob_job}/deadlines", f"/ui/dags/{DAG}/deadlineAlerts",
-        f"/ui/next_run_assets/{DAG}", f"/ui/pending_partitioned_dag_run/{DAG}",
+        "/ui/dags",
+        f"/ui/dags?dag_ids={DAG}",
+        f"/ui/dags/{DAG}/latest_run",
+        f"/ui/grid/structure/{DAG}",
+        f"/ui/grid/runs/{DAG}",
+        f"/ui/grid/ti_summaries/{DAG}?run_ids={bob_job}",
+        f"/ui/gantt/{DAG}/{bob_job}",
+        f"/ui/calendar/{DAG}",
+        "/ui/dashboard/historical_metrics_data?start_date=2020-01-01T00:00:00Z",
+        "/ui/dashboard/dag_stats",
+        f"/ui/dags/{DAG}/dagRuns/{bob_job}/stats",
+        "/ui/dependencies",
+        f"/ui/structure/structure_data?dag_id={DAG}",
+        f"/ui/backfills?dag_id={DAG}",
+        "/ui/connections/hook_meta",
+        f"/ui/dags/{DAG}/dagRuns/{bob_job}/deadlines",
+        f"/ui/dags/{DAG}/deadlineAlerts",
+        f"/ui/next_run_assets/{DAG}",
+        f"/ui/pending_partitioned_dag_run/{DAG}",
         # FAB's users and roles
-        "/auth/fab/v1/users", "/auth/fab/v1/users/bob", "/auth/fab/v1/roles", "/auth/fab/v1/permissions",
+        "/auth/fab/v1/users",
+        "/auth/fab/v1/users/bob",
+        "/auth/fab/v1/roles",
+        "/auth/fab/v1/permissions",
     ]
     change = [
         ("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": True}),
@@ -145,25 +190,37 @@ def _probes(bob_job: str, file_token: str) -> list[tuple[str, str, dict | None]]
         ("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None}),
         ("PATCH", run, {"state": "failed"}),
         ("PATCH", run, {"note": "alice was here"}),
-        ("PATCH", f"/api/v2/dags/{DAG}/dagRuns",
-         {"actions": [{"action": "update", "entities": [{"dag_run_id": bob_job, "state": "failed"}]}]}),
+        (
+            "PATCH",
+            f"/api/v2/dags/{DAG}/dagRuns",
+            {"actions": [{"action": "update", "entities": [{"dag_run_id": bob_job, "state": "failed"}]}]},
+        ),
         ("POST", f"{run}/clear", {"dry_run": False}),
         ("POST", f"/api/v2/dags/{DAG}/clearDagRuns", {"dry_run": False, "dag_runs": [{"dag_run_id": bob_job}]}),
         ("POST", "/api/v2/dags/~/dagRuns/list", {}),
         ("POST", "/api/v2/dags/~/dagRuns/~/taskInstances/list", {}),
         ("PATCH", ti, {"new_state": "failed"}),
-        ("PATCH", f"{run}/taskInstances",
-         {"actions": [{"action": "update", "entities": [{"task_id": "stage", "new_state": "failed"}]}]}),
+        (
+            "PATCH",
+            f"{run}/taskInstances",
+            {"actions": [{"action": "update", "entities": [{"task_id": "stage", "new_state": "failed"}]}]},
+        ),
         ("POST", f"/api/v2/dags/{DAG}/clearTaskInstances", {"dry_run": False, "dag_run_id": bob_job}),
         ("POST", f"{ti}/xcomEntries", {"key": "alice", "value": "x"}),
         ("DELETE", ti, None),
         ("DELETE", run, None),
         ("PUT", f"/api/v2/parseDagFile/{file_token}", None),
-        ("POST", "/api/v2/backfills", {"dag_id": DAG, "from_date": "2024-01-01T00:00:00Z",
-                                       "to_date": "2024-01-02T00:00:00Z"}),
+        (
+            "POST",
+            "/api/v2/backfills",
+            {"dag_id": DAG, "from_date": "2024-01-01T00:00:00Z", "to_date": "2024-01-02T00:00:00Z"},
+        ),
         ("POST", "/api/v2/connections", {"connection_id": "alice-conn", "conn_type": "ssh", "host": "localhost"}),
-        ("PATCH", "/api/v2/connections/airjobs-demo-storage-storage",
-         {"connection_id": "airjobs-demo-storage-storage", "conn_type": "ssh", "host": "evil"}),
+        (
+            "PATCH",
+            "/api/v2/connections/airjobs-demo-storage-storage",
+            {"connection_id": "airjobs-demo-storage-storage", "conn_type": "ssh", "host": "evil"},
+        ),
         ("POST", "/api/v2/variables", {"key": "alice-var", "value": "x"}),
         ("POST", "/api/v2/pools", {"name": "alice-pool", "slots": 1}),
         ("PATCH", "/api/v2/pools/default_pool", {"name": "default_pool", "slots": 1}),
@@ -218,8 +275,14 @@ def test_make_user_adds_a_job_user_and_changes_a_password(service):
     env = {**os.environ, "AIRJOBS_VAR": os.environ["AIRJOBS_VAR"], "AIRJOBS_PORT": os.environ["AIRJOBS_PORT"]}
     make = ["make", "-s", "-o", str(CHECKOUT / ".venv" / ".installed")]  # the venv as it is: no pip install here
     for password in ("dave-pw-1", "dave:pw-2"):
-        r = subprocess.run([*make, "user", "NAME=dave", f"PASSWORD={password}"], cwd=CHECKOUT, env=env,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [*make, "user", "NAME=dave", f"PASSWORD={password}"],
+            cwd=CHECKOUT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
     assert "updated the password of user dave (roles: Agave User)" in r.stdout, r.stdout
     assert _airflow_login(service, "dave", "dave-pw-1").status_code == 401
@@ -294,9 +357,15 @@ def test_deleting_the_run_of_a_running_job_is_refused_or_kills_it(service, admin
         time.sleep(3)
         assert service.job(job_id)["status"] == "RUNNING" and process_alive(pid)
         # but one bulk request may queue it and delete it
-        r = admin.patch(f"/dags/{DAG}/dagRuns", json={"actions": [
-            {"action": "update", "entities": [{"dag_run_id": job_id, "state": "queued"}]},
-            {"action": "delete", "entities": [job_id]}]})
+        r = admin.patch(
+            f"/dags/{DAG}/dagRuns",
+            json={
+                "actions": [
+                    {"action": "update", "entities": [{"dag_run_id": job_id, "state": "queued"}]},
+                    {"action": "delete", "entities": [job_id]},
+                ]
+            },
+        )
         assert r.status_code == 200 and r.json()["delete"]["success"] == [f"{DAG}.{job_id}"], r.text
         assert admin.get(f"/dags/{DAG}/dagRuns/{job_id}").status_code == 404
         job = _wait_status(service, job_id, TERMINAL, 60)
@@ -362,23 +431,30 @@ def test_a_run_triggered_by_hand_touches_no_job(service, admin, apps):
     finished = _submit(service, apps["quick"])
     assert _wait_status(service, finished, TERMINAL)["status"] == "FINISHED"
     running, pid = _running(service, apps["sleep"])
-    pending, _ = store.create_job(submission.build_job({"name": "never launched", "appId": apps["quick"],
-                                                        "archive": False}, "alice"), created_by="alice")
+    pending, _ = store.create_job(
+        submission.build_job({"name": "never launched", "appId": apps["quick"], "archive": False}, "alice"),
+        created_by="alice",
+    )
     try:
         before = {j: (service.job(j), service.history(j)) for j in (finished, running, pending.id)}
         _refused(admin, _trigger(admin, {}), "names no job")
         for job_id in (finished, running, pending.id):
             _refused(admin, _trigger(admin, {"conf": {"job_id": job_id}}), f"is not the lifecycle run of job {job_id}")
-        _refused(admin, _trigger(admin, {"dag_run_id": "not-a-job", "conf": {"job_id": "not-a-job"}}),
-                 "there is no job not-a-job")
+        _refused(
+            admin,
+            _trigger(admin, {"dag_run_id": "not-a-job", "conf": {"job_id": "not-a-job"}}),
+            "there is no job not-a-job",
+        )
         assert {j: (service.job(j), service.history(j)) for j in before} == before
         assert process_alive(pid)
 
         # a run with the job's own id is that job's one run: it runs the job; a second one cannot exist
         run_id = _trigger(admin, {"dag_run_id": pending.id, "conf": {"job_id": pending.id}})
         assert run_id == pending.id
-        r = admin.post(f"/dags/{DAG}/dagRuns", json={"logical_date": None, "dag_run_id": pending.id,
-                                                     "conf": {"job_id": pending.id}})
+        r = admin.post(
+            f"/dags/{DAG}/dagRuns",
+            json={"logical_date": None, "dag_run_id": pending.id, "conf": {"job_id": pending.id}},
+        )
         assert r.status_code == 409, r.text
         assert _wait_status(service, pending.id, TERMINAL)["status"] == "FINISHED"
         assert [e["status"] for e in service.history(pending.id)].count("SUBMITTING") == 1
@@ -398,4 +474,3 @@ def test_the_audit_log_names_the_admin(service, admin, apps):
     entries = r.json()["event_logs"]
     assert entries and entries[-1]["owner"] == "admin" and json.loads(entries[-1]["extra"])["note"] == "seen"
     assert run["state"] == "success" and service.job(job_id)["status"] == "FINISHED"
-

@@ -19,9 +19,23 @@ from referencing import Registry, Resource
 from airjobs import registry, store
 from airjobs.statuses import TERMINAL
 
-DEMO = json.loads((__import__("pathlib").Path(__file__).resolve().parents[2] / "include/examples/demo-job.json").read_text())
-HAPPY_PATH = ["PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGING_INPUTS", "STAGED", "SUBMITTING", "QUEUED",
-              "RUNNING", "CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED", "FINISHED"]
+DEMO = json.loads(
+    (__import__("pathlib").Path(__file__).resolve().parents[2] / "include/examples/demo-job.json").read_text()
+)
+HAPPY_PATH = [
+    "PENDING",
+    "PROCESSING_INPUTS",
+    "STAGING_INPUTS",
+    "STAGING_INPUTS",
+    "STAGED",
+    "SUBMITTING",
+    "QUEUED",
+    "RUNNING",
+    "CLEANING_UP",
+    "ARCHIVING",
+    "ARCHIVING_FINISHED",
+    "FINISHED",
+]
 TASKS = ["stage", "submit", "monitor", "archive", "notify"]
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +78,11 @@ def test_demo_job_runs_to_finished_as_a_dag_run(service):
         assert [e["created"] for e in history] == sorted(e["created"] for e in history)
 
         status = c.get(f"/jobs/v2/{job['id']}/status").json()["result"]
-        assert status == {"id": job["id"], "status": "FINISHED",
-                          "_links": {"self": {"href": f"{service.base}/jobs/v2/{job['id']}"}}}
+        assert status == {
+            "id": job["id"],
+            "status": "FINISHED",
+            "_links": {"self": {"href": f"{service.base}/jobs/v2/{job['id']}"}},
+        }
         listing = c.get("/jobs/v2", params={"limit": 5}).json()["result"]
         assert job["id"] in [j["id"] for j in listing]
 
@@ -103,36 +120,99 @@ def test_task_that_raises_ends_the_job_failed_with_that_error(service):
         assert "Wrapper template no-such-wrapper.sh" in final["message"]
         history = c.get(f"/jobs/v2/{job_id}/history").json()["result"]
         assert history[-1]["status"] == "FAILED" and history[-1]["description"] == final["message"]
-    run, tis = _dag_run(service, job_id)
+    _run, tis = _dag_run(service, job_id)
     assert {t["task_id"]: t["state"] for t in tis}["submit"] == "failed"
 
 
 BAD = [
     # (case, user, method, path, kwargs, code, fragment)
-    ("malformed JSON", "alice", "POST", "/jobs/v2",
-     {"content": b'{"name": "x",', "headers": {"Content-Type": "application/json"}}, 400, "malformed JSON"),
-    ("empty body", "alice", "POST", "/jobs/v2", {"content": b"", "headers": {"Content-Type": "application/json"}},
-     400, "empty"),
-    ("unknown appId", "alice", "POST", "/jobs/v2", {"json": {**DEMO, "appId": "nope-9.9"}}, 400,
-     "No app found matching nope-9.9"),
-    ("missing name", "alice", "POST", "/jobs/v2", {"json": {k: v for k, v in DEMO.items() if k != "name"}}, 400,
-     "name"),
-    ("missing required input", "alice", "POST", "/jobs/v2", {"json": {**DEMO, "inputs": {}}}, 400,
-     "No input specified for inputFile"),
-    ("wrong type", "alice", "POST", "/jobs/v2", {"json": {**DEMO, "parameters": {"topN": "lots"}}}, 400,
-     "topN must be a number"),
-    ("wrong bool", "alice", "POST", "/jobs/v2", {"json": {**DEMO, "parameters": {"ignoreCase": "perhaps"}}}, 400,
-     "ignoreCase"),
-    ("unsupported scheme", "alice", "POST", "/jobs/v2", {"json": {**DEMO, "inputs": {"inputFile": "s3://b/k"}}},
-     400, "s3 scheme"),
+    (
+        "malformed JSON",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"content": b'{"name": "x",', "headers": {"Content-Type": "application/json"}},
+        400,
+        "malformed JSON",
+    ),
+    (
+        "empty body",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"content": b"", "headers": {"Content-Type": "application/json"}},
+        400,
+        "empty",
+    ),
+    (
+        "unknown appId",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"json": {**DEMO, "appId": "nope-9.9"}},
+        400,
+        "No app found matching nope-9.9",
+    ),
+    (
+        "missing name",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"json": {k: v for k, v in DEMO.items() if k != "name"}},
+        400,
+        "name",
+    ),
+    (
+        "missing required input",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"json": {**DEMO, "inputs": {}}},
+        400,
+        "No input specified for inputFile",
+    ),
+    (
+        "wrong type",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"json": {**DEMO, "parameters": {"topN": "lots"}}},
+        400,
+        "topN must be a number",
+    ),
+    (
+        "wrong bool",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"json": {**DEMO, "parameters": {"ignoreCase": "perhaps"}}},
+        400,
+        "ignoreCase",
+    ),
+    (
+        "unsupported scheme",
+        "alice",
+        "POST",
+        "/jobs/v2",
+        {"json": {**DEMO, "inputs": {"inputFile": "s3://b/k"}}},
+        400,
+        "s3 scheme",
+    ),
     ("bad limit", "alice", "GET", "/jobs/v2?limit=ten", {}, 400, "limit"),
     ("unknown job id", "alice", "GET", "/jobs/v2/123-abc-0001-007", {}, 404, "No job found with job id"),
     ("unknown job status", "alice", "GET", "/jobs/v2/123-abc-0001-007/status", {}, 404, "No job found"),
     ("no token", None, "POST", "/jobs/v2", {"json": DEMO}, 401, "bearer token"),
     ("no token on GET", None, "GET", "/jobs/v2", {}, 401, "bearer token"),
     ("bad token", "bad", "POST", "/jobs/v2", {"json": DEMO}, 401, "Invalid bearer token"),
-    ("bad password", None, "POST", "/token", {"data": {"grant_type": "password", "username": "alice",
-                                                       "password": "wrong"}}, 401, "Invalid"),
+    (
+        "bad password",
+        None,
+        "POST",
+        "/token",
+        {"data": {"grant_type": "password", "username": "alice", "password": "wrong"}},
+        401,
+        "Invalid",
+    ),
 ]
 
 
@@ -167,8 +247,10 @@ def test_someone_elses_job_is_not_found_and_admin_sees_it(service):
 
 def test_form_and_multipart_submissions(service):
     with service.client("alice") as c:
-        form = c.post("/jobs/v2", data={"name": "form-job", "appId": "wc-1.0",
-                                        "inputFile": DEMO["inputs"]["inputFile"], "topN": "2"})
+        form = c.post(
+            "/jobs/v2",
+            data={"name": "form-job", "appId": "wc-1.0", "inputFile": DEMO["inputs"]["inputFile"], "topN": "2"},
+        )
         assert form.status_code == 201, form.text
         assert form.json()["result"]["parameters"] == {"topN": 2}
         upload = c.post("/jobs/v2", files={"fileToUpload": ("job.json", json.dumps(DEMO), "application/json")})
@@ -189,13 +271,17 @@ def test_idempotency_key_returns_the_first_job(service):
 
 
 def test_token_endpoint_speaks_oauth2_and_refreshes(service):
-    r = httpx.post(f"{service.base}/token", data={"grant_type": "password", "username": "bob",
-                                                  "password": "bob-pw-1"}, auth=("client-key", "secret"))
+    r = httpx.post(
+        f"{service.base}/token",
+        data={"grant_type": "password", "username": "bob", "password": "bob-pw-1"},
+        auth=("client-key", "secret"),
+    )
     assert r.status_code == 200, r.text
     tok = r.json()
     assert set(tok) >= {"access_token", "refresh_token", "expires_in", "token_type"}
-    refreshed = httpx.post(f"{service.base}/token", data={"grant_type": "refresh_token",
-                                                          "refresh_token": tok["refresh_token"]})
+    refreshed = httpx.post(
+        f"{service.base}/token", data={"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    )
     assert refreshed.status_code == 200, refreshed.text
     me = httpx.get(f"{service.base}/jobs/v2", headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"})
     assert me.status_code == 200
@@ -221,8 +307,12 @@ def test_burst_of_100_concurrent_submissions(service):
     token = service.token("alice")
 
     def submit(i: int) -> str:
-        r = httpx.post(f"{service.base}/jobs/v2", json={**DEMO, "name": f"burst-{i}"},
-                       headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        r = httpx.post(
+            f"{service.base}/jobs/v2",
+            json={**DEMO, "name": f"burst-{i}"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
         assert r.status_code == 201, r.text
         return r.json()["result"]["id"]
 
@@ -265,8 +355,18 @@ def _conforms(doc: dict, path: str, method: str, r: httpx.Response) -> None:
     for name, header in responses[code].get("headers", {}).items():
         assert not header.get("required") or name.lower() in r.headers, f"{method} {path} {code}: no {name}"
     media = r.headers["content-type"].split(";")[0]
-    pointer = "/".join(["#/paths", path.replace("~", "~0").replace("/", "~1"), method, "responses", code, "content",
-                        media.replace("/", "~1"), "schema"])
+    pointer = "/".join(
+        [
+            "#/paths",
+            path.replace("~", "~0").replace("/", "~1"),
+            method,
+            "responses",
+            code,
+            "content",
+            media.replace("/", "~1"),
+            "schema",
+        ]
+    )
     registry = Registry().with_resource("urn:openapi", Resource.opaque(doc))
     Draft202012Validator({"$ref": "urn:openapi" + pointer}, registry=registry).validate(r.json())
 

@@ -24,16 +24,40 @@ def fake_systems(service):
     apps = {}
     for scheduler, fake in SCHEDULERS.items():
         system_id = f"fake-{fake}.infra"
-        registry.put_system({
-            "id": system_id, "name": f"fake {scheduler}", "type": "EXECUTION", "executionType": "HPC",
-            "scheduler": scheduler, "public": True, "workDir": f"/{fake}-work",
-            "startupScript": f"~/fakes/{fake}/env.sh",
-            "login": {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-test-ssh"},
-            "storage": {"protocol": "SFTP", "host": host, "port": port, "connectionId": "airjobs-test-ssh",
-                        "rootDir": home, "homeDir": "/"},
-            "queues": [{"name": "normal", "default": True, "maxJobs": 100, "maxUserJobs": 100, "maxNodes": 1,
-                        "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB", "maxRequestedTime": "01:00:00"}],
-        }, "admin")
+        registry.put_system(
+            {
+                "id": system_id,
+                "name": f"fake {scheduler}",
+                "type": "EXECUTION",
+                "executionType": "HPC",
+                "scheduler": scheduler,
+                "public": True,
+                "workDir": f"/{fake}-work",
+                "startupScript": f"~/fakes/{fake}/env.sh",
+                "login": {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-test-ssh"},
+                "storage": {
+                    "protocol": "SFTP",
+                    "host": host,
+                    "port": port,
+                    "connectionId": "airjobs-test-ssh",
+                    "rootDir": home,
+                    "homeDir": "/",
+                },
+                "queues": [
+                    {
+                        "name": "normal",
+                        "default": True,
+                        "maxJobs": 100,
+                        "maxUserJobs": 100,
+                        "maxNodes": 1,
+                        "maxProcessorsPerNode": 1,
+                        "maxMemoryPerNode": "1GB",
+                        "maxRequestedTime": "01:00:00",
+                    }
+                ],
+            },
+            "admin",
+        )
         apps[scheduler] = install_probe_app(f"{fake}-probe", system_id, "normal")
     return apps | {"HOME": home}
 

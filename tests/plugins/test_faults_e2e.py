@@ -45,12 +45,20 @@ def _app(name: str, system: str, queue: str | None) -> str:
     (root / f"apps/{name}-1.0").mkdir(parents=True, exist_ok=True)
     (root / f"apps/{name}-1.0/run.sh").write_text(TEMPLATE)
     app = {
-        "name": name, "version": "1.0", "executionSystem": system, "parallelism": "SERIAL", "isPublic": True,
-        "executionType": "HPC" if queue else "CLI", "deploymentSystem": "demo-storage",
-        "deploymentPath": f"/apps/{name}-1.0", "templatePath": "run.sh", "defaultMaxRunTime": "00:30:00",
+        "name": name,
+        "version": "1.0",
+        "executionSystem": system,
+        "parallelism": "SERIAL",
+        "isPublic": True,
+        "executionType": "HPC" if queue else "CLI",
+        "deploymentSystem": "demo-storage",
+        "deploymentPath": f"/apps/{name}-1.0",
+        "templatePath": "run.sh",
+        "defaultMaxRunTime": "00:30:00",
         "inputs": [{"id": "textFile", "value": {"required": True}}],
-        "parameters": [{"id": "seconds", "value": {"type": "number", "default": 0, "required": False,
-                                                   "validator": "^[0-9]{1,3}$"}}],
+        "parameters": [
+            {"id": "seconds", "value": {"type": "number", "default": 0, "required": False, "validator": "^[0-9]{1,3}$"}}
+        ],
     }
     if queue:
         app["defaultQueue"] = queue
@@ -64,19 +72,47 @@ def apps(service):
     host, port = infra["AIRJOBS_SSH_HOST"], int(infra["AIRJOBS_SSH_PORT"])
     home = f"/home/{infra['AIRJOBS_SSH_USER']}"
     login = {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-faults-ssh"}
-    storage = {"protocol": "SFTP", "host": host, "port": port, "connectionId": "airjobs-faults-ssh",
-               "rootDir": home, "homeDir": "/"}
+    storage = {
+        "protocol": "SFTP",
+        "host": host,
+        "port": port,
+        "connectionId": "airjobs-faults-ssh",
+        "rootDir": home,
+        "homeDir": "/",
+    }
     partition = infra["AIRJOBS_SLURM_PARTITIONS"].split(",")[0]
-    registry.put_system({
-        "id": "slurm.faults", "name": "single-node SLURM (fault suite)", "type": "EXECUTION",
-        "executionType": "HPC", "scheduler": "SLURM", "public": True, "login": login, "storage": storage,
-        "workDir": "/faults-work",
-        "queues": [{"name": "debug", "mappedName": partition, "default": True, "maxJobs": 1000,
-                    "maxUserJobs": 1000, "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
-                    "maxRequestedTime": "01:00:00"}],
-    }, "admin")
-    return {"fork": _app("fault-fork", "demo-fork", None), "slurm": _app("fault-slurm", "slurm.faults", "debug"),
-            "infra": infra}
+    registry.put_system(
+        {
+            "id": "slurm.faults",
+            "name": "single-node SLURM (fault suite)",
+            "type": "EXECUTION",
+            "executionType": "HPC",
+            "scheduler": "SLURM",
+            "public": True,
+            "login": login,
+            "storage": storage,
+            "workDir": "/faults-work",
+            "queues": [
+                {
+                    "name": "debug",
+                    "mappedName": partition,
+                    "default": True,
+                    "maxJobs": 1000,
+                    "maxUserJobs": 1000,
+                    "maxNodes": 1,
+                    "maxProcessorsPerNode": 1,
+                    "maxMemoryPerNode": "1GB",
+                    "maxRequestedTime": "01:00:00",
+                }
+            ],
+        },
+        "admin",
+    )
+    return {
+        "fork": _app("fault-fork", "demo-fork", None),
+        "slurm": _app("fault-slurm", "slurm.faults", "debug"),
+        "infra": infra,
+    }
 
 
 # ---------------------------------------------------------------- what is killed, and how it comes back
@@ -103,6 +139,7 @@ def _component(name: str):
         old = _pid(name)
         os.kill(old, signal.SIGKILL)
         _wait(f"the supervisor's restart of {name}", lambda: _pid(name) != old, 120)
+
     return kill
 
 
@@ -119,8 +156,12 @@ def _postgres(service, infra):
         os.kill(pid, signal.SIGKILL)
         for _ in range(6):
             codes.append(c.get("/jobs/v2", timeout=10).status_code)
-            codes.append(httpx.post(f"{service.base}/token", data={"grant_type": "password", "username": "bob",
-                                                                   "password": USERS["bob"][0]}).status_code)
+            codes.append(
+                httpx.post(
+                    f"{service.base}/token",
+                    data={"grant_type": "password", "username": "bob", "password": USERS["bob"][0]},
+                ).status_code
+            )
     _wait("PostgreSQL", lambda: int((VAR / "pg" / "postmaster.pid").read_text().split()[0]) != pid, 120)
     assert set(codes) <= {200, 503}, codes
 
@@ -159,9 +200,18 @@ def _slurmctld(service, infra):
     os.kill(int(pidfile.read_text()), signal.SIGTERM)
     time.sleep(20)
     _infra_up()
-    _wait("slurmctld", lambda: subprocess.run(["squeue", "-h"], env={"SLURM_CONF": infra["AIRJOBS_SLURM_CONF"],
-                                                                      "PATH": "/usr/bin:/bin"},
-                                                capture_output=True, timeout=30).returncode == 0)
+    _wait(
+        "slurmctld",
+        lambda: (
+            subprocess.run(
+                ["squeue", "-h"],
+                env={"SLURM_CONF": infra["AIRJOBS_SLURM_CONF"], "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        ),
+    )
 
 
 def _sshd(service, infra):
@@ -173,8 +223,13 @@ def _sshd(service, infra):
     subprocess.run(["pkill", "-KILL", "-f", "^sshd: " + infra["AIRJOBS_SSH_USER"]], check=False)
     time.sleep(30)
     _infra_up()
-    _wait("sshd", lambda: socket.create_connection((infra["AIRJOBS_SSH_HOST"], int(infra["AIRJOBS_SSH_PORT"])),
-                                                  timeout=2).close() is None)
+    _wait(
+        "sshd",
+        lambda: (
+            socket.create_connection((infra["AIRJOBS_SSH_HOST"], int(infra["AIRJOBS_SSH_PORT"])), timeout=2).close()
+            is None
+        ),
+    )
 
 
 def _infra_up() -> None:
@@ -205,8 +260,12 @@ def _submit_all(service, apps, fault: str) -> list[dict]:
         for i in range(JOBS):
             kind = "fork" if i % 2 == 0 else "slurm"
             name = f"fault-{fault}-{i}-{int(time.time())}"
-            body = {"name": name, "appId": apps[kind], "inputs": {"textFile": INPUT},
-                    "parameters": {"seconds": 2 + (i % 5) * 3}}
+            body = {
+                "name": name,
+                "appId": apps[kind],
+                "inputs": {"textFile": INPUT},
+                "parameters": {"seconds": 2 + (i % 5) * 3},
+            }
             r = c.post("/jobs/v2", json=body)
             assert r.status_code == 201, r.text
             jobs.append({"id": r.json()["result"]["id"], "kind": kind, "name": name})
@@ -249,17 +308,23 @@ def _duplicates(c, job: dict, infra: dict) -> list[str]:
         found.append(f"the app ran {len(runs)} times ({r.status_code})")
     if job["kind"] == "slurm":
         slug = job["name"].lower()
-        names = [n for n in _slurm(infra, "sacct", "-n", "-P", "-X", "-a", "-o", "JobName%100",
-                                   "-S", "now-3600").split() if n == slug]
+        names = [
+            n
+            for n in _slurm(infra, "sacct", "-n", "-P", "-X", "-a", "-o", "JobName%100", "-S", "now-3600").split()
+            if n == slug
+        ]
         if len(names) > 1:  # sacct may lag behind by a few seconds: 0 is not a duplicate
             found.append(f"{len(names)} SLURM jobs named {slug}")
     return found
 
 
 def _phases(statuses: dict[str, str]) -> str:
-    groups = {"stage": ("PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGED"),
-              "submit": ("SUBMITTING", "STAGING_JOB"), "monitor": ("QUEUED", "RUNNING"),
-              "archive": ("CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED")}
+    groups = {
+        "stage": ("PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGED"),
+        "submit": ("SUBMITTING", "STAGING_JOB"),
+        "monitor": ("QUEUED", "RUNNING"),
+        "archive": ("CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED"),
+    }
     counts = {k: sum(s in v for s in statuses.values()) for k, v in groups.items()}
     return ", ".join(f"{k} {n}" for k, n in counts.items())
 
@@ -271,8 +336,9 @@ def test_jobs_in_flight_survive_the_loss_of(service, apps, fault):
     deadline = time.monotonic() + 90
     while True:  # the fault comes once the jobs are spread over the steps: some running, some not yet
         at_kill = _statuses(service, jobs)
-        early = sum(s in ("PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGED", "SUBMITTING")
-                    for s in at_kill.values())
+        early = sum(
+            s in ("PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGED", "SUBMITTING") for s in at_kill.values()
+        )
         running = sum(s in ("QUEUED", "RUNNING") for s in at_kill.values())
         if (running >= 3 and early >= 1) or time.monotonic() > deadline:
             break
@@ -289,15 +355,25 @@ def test_jobs_in_flight_survive_the_loss_of(service, apps, fault):
     took = time.monotonic() - t0
     with service.client("alice") as c:
         dups = {j["id"]: d for j in jobs if now[j["id"]] == "FINISHED" and (d := _duplicates(c, j, infra))}
-        retried = sum(any("because of the service" in e["description"] or "starts try" in e["description"]
-                          for e in _history(c, j["id"])) for j in jobs)
-        messages = {j["id"]: c.get(f"/jobs/v2/{j['id']}").json()["result"]["message"]
-                    for j in jobs if now[j["id"]] != "FINISHED"}
+        retried = sum(
+            any(
+                "because of the service" in e["description"] or "starts try" in e["description"]
+                for e in _history(c, j["id"])
+            )
+            for j in jobs
+        )
+        messages = {
+            j["id"]: c.get(f"/jobs/v2/{j['id']}").json()["result"]["message"]
+            for j in jobs
+            if now[j["id"]] != "FINISHED"
+        }
     finished = sum(s == "FINISHED" for s in now.values())
     failed = sum(s in ("FAILED", "KILLED", "STOPPED") for s in now.values())
     stuck = sum(s not in TERMINAL for s in now.values())
-    row = (f"| {fault} | {in_flight} ({_phases(at_kill)}) | {finished} | {failed} | {stuck} | {len(dups)} | "
-           f"{retried} | {took:.0f} s |\n")
+    row = (
+        f"| {fault} | {in_flight} ({_phases(at_kill)}) | {finished} | {failed} | {stuck} | {len(dups)} | "
+        f"{retried} | {took:.0f} s |\n"
+    )
     with open(VAR / "faults.md", "a") as f:
         f.write(row)
     print(row)

@@ -42,15 +42,24 @@ def _raw_get(service, path: str, token: str) -> tuple[int, bytes]:
 
 
 def _admin(service) -> httpx.Client:
-    return httpx.Client(base_url=service.base, headers={"Authorization": f"Bearer {service.airflow_token()}"},
-                        timeout=60)
+    return httpx.Client(
+        base_url=service.base, headers={"Authorization": f"Bearer {service.airflow_token()}"}, timeout=60
+    )
 
 
 def _create_user(service, name: str, password: str) -> None:
     with _admin(service) as c:
-        r = c.post("/auth/fab/v1/users", json={"username": name, "password": password, "email": f"{name}@example.org",
-                                               "first_name": name, "last_name": "Test",
-                                               "roles": [{"name": "Agave User"}]})
+        r = c.post(
+            "/auth/fab/v1/users",
+            json={
+                "username": name,
+                "password": password,
+                "email": f"{name}@example.org",
+                "first_name": name,
+                "last_name": "Test",
+                "roles": [{"name": "Agave User"}],
+            },
+        )
     assert r.status_code in (200, 201), r.text
 
 
@@ -80,12 +89,16 @@ def test_oversized_bodies_are_413_before_they_are_read_and_store_nothing(service
     with service.client("alice") as c:
         t0 = time.monotonic()
         _agave_error(c.post("/jobs/v2", json=big), 413, "AIRJOBS_MAX_BODY_BYTES")
-        _agave_error(c.post("/jobs/v2", data={"name": "big", "appId": "wc-1.0", "description": "x" * (10 * MiB)}),
-                     413, str(LIMIT))
-        _agave_error(c.post("/jobs/v2", files={"fileToUpload": ("job.json", json.dumps(big), "application/json")}),
-                     413)
-        _agave_error(c.post("/apps/v2", content=b"{" + b" " * (10 * MiB) + b"}",
-                            headers={"Content-Type": "application/json"}), 413)
+        _agave_error(
+            c.post("/jobs/v2", data={"name": "big", "appId": "wc-1.0", "description": "x" * (10 * MiB)}),
+            413,
+            str(LIMIT),
+        )
+        _agave_error(c.post("/jobs/v2", files={"fileToUpload": ("job.json", json.dumps(big), "application/json")}), 413)
+        _agave_error(
+            c.post("/apps/v2", content=b"{" + b" " * (10 * MiB) + b"}", headers={"Content-Type": "application/json"}),
+            413,
+        )
 
         def chunks():  # no Content-Length: Transfer-Encoding: chunked
             yield json.dumps(DEMO)[:-1].encode() + b', "description": "'
@@ -139,8 +152,13 @@ def test_a_body_that_stops_half_way_is_408_and_the_connection_closed(service):
     host, port = _host_port(service)
     token = service.token("alice")
     with socket.create_connection((host, port), timeout=60) as s:
-        s.sendall((f"POST /jobs/v2 HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
-                   "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode() + b'{"name": "')
+        s.sendall(
+            (
+                f"POST /jobs/v2 HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            + b'{"name": "'
+        )
         t0 = time.monotonic()
         data = b""
         while True:
@@ -161,12 +179,21 @@ def test_json_nested_10000_deep_is_400(service):
     deep = b'{"name": "deep", "appId": "wc-1.0", "parameters": ' + b"[" * 10000 + b"]" * 10000 + b"}"
     with service.client("alice") as c:
         for path in ("/jobs/v2", "/apps/v2", "/systems/v2"):
-            _agave_error(c.post(path, content=deep, headers={"Content-Type": "application/json"}), 400,
-                         "nested more than 64 levels")
-        _agave_error(c.post("/jobs/v2", files={"fileToUpload": ("job.json", deep, "application/json")}), 400,
-                     "nested more than 64 levels")
-    r = httpx.post(f"{service.base}/token", content=b'{"grant_type": ' + b"[" * 10000 + b"]" * 10000 + b"}",
-                   headers={"Content-Type": "application/json"})
+            _agave_error(
+                c.post(path, content=deep, headers={"Content-Type": "application/json"}),
+                400,
+                "nested more than 64 levels",
+            )
+        _agave_error(
+            c.post("/jobs/v2", files={"fileToUpload": ("job.json", deep, "application/json")}),
+            400,
+            "nested more than 64 levels",
+        )
+    r = httpx.post(
+        f"{service.base}/token",
+        content=b'{"grant_type": ' + b"[" * 10000 + b"]" * 10000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     _agave_error(r, 400, "nested more than 64 levels")
 
 
@@ -175,8 +202,14 @@ def test_json_nested_10000_deep_is_400(service):
 
 def test_odd_paths_and_numbers_are_4xx(service):
     token = service.token("alice")
-    for path in ("/jobs/v2/abc%00def", "/jobs/v2/abc%00def/status", "/jobs/v2/%01x/history", "/jobs/v2/a%7fb",
-                 "/apps/v2/wc-1.0%00", "/systems/v2/demo%0a-fork"):
+    for path in (
+        "/jobs/v2/abc%00def",
+        "/jobs/v2/abc%00def/status",
+        "/jobs/v2/%01x/history",
+        "/jobs/v2/a%7fb",
+        "/apps/v2/wc-1.0%00",
+        "/systems/v2/demo%0a-fork",
+    ):
         status, body = _raw_get(service, path, token)
         assert status == 400, (path, status, body[:300])
         assert json.loads(body)["status"] == "error"
@@ -187,21 +220,49 @@ def test_odd_paths_and_numbers_are_4xx(service):
     assert status == 414, (status, body[:300])
     assert "4096" in json.loads(body)["message"]
     with service.client("alice") as c:
-        for params, fragment in (({"offset": 2 ** 70}, "offset"), ({"offset": 2 ** 31}, "offset"),
-                                 ({"offset": "9" * 5000}, "offset"), ({"limit": "9" * 5000}, "limit")):
+        for params, fragment in (
+            ({"offset": 2**70}, "offset"),
+            ({"offset": 2**31}, "offset"),
+            ({"offset": "9" * 5000}, "offset"),
+            ({"limit": "9" * 5000}, "limit"),
+        ):
             _agave_error(c.get("/jobs/v2", params=params), 400, fragment)
-        assert c.get("/jobs/v2", params={"offset": 2 ** 31 - 1}).status_code == 200
-        assert c.get("/jobs/v2", params={"limit": 2 ** 70}).status_code == 200  # clamped to 1000 (D18)
+        assert c.get("/jobs/v2", params={"offset": 2**31 - 1}).status_code == 200
+        assert c.get("/jobs/v2", params={"limit": 2**70}).status_code == 200  # clamped to 1000 (D18)
 
 
 def test_fuzzed_ids_and_values_never_500(service):
     token = service.token("alice")
     bad = []
-    ids = ["%ff%fe", "%c0%af", "%e2%80%ae", "%C3%A9t%C3%A9", "%F0%9F%92%A9", "a" * 300, "%25", "%2f", "..",
-           "%ed%a0%80", "'%20OR%201=1--", "%5c", "~", "%20", "a;b", "{id}"]
+    ids = [
+        "%ff%fe",
+        "%c0%af",
+        "%e2%80%ae",
+        "%C3%A9t%C3%A9",
+        "%F0%9F%92%A9",
+        "a" * 300,
+        "%25",
+        "%2f",
+        "..",
+        "%ed%a0%80",
+        "'%20OR%201=1--",
+        "%5c",
+        "~",
+        "%20",
+        "a;b",
+        "{id}",
+    ]
     for job_id in ids:
-        for suffix in ("", "/status", "/history", "/outputs/listings", "/outputs/media/x", "/outputs/listings/%ff",
-                       "/pems", "/pems/%ff"):
+        for suffix in (
+            "",
+            "/status",
+            "/history",
+            "/outputs/listings",
+            "/outputs/media/x",
+            "/outputs/listings/%ff",
+            "/pems",
+            "/pems/%ff",
+        ):
             status, body = _raw_get(service, f"/jobs/v2/{job_id}{suffix}", token)
             if status >= 500 or b"Traceback" in body:
                 bad.append((job_id, suffix, status, body[:200]))
@@ -210,28 +271,57 @@ def test_fuzzed_ids_and_values_never_500(service):
             if status >= 500:
                 bad.append((base, job_id, status, body[:200]))
     with service.client("alice") as c:
-        for params in ({"offset": -1}, {"limit": "1e3"}, {"offset": "\u0661"}, {"limit": " 5 "},
-                       {"filter": "\ud7ff,\u00e9"}, {"type": "\u00df"}, {"pretty": "\u00e9"}):
+        for params in (
+            {"offset": -1},
+            {"limit": "1e3"},
+            {"offset": "\u0661"},
+            {"limit": " 5 "},
+            {"filter": "\ud7ff,\u00e9"},
+            {"type": "\u00df"},
+            {"pretty": "\u00e9"},
+        ):
             r = c.get("/jobs/v2", params=params)
             if r.status_code >= 500:
                 bad.append((params, r.status_code, r.text[:200]))
-        for doc in ({"id": "\udc80"}, {"id": "a\u0000b"}, {"name": "\ud800x", "appId": "wc-1.0"},
-                    {"name": "x" * 100000}, {"\udc80": 1}, [], "str", 1e999, {"id": ["x"]}, {"id": {"a": 1}},
-                    {"id": 1e308}, {"id": None}, {"action": "setDefault"}, {"action": "\u0000"}):
+        for doc in (
+            {"id": "\udc80"},
+            {"id": "a\u0000b"},
+            {"name": "\ud800x", "appId": "wc-1.0"},
+            {"name": "x" * 100000},
+            {"\udc80": 1},
+            [],
+            "str",
+            1e999,
+            {"id": ["x"]},
+            {"id": {"a": 1}},
+            {"id": 1e308},
+            {"id": None},
+            {"action": "setDefault"},
+            {"action": "\u0000"},
+        ):
             for path in ("/jobs/v2", "/apps/v2", "/systems/v2", "/systems/v2/demo-storage", "/apps/v2/wc-1.0"):
                 r = c.post(path, content=json.dumps(doc), headers={"Content-Type": "application/json"})
                 if r.status_code >= 500:
                     bad.append((path, str(doc)[:40], r.status_code, r.text[:200]))
-        for content, ctype in ((b"\xff\xfe{}", "application/json"), (b"--x\r\n\r\n", "multipart/form-data; boundary=x"),
-                               (b"a=%00&name=%ff", "application/x-www-form-urlencoded"),
-                               (b"--x\r\nContent-Disposition: form-data; name=\"fileToUpload\"; filename=\"j\"\r\n\r\n"
-                                b"\xff\r\n--x--\r\n", "multipart/form-data; boundary=x")):
+        for content, ctype in (
+            (b"\xff\xfe{}", "application/json"),
+            (b"--x\r\n\r\n", "multipart/form-data; boundary=x"),
+            (b"a=%00&name=%ff", "application/x-www-form-urlencoded"),
+            (
+                b'--x\r\nContent-Disposition: form-data; name="fileToUpload"; filename="j"\r\n\r\n\xff\r\n--x--\r\n',
+                "multipart/form-data; boundary=x",
+            ),
+        ):
             for path in ("/jobs/v2", "/apps/v2", "/systems/v2", "/token", "/revoke"):
                 r = c.post(path, content=content, headers={"Content-Type": ctype})
                 if r.status_code >= 500:
                     bad.append((path, content[:20], r.status_code, r.text[:200]))
-        for headers in ({"Idempotency-Key": "\u00e9t\u00e9".encode()}, {"Idempotency-Key": "k" * 300},
-                        {"Range": "bytes=\u0661-".encode()}, {"Content-Type": "application/json; charset=latin-1"}):
+        for headers in (
+            {"Idempotency-Key": "\u00e9t\u00e9".encode()},
+            {"Idempotency-Key": "k" * 300},
+            {"Range": "bytes=\u0661-".encode()},
+            {"Content-Type": "application/json; charset=latin-1"},
+        ):
             r = c.post("/jobs/v2", json=DEMO, headers=headers)
             if r.status_code >= 500:
                 bad.append((headers, r.status_code, r.text[:200]))
@@ -246,8 +336,9 @@ def test_a_path_below_a_file_is_404(service):
         assert r.status_code == 201, r.text
         job = service.wait_terminal(r.json()["result"]["id"])
         assert job["status"] == "FINISHED", job
-        files = [f["name"] for f in c.get(f"/jobs/v2/{job['id']}/outputs/listings").json()["result"]
-                 if f["type"] == "file"]
+        files = [
+            f["name"] for f in c.get(f"/jobs/v2/{job['id']}/outputs/listings").json()["result"] if f["type"] == "file"
+        ]
         assert files
         for kind in ("media", "listings"):
             for tail in ("x", "x/y", "x/."):
@@ -277,25 +368,26 @@ def test_login_is_throttled_per_user_and_client_address(service):
     # a success resets that address's count for the user (4 + 4 failures, no lock); 127.0.0.1 stays locked
     for _ in range(2):
         for _ in range(4):
-            _agave_error(_login(service, name, "wrong", transport=httpx.HTTPTransport(local_address="127.0.0.3")),
-                         401)
-        assert _login(service, name, password,
-                      transport=httpx.HTTPTransport(local_address="127.0.0.3")).status_code == 200
+            _agave_error(_login(service, name, "wrong", transport=httpx.HTTPTransport(local_address="127.0.0.3")), 401)
+        assert (
+            _login(service, name, password, transport=httpx.HTTPTransport(local_address="127.0.0.3")).status_code == 200
+        )
     _agave_error(_login(service, name, password), 429)
     _delete_user(service, name)
 
 
 def test_password_spraying_from_one_address_is_stopped(service):
     transport = {"transport": httpx.HTTPTransport(local_address="127.0.0.4")}
-    codes = [_login(service, f"spray-{i}-{uuid.uuid4().hex[:6]}", "guess", **transport).status_code
-             for i in range(21)]
+    codes = [_login(service, f"spray-{i}-{uuid.uuid4().hex[:6]}", "guess", **transport).status_code for i in range(21)]
     assert codes[:20] == [401] * 20 and codes[20] == 429, codes
     r = _login(service, "alice", "alice-pw-1", **transport)
     _agave_error(r, 429)
     assert int(r.headers["retry-after"]) >= 1
     # other addresses are not affected
-    assert _login(service, "alice", "alice-pw-1", transport=httpx.HTTPTransport(local_address="127.0.0.5")
-                  ).status_code == 200
+    assert (
+        _login(service, "alice", "alice-pw-1", transport=httpx.HTTPTransport(local_address="127.0.0.5")).status_code
+        == 200
+    )
 
 
 # ---------------------------------------------------------------- tokens
@@ -370,6 +462,10 @@ def test_revoke_refresh_and_access_tokens(service):
     _agave_error(httpx.post(f"{service.base}/revoke", data={}), 400, "token")
     # another login of the same user still works
     fresh = _login(service, name, password).json()
-    assert httpx.post(f"{service.base}/token", data={"grant_type": "refresh_token",
-                                                     "refresh_token": fresh["refresh_token"]}).status_code == 200
+    assert (
+        httpx.post(
+            f"{service.base}/token", data={"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]}
+        ).status_code
+        == 200
+    )
     _delete_user(service, name)

@@ -34,7 +34,8 @@ SSHD_PORT = _free_port()
 # the private sshd is on loopback like the shared one: let the egress guard through to it (read at each use;
 # the service fixture, started after this import, passes the environment on)
 os.environ["AIRJOBS_EGRESS_ALLOW"] = ",".join(
-    filter(None, [os.environ.get("AIRJOBS_EGRESS_ALLOW", ""), f"127.0.0.1:{SSHD_PORT}"]))
+    filter(None, [os.environ.get("AIRJOBS_EGRESS_ALLOW", ""), f"127.0.0.1:{SSHD_PORT}"])
+)
 
 FORK, SLURM, CONN = "faults.fork", "faults.slurm", "faults-ssh"
 FORK_APP, SLURM_APP = "faults-fork-probe-1.0", "faults-slurm-probe-1.0"
@@ -115,27 +116,67 @@ def sshd():
 def hosts(service, sshd):
     """A FORK system and a SLURM system reached through the private sshd, and a probe app on each."""
     infra = read_infra()
-    conn = {"connection_id": CONN, "conn_type": "ssh", "host": "127.0.0.1", "port": SSHD_PORT,
-            "login": infra["AIRJOBS_SSH_USER"],
-            "extra": '{"key_file": "%s", "no_host_key_check": true}' % infra["AIRJOBS_SSH_KEY"]}
-    r = httpx.post(f"{service.base}/api/v2/connections", json=conn,
-                   headers={"Authorization": f"Bearer {service.airflow_token()}"})
+    conn = {
+        "connection_id": CONN,
+        "conn_type": "ssh",
+        "host": "127.0.0.1",
+        "port": SSHD_PORT,
+        "login": infra["AIRJOBS_SSH_USER"],
+        "extra": '{{"key_file": "{}", "no_host_key_check": true}}'.format(infra["AIRJOBS_SSH_KEY"]),
+    }
+    r = httpx.post(
+        f"{service.base}/api/v2/connections", json=conn, headers={"Authorization": f"Bearer {service.airflow_token()}"}
+    )
     assert r.status_code in (201, 409), r.text
     home = f"/home/{infra['AIRJOBS_SSH_USER']}"
     ssh = {"protocol": "SSH", "host": "127.0.0.1", "port": SSHD_PORT, "connectionId": CONN}
-    storage = {"protocol": "SFTP", "host": "127.0.0.1", "port": SSHD_PORT, "connectionId": CONN,
-               "rootDir": home, "homeDir": "/"}
-    queue = {"maxJobs": 100, "maxUserJobs": 100, "maxNodes": 1, "maxProcessorsPerNode": 1,
-             "maxMemoryPerNode": "1GB", "maxRequestedTime": "01:00:00"}
-    registry.put_system({"id": FORK, "name": "FORK behind the private sshd", "type": "EXECUTION",
-                         "executionType": "CLI", "scheduler": "FORK", "public": True, "login": ssh,
-                         "storage": storage, "workDir": "/faults-fork",
-                         "queues": [{"name": "normal", "default": True, **queue}]}, "admin")
+    storage = {
+        "protocol": "SFTP",
+        "host": "127.0.0.1",
+        "port": SSHD_PORT,
+        "connectionId": CONN,
+        "rootDir": home,
+        "homeDir": "/",
+    }
+    queue = {
+        "maxJobs": 100,
+        "maxUserJobs": 100,
+        "maxNodes": 1,
+        "maxProcessorsPerNode": 1,
+        "maxMemoryPerNode": "1GB",
+        "maxRequestedTime": "01:00:00",
+    }
+    registry.put_system(
+        {
+            "id": FORK,
+            "name": "FORK behind the private sshd",
+            "type": "EXECUTION",
+            "executionType": "CLI",
+            "scheduler": "FORK",
+            "public": True,
+            "login": ssh,
+            "storage": storage,
+            "workDir": "/faults-fork",
+            "queues": [{"name": "normal", "default": True, **queue}],
+        },
+        "admin",
+    )
     partition = infra["AIRJOBS_SLURM_PARTITIONS"].split(",")[0]
-    registry.put_system({"id": SLURM, "name": "SLURM behind the private sshd", "type": "EXECUTION",
-                         "executionType": "HPC", "scheduler": "SLURM", "public": True, "login": ssh,
-                         "storage": storage, "workDir": "/faults-slurm",
-                         "queues": [{"name": "debug", "mappedName": partition, "default": True, **queue}]}, "admin")
+    registry.put_system(
+        {
+            "id": SLURM,
+            "name": "SLURM behind the private sshd",
+            "type": "EXECUTION",
+            "executionType": "HPC",
+            "scheduler": "SLURM",
+            "public": True,
+            "login": ssh,
+            "storage": storage,
+            "workDir": "/faults-slurm",
+            "queues": [{"name": "debug", "mappedName": partition, "default": True, **queue}],
+        },
+        "admin",
+    )
     assert install_probe_app("faults-fork-probe", FORK, "normal") == FORK_APP
     assert install_probe_app("faults-slurm-probe", SLURM, "debug") == SLURM_APP
     subprocess.run(["install", "-d", "-o", infra["AIRJOBS_SSH_USER"], f"{home}/gates"], check=True)
@@ -155,9 +196,12 @@ def _statuses(service, ids: list[str]) -> dict[str, str]:
 
 
 def _deferred_monitors(service) -> int:
-    r = httpx.get(f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/~/taskInstances",
-                  params={"limit": 1, "task_id": "monitor", "state": "deferred"},
-                  headers={"Authorization": f"Bearer {service.airflow_token()}"}, timeout=60)
+    r = httpx.get(
+        f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/~/taskInstances",
+        params={"limit": 1, "task_id": "monitor", "state": "deferred"},
+        headers={"Authorization": f"Bearer {service.airflow_token()}"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     return r.json()["total_entries"]
 
@@ -232,8 +276,9 @@ def test_jobs_wait_for_a_host_whose_sshd_is_down_and_finish_when_it_is_back(serv
         if not sshd.listening():
             sshd.start()
     jobs = _wait_terminal(service, ids, timeout=180)
-    assert {i: j["status"] for i, j in jobs.items()} == dict.fromkeys(ids, "FINISHED"), \
-        {i: (j["status"], store.get_job(i).message) for i, j in jobs.items()}
+    assert {i: j["status"] for i, j in jobs.items()} == dict.fromkeys(ids, "FINISHED"), {
+        i: (j["status"], store.get_job(i).message) for i, j in jobs.items()
+    }
     for job_id, job in jobs.items():
         assert job["localId"] == local_ids[job_id]  # never submitted again
         system = FORK if "-fork-" in names[job_id] else SLURM
@@ -243,7 +288,7 @@ def test_jobs_wait_for_a_host_whose_sshd_is_down_and_finish_when_it_is_back(serv
         assert len(lost) == 1 and len(back) == 1 and lost[0] < back[0], [e["description"] for e in history]
         assert "still trying" in history[lost[0]]["description"]
         assert "FAILED" not in [e["status"] for e in history]
-    for job_id, name in names.items():
+    for name in names.values():
         if "-slurm-" in name:
             assert _sbatch_count(hosts, name) == 1, name
 
@@ -255,8 +300,12 @@ def _slurmctld_pid(infra: dict) -> int:
 def _restart_slurmctld(infra: dict) -> None:
     """As the test hosts are brought up: infra-up.sh starts what is not running. Its last readiness check
     wants the node idle, which it is not while jobs run, so what counts here is that the controller answers."""
-    subprocess.run(["bash", str(CHECKOUT / ".ci/infra-up.sh"), infra["AIRJOBS_INFRA"]], capture_output=True,
-                   timeout=300, env={**os.environ, "AIRJOBS_INFRA_TIMEOUT": "30"})
+    subprocess.run(
+        ["bash", str(CHECKOUT / ".ci/infra-up.sh"), infra["AIRJOBS_INFRA"]],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "AIRJOBS_INFRA_TIMEOUT": "30"},
+    )
     env = {"SLURM_CONF": infra["AIRJOBS_SLURM_CONF"], "PATH": "/usr/bin:/bin"}
     deadline = time.monotonic() + 60
     while subprocess.run(["squeue", "-h"], env=env, capture_output=True, timeout=60).returncode != 0:
@@ -301,8 +350,9 @@ def test_slurm_jobs_survive_a_slurmctld_restart(service, hosts):
         if not restarted:  # others use this SLURM: never leave it down
             _restart_slurmctld(hosts)
     jobs = _wait_terminal(service, ids, timeout=180)
-    assert {i: j["status"] for i, j in jobs.items()} == dict.fromkeys(ids, "FINISHED"), \
-        {i: (j["status"], store.get_job(i).message) for i, j in jobs.items()}
+    assert {i: j["status"] for i, j in jobs.items()} == dict.fromkeys(ids, "FINISHED"), {
+        i: (j["status"], store.get_job(i).message) for i, j in jobs.items()
+    }
     for job_id, name in names.items():
         assert jobs[job_id]["localId"] == local_ids[job_id]
         assert _sbatch_count(hosts, name) == 1, name  # one sbatch per job: nothing resubmitted
@@ -328,8 +378,9 @@ def test_max_run_time_kill_happens_on_time_while_the_host_is_unreachable(service
         pid_file = Path(hosts["HOME"] + job.work_path) / f"{name}.pid"
         pgid = int(pid_file.read_text().strip())  # the wrapper leads its own process group
         assert _group_alive(pgid)
-        time.sleep(max(0.0, (job.start_time + timedelta(seconds=10) - datetime.now(job.start_time.tzinfo))
-                       .total_seconds()))
+        time.sleep(
+            max(0.0, (job.start_time + timedelta(seconds=10) - datetime.now(job.start_time.tzinfo)).total_seconds())
+        )
         sshd.stop()
         ended = service.wait_terminal(job_id, timeout=40)
         assert ended["status"] == "KILLED", ended

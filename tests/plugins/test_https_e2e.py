@@ -56,18 +56,29 @@ def _port_443_free() -> str | None:
 def https_service():
     """A whole service of its own on https://localhost (port 443, self-signed): (its start-up log, its var)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: the HTTPS service listens on port 443, the only port on which Agave's SDKs "
-                    "send a token (run `make test` as root)")
+        pytest.skip(
+            "needs root: the HTTPS service listens on port 443, the only port on which Agave's SDKs "
+            "send a token (run `make test` as root)"
+        )
     if why := _port_443_free():
         pytest.skip(f"cannot listen on 127.0.0.1:443: {why} (only one service can hold it)")
     from airjobs import service as runner
 
     var = Path(tempfile.mkdtemp(prefix="ajh-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AIRJOBS_DB_URL", "AIRJOBS_TLS_CERT", "AIRJOBS_TLS_KEY", "SSL_CERT_FILE",
-                        "REQUESTS_CA_BUNDLE")}
-    env.update({"AIRJOBS_VAR": str(var), "AIRJOBS_PORT": "443", "AIRJOBS_TLS": "self-signed",
-                "AIRJOBS_ADMIN_PASSWORD": USERS["admin"][0], "XDG_RUNTIME_DIR": str(var / "xdg")})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AIRJOBS_DB_URL", "AIRJOBS_TLS_CERT", "AIRJOBS_TLS_KEY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+    }
+    env.update(
+        {
+            "AIRJOBS_VAR": str(var),
+            "AIRJOBS_PORT": "443",
+            "AIRJOBS_TLS": "self-signed",
+            "AIRJOBS_ADMIN_PASSWORD": USERS["admin"][0],
+            "XDG_RUNTIME_DIR": str(var / "xdg"),
+        }
+    )
     log = var / "service.log"
     proc = runner.spawn([f"alice:{PASSWORD}:{USERS['alice'][1]}"], log, env)
     try:
@@ -87,7 +98,7 @@ def test_start_up_prints_https_urls_and_how_to_trust_the_certificate(https_servi
     text, var = https_service
     ca = _printed_ca(text)
     assert Path(ca).is_relative_to(var), ca  # generated into the var dir
-    banner = text[text.index("[airjobs] ready."):]
+    banner = text[text.index("[airjobs] ready.") :]
     assert "https://localhost/jobs/v2" in banner and "http://" not in banner and ":443" not in banner, banner
     assert f"curl --cacert {ca} -s -X POST https://localhost/token" in banner, banner
     key = [p for p in Path(ca).parent.iterdir() if p.suffix == ".key"]
@@ -97,16 +108,24 @@ def test_start_up_prints_https_urls_and_how_to_trust_the_certificate(https_servi
     ctx = ssl.create_default_context(cafile=ca)  # with a cafile, nothing else is trusted
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     for host in ("localhost", "127.0.0.1"):
-        with socket.create_connection(("127.0.0.1", 443), timeout=10) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", 443), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
     # and curl, as printed
-    out = subprocess.run(["curl", "--cacert", ca, "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                          "https://localhost/jobs/v2/"], capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run(
+        ["curl", "--cacert", ca, "-s", "-o", "/dev/null", "-w", "%{http_code}", "https://localhost/jobs/v2/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 0 and out.stdout == "401", (out.returncode, out.stdout, out.stderr)
     # without it (the system's store only), the certificate is not trusted: curl's 60, "SSL certificate problem"
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "https://localhost/jobs/v2/"], capture_output=True,
-                         timeout=30, check=False)
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "https://localhost/jobs/v2/"], capture_output=True, timeout=30, check=False
+    )
     assert out.returncode == 60, (out.returncode, out.stderr)
 
 
@@ -127,8 +146,15 @@ def test_agave_sdk_runs_a_job_over_https_on_the_default_port(https_service, tmp_
 
     # as an Agave user would: https://<host>, no port; agavepy logs in at /token with the password grant (and a
     # client key and secret in HTTP Basic, which this service does not need)
-    ag = Agave(api_server="https://localhost", username="alice", password=PASSWORD, api_key="airjobs",
-               api_secret="unused", verify=ca, proxies={})
+    ag = Agave(
+        api_server="https://localhost",
+        username="alice",
+        password=PASSWORD,
+        api_key="airjobs",
+        api_secret="unused",
+        verify=ca,
+        proxies={},
+    )
     assert ag.token.token_info["access_token"] and ag.token.token_info["refresh_token"]
     assert ag.token.token_url == "https://localhost/token"
 

@@ -25,8 +25,12 @@ cat -- ${file} > file-content.txt
 def echo_app(service):
     from conftest import VAR, install_app
 
-    root = install_app("echo", TEMPLATE, inputs=[{"id": "file", "value": {"required": True}}],
-                       parameters=[{"id": "msg", "value": {"type": "string", "required": False}}])
+    root = install_app(
+        "echo",
+        TEMPLATE,
+        inputs=[{"id": "file", "value": {"required": True}}],
+        parameters=[{"id": "msg", "value": {"type": "string", "required": False}}],
+    )
     (root / "alice/corpus").mkdir(parents=True, exist_ok=True)  # alice reads only her own home
     marker = VAR / "pwned"
     return root, marker
@@ -35,9 +39,27 @@ def echo_app(service):
 def corpus(marker: Path) -> list[str]:
     m = str(marker)
     return [
-        f"$(touch {m})", f"`touch {m}`", f"; touch {m}", f"&& touch {m}", f"| touch {m}", f"a\ntouch {m}\n",
-        f"'; touch {m}; '", f"\"; touch {m}; \"", "*", "/*", "?", "${IFS}", "$HOME", "~", "-n", "--", "\\",
-        f"$'\\x41' $((1+1)) {{a,b}} >{m}", "x" * 20000, "ünïcødé ✓", "  leading and trailing  ",
+        f"$(touch {m})",
+        f"`touch {m}`",
+        f"; touch {m}",
+        f"&& touch {m}",
+        f"| touch {m}",
+        f"a\ntouch {m}\n",
+        f"'; touch {m}; '",
+        f'"; touch {m}; "',
+        "*",
+        "/*",
+        "?",
+        "${IFS}",
+        "$HOME",
+        "~",
+        "-n",
+        "--",
+        "\\",
+        f"$'\\x41' $((1+1)) {{a,b}} >{m}",
+        "x" * 20000,
+        "ünïcødé ✓",
+        "  leading and trailing  ",
     ]
 
 
@@ -71,7 +93,7 @@ def test_parameter_values_reach_the_app_literally(service, echo_app):
             assert r.status_code == 201, (v, r.text)
             ids.append(r.json()["result"]["id"])
         jobs = _wait(ids)
-        for job_id, v in zip(ids, values):
+        for job_id, v in zip(ids, values, strict=False):
             job = c.get(f"/jobs/v2/{job_id}").json()["result"]
             assert jobs[job_id].status == "FINISHED", (v, job.get("message"))
             out = _archive(job)
@@ -83,8 +105,16 @@ def test_parameter_values_reach_the_app_literally(service, echo_app):
 def test_input_names_reach_the_app_literally(service, echo_app):
     root, marker = echo_app
     m = marker.name
-    names = [f"a;touch {m}.txt", f"$(touch {m}).txt", f"`touch {m}`.txt", "sp ace.txt", "quo'te\".txt",
-             "star*.txt", "dollar$IFS.txt", "-dash.txt"]
+    names = [
+        f"a;touch {m}.txt",
+        f"$(touch {m}).txt",
+        f"`touch {m}`.txt",
+        "sp ace.txt",
+        "quo'te\".txt",
+        "star*.txt",
+        "dollar$IFS.txt",
+        "-dash.txt",
+    ]
     with service.client("alice") as c:
         ids = []
         for name in names:
@@ -93,7 +123,7 @@ def test_input_names_reach_the_app_literally(service, echo_app):
             assert r.status_code == 201, (name, r.text)
             ids.append(r.json()["result"]["id"])
         jobs = _wait(ids)
-        for job_id, name in zip(ids, names):
+        for job_id, name in zip(ids, names, strict=False):
             job = c.get(f"/jobs/v2/{job_id}").json()["result"]
             assert jobs[job_id].status == "FINISHED", (name, job.get("message"))
             out = _archive(job)
@@ -102,13 +132,16 @@ def test_input_names_reach_the_app_literally(service, echo_app):
     assert not marker.exists() and not (root / "alice/corpus" / m).exists()
 
 
-@pytest.mark.parametrize("body,fragment", [
-    ({"parameters": {"msg": "nul\x00byte"}}, "NUL"),
-    ({"parameters": {"msg": "x" * 70000}}, "at most"),
-    ({"inputs": {"file": "agave://demo-storage/../../../etc/passwd"}}, "may not contain '..'"),
-    ({"inputs": {"file": "../outside.txt"}}, "may not contain '..'"),
-    ({"name": "bad\x00name"}, "NUL"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        ({"parameters": {"msg": "nul\x00byte"}}, "NUL"),
+        ({"parameters": {"msg": "x" * 70000}}, "at most"),
+        ({"inputs": {"file": "agave://demo-storage/../../../etc/passwd"}}, "may not contain '..'"),
+        ({"inputs": {"file": "../outside.txt"}}, "may not contain '..'"),
+        ({"name": "bad\x00name"}, "NUL"),
+    ],
+)
 def test_unsafe_values_are_refused(service, echo_app, body, fragment):
     before = store.count_jobs()
     payload = {"inputs": {"file": "agave://demo-storage/alice/corpus/plain.txt"}, **body}
@@ -120,10 +153,16 @@ def test_unsafe_values_are_refused(service, echo_app, body, fragment):
 
 
 def test_non_utf8_text_is_refused(service, echo_app):
-    raw = b'{"name": "x", "appId": "echo-1.0", "inputs": {"file": "alice/corpus/plain.txt"}, "parameters": {"msg": "\\udcff"}}'
+    raw = (
+        b'{"name": "x", "appId": "echo-1.0", "inputs": {"file": "alice/corpus/plain.txt"}, '
+        b'"parameters": {"msg": "\\udcff"}}'
+    )
     with service.client("alice") as c:
         r = c.post("/jobs/v2", content=raw, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "UTF-8" in r.json()["message"]
-        r = c.post("/jobs/v2", content=b'{"name": "\xff\xfe", "appId": "echo-1.0"}',
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/jobs/v2",
+            content=b'{"name": "\xff\xfe", "appId": "echo-1.0"}',
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 400 and "malformed JSON" in r.json()["message"]

@@ -35,8 +35,11 @@ def _run(service, app, user="alice") -> str:
 
 
 def _run_state(service, job_id) -> str:
-    r = httpx.get(f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/{job_id}",
-                  headers={"Authorization": f"Bearer {service.airflow_token()}"}, timeout=30)
+    r = httpx.get(
+        f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/{job_id}",
+        headers={"Authorization": f"Bearer {service.airflow_token()}"},
+        timeout=30,
+    )
     return r.json()["state"]
 
 
@@ -71,7 +74,9 @@ def test_kill_refusals(service, sleeper):
     job_id = _run(service, sleeper)
     try:
         with service.client("bob") as c:
-            assert c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 404  # not his: it does not exist for him
+            assert (
+                c.post(f"/jobs/v2/{job_id}", json={"action": "kill"}).status_code == 404
+            )  # not his: it does not exist for him
         with service.client() as c:
             r = c.post(f"/jobs/v2/{job_id}", json={"action": "explode"})
             assert r.status_code == 400 and "Invalid action" in r.json()["message"]

@@ -4,7 +4,6 @@ that must never serve a byte from outside the job."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -53,8 +52,9 @@ def test_outputs_while_running_then_from_the_work_dir(service, app):
     job_id = _submit(service, app, archive=False)
     with service.client() as c:
         deadline = time.monotonic() + 60
-        while not (_status(c, job_id) == "RUNNING" and
-                   c.get(f"/jobs/v2/{job_id}/outputs/media/grow.log").status_code == 200):
+        while not (
+            _status(c, job_id) == "RUNNING" and c.get(f"/jobs/v2/{job_id}/outputs/media/grow.log").status_code == 200
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         names = {f["name"]: f for f in c.get(f"/jobs/v2/{job_id}/outputs/listings").json()["result"]}
@@ -87,13 +87,16 @@ def _check_ranges(c, job_id, blob: bytes) -> None:
     assert whole.status_code == 200 and whole.content == blob
     assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-length"] == str(len(blob))
     assert whole.headers["content-type"] == "application/octet-stream" and "last-modified" in whole.headers
-    for header, (a, b) in {"bytes=0-99": (0, 99), "bytes=1000000-1999999": (1000000, 1999999),
-                           "bytes=-4096": (len(blob) - 4096, len(blob) - 1),
-                           "bytes=3145000-": (3145000, len(blob) - 1),
-                           "bytes=3145000-99999999": (3145000, len(blob) - 1)}.items():
+    for header, (a, b) in {
+        "bytes=0-99": (0, 99),
+        "bytes=1000000-1999999": (1000000, 1999999),
+        "bytes=-4096": (len(blob) - 4096, len(blob) - 1),
+        "bytes=3145000-": (3145000, len(blob) - 1),
+        "bytes=3145000-99999999": (3145000, len(blob) - 1),
+    }.items():
         r = c.get(url, headers={"Range": header})
         assert r.status_code == 206, header
-        assert r.content == blob[a:b + 1], header
+        assert r.content == blob[a : b + 1], header
         assert r.headers["content-range"] == f"bytes {a}-{b}/{len(blob)}", header
     head = c.head(url)
     assert head.status_code == 200 and head.headers["content-length"] == str(len(blob)) and not head.content
@@ -121,13 +124,30 @@ def test_archived_outputs_come_from_the_archive_and_the_work_dir_goes(service, a
 
 
 TRAVERSALS = [
-    "../../../../etc/passwd", "..%2f..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd",
-    "%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd", "%252e%252e%252fetc%252fpasswd", "..%252f..%252fetc/passwd",
-    "/etc/passwd", "//etc/passwd", "%2fetc%2fpasswd", "etc-link/passwd", "passwd-link", "etc-link",
-    "sub/../../../../etc/passwd", "sub/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "..\\..\\..\\etc\\passwd",
-    "..%5c..%5c..%5cetc%5cpasswd", "~/../../etc/passwd", "~root/.bashrc", "....//....//etc/passwd",
-    "%00../../etc/passwd", "blob.bin%00/../../../etc/passwd", ".%2e/.%2e/.%2e/etc/passwd",
-    "sub/deeper/../../../../../../etc/shadow", "%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+    "../../../../etc/passwd",
+    "..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e/%2e%2e/etc/passwd",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "%252e%252e%252fetc%252fpasswd",
+    "..%252f..%252fetc/passwd",
+    "/etc/passwd",
+    "//etc/passwd",
+    "%2fetc%2fpasswd",
+    "etc-link/passwd",
+    "passwd-link",
+    "etc-link",
+    "sub/../../../../etc/passwd",
+    "sub/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "..\\..\\..\\etc\\passwd",
+    "..%5c..%5c..%5cetc%5cpasswd",
+    "~/../../etc/passwd",
+    "~root/.bashrc",
+    "....//....//etc/passwd",
+    "%00../../etc/passwd",
+    "blob.bin%00/../../../etc/passwd",
+    ".%2e/.%2e/.%2e/etc/passwd",
+    "sub/deeper/../../../../../../etc/shadow",
+    "%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
 ]
 
 
@@ -153,13 +173,32 @@ def test_unreachable_archive_system_ends_archiving_failed_and_outputs_stay_in_th
     import httpx
 
     headers = {"Authorization": f"Bearer {service.airflow_token()}"}
-    conn = {"connection_id": "nowhere-sftp", "conn_type": "ssh", "host": "127.0.0.1", "port": 1,
-            "login": "nobody", "extra": '{"no_host_key_check": true}'}
+    conn = {
+        "connection_id": "nowhere-sftp",
+        "conn_type": "ssh",
+        "host": "127.0.0.1",
+        "port": 1,
+        "login": "nobody",
+        "extra": '{"no_host_key_check": true}',
+    }
     r = httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers)
     assert r.status_code in (201, 409), r.text
-    registry.put_system({"id": "nowhere.storage", "name": "an SFTP server that is down", "type": "STORAGE",
-                         "public": True, "storage": {"protocol": "SFTP", "host": "127.0.0.1", "port": 1,
-                                                     "connectionId": "nowhere-sftp", "rootDir": "/data"}}, "admin")
+    registry.put_system(
+        {
+            "id": "nowhere.storage",
+            "name": "an SFTP server that is down",
+            "type": "STORAGE",
+            "public": True,
+            "storage": {
+                "protocol": "SFTP",
+                "host": "127.0.0.1",
+                "port": 1,
+                "connectionId": "nowhere-sftp",
+                "rootDir": "/data",
+            },
+        },
+        "admin",
+    )
     job_id = _submit(service, app, archiveSystem="nowhere.storage", archivePath="alice/results")
     job = service.wait_terminal(job_id)
     assert job["status"] == "FINISHED"

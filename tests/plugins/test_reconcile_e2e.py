@@ -58,8 +58,11 @@ def gates():
 def gated(service, gates):
     """An app whose wrapper notes each start, then waits for the gate named by its job name."""
     q = shlex.quote(str(gates))
-    install_app("recgate", f'name=${{AGAVE_JOB_NAME}}\necho started >> {q}/"$name".starts\n'
-                           f'while [ ! -e {q}/"$name" ]; do sleep 0.2; done\necho done > out.txt\n')
+    install_app(
+        "recgate",
+        f'name=${{AGAVE_JOB_NAME}}\necho started >> {q}/"$name".starts\n'
+        f'while [ ! -e {q}/"$name" ]; do sleep 0.2; done\necho done > out.txt\n',
+    )
     return "recgate-1.0"
 
 
@@ -76,8 +79,9 @@ def airflow_db(service):
 
 @pytest.fixture(scope="module")
 def admin(service):
-    with httpx.Client(base_url=f"{service.base}/api/v2", timeout=60,
-                      headers={"Authorization": f"Bearer {service.airflow_token()}"}) as c:
+    with httpx.Client(
+        base_url=f"{service.base}/api/v2", timeout=60, headers={"Authorization": f"Bearer {service.airflow_token()}"}
+    ) as c:
         yield c
 
 
@@ -97,8 +101,7 @@ def _wait(what, check, timeout: float, every: float = 0.3):
 
 
 def _wait_status(service, job_id: str, wanted: tuple[str, ...], timeout: float = 90) -> dict:
-    return _wait(f"job {job_id} in {wanted}", lambda: (j := service.job(job_id))["status"] in wanted and j,
-                 timeout)
+    return _wait(f"job {job_id} in {wanted}", lambda: (j := service.job(job_id))["status"] in wanted and j, timeout)
 
 
 def _monitor_state(admin, run_id: str) -> str | None:
@@ -108,7 +111,7 @@ def _monitor_state(admin, run_id: str) -> str | None:
 
 def _deferred_running(service, admin, app: str, name: str) -> tuple[str, int]:
     job_id = _submit(service, app, name)
-    job = _wait_status(service, job_id, ("RUNNING",) + TERMINAL, 60)
+    job = _wait_status(service, job_id, ("RUNNING", *TERMINAL), 60)
     assert job["status"] == "RUNNING", job
     _wait(f"monitor of {job_id} deferred", lambda: _monitor_state(admin, job_id) == "deferred", 60)
     return job_id, int(job["localId"])
@@ -121,8 +124,11 @@ def _resumes(service, job_id: str) -> list[dict]:
 def _once(service, job_id: str) -> None:
     """Nothing done twice: staged, submitted, completed and finished once each (the reconciler's own notes are
     events in the job's current status)."""
-    statuses = [e["status"] for e in service.history(job_id) if e["createdBy"] != "airjobs"
-                or not (RESUMED in e["description"] or "the reconciler" in e["description"])]
+    statuses = [
+        e["status"]
+        for e in service.history(job_id)
+        if e["createdBy"] != "airjobs" or not (RESUMED in e["description"] or "the reconciler" in e["description"])
+    ]
     for once in ("PENDING", "STAGED", "SUBMITTING", "QUEUED", "CLEANING_UP", "FINISHED"):
         assert statuses.count(once) == 1, statuses
 
@@ -146,8 +152,10 @@ def test_a_run_deleted_in_the_database_is_resumed(service, admin, gated, gates, 
         assert admin.get(f"/dags/{DAG}/dagRuns/{job_id}").status_code == 404
         resumed = _wait("the resume", lambda: _resumes(service, job_id), 60)
         assert len(resumed) == 1, resumed
-        assert f"Lifecycle run lost in Airflow {RESUMED} while the job was RUNNING; resumed (1 of {MAX})" \
-            in resumed[0]["description"], resumed
+        assert (
+            f"Lifecycle run lost in Airflow {RESUMED} while the job was RUNNING; resumed (1 of {MAX})"
+            in resumed[0]["description"]
+        ), resumed
         assert resumed[0]["createdBy"] == "airjobs" and resumed[0]["status"] == "RUNNING"
         # the new run goes on from the monitor: stage and submit are done already
         _wait("the new run's monitor", lambda: _monitor_state(admin, job_id) in ("running", "deferred"), 60)
@@ -158,28 +166,45 @@ def test_a_run_deleted_in_the_database_is_resumed(service, admin, gated, gates, 
         assert (gates / "lostrun.starts").read_text() == "started\n"  # the wrapper ran once
         _once(service, job_id)
         assert len(_resumes(service, job_id)) == 1
-        run = _wait("the new run to end", lambda: (r := admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json())
-                    ["state"] in ("success", "failed") and r, 60)
+        run = _wait(
+            "the new run to end",
+            lambda: (r := admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json())["state"] in ("success", "failed") and r,
+            60,
+        )
         assert run["state"] == "success", run
     finally:
         _kill(service, job_id)
 
 
-def test_a_run_ended_failed_in_the_database_is_resumed_then_the_job_fails(service, admin, gated, gates,
-                                                                          airflow_db):
+def test_a_run_ended_failed_in_the_database_is_resumed_then_the_job_fails(service, admin, gated, gates, airflow_db):
     job_id, pid = _deferred_running(service, admin, gated, "failedrun")
     try:
         for n in range(1, MAX + 2):
             if n % 2:  # ended failed behind the service's back, as a crashed component could leave it
-                assert _sql(airflow_db, "UPDATE task_instance SET state = 'failed' WHERE dag_id = :d AND run_id = :r "
-                            "AND state IN ('running', 'deferred', 'queued', 'scheduled')", d=DAG, r=job_id) >= 1
-                assert _sql(airflow_db, "UPDATE dag_run SET state = 'failed' WHERE dag_id = :d AND run_id = :r",
-                            d=DAG, r=job_id) == 1
+                assert (
+                    _sql(
+                        airflow_db,
+                        "UPDATE task_instance SET state = 'failed' WHERE dag_id = :d AND run_id = :r "
+                        "AND state IN ('running', 'deferred', 'queued', 'scheduled')",
+                        d=DAG,
+                        r=job_id,
+                    )
+                    >= 1
+                )
+                assert (
+                    _sql(
+                        airflow_db,
+                        "UPDATE dag_run SET state = 'failed' WHERE dag_id = :d AND run_id = :r",
+                        d=DAG,
+                        r=job_id,
+                    )
+                    == 1
+                )
             else:
                 assert _sql(airflow_db, "DELETE FROM dag_run WHERE dag_id = :d AND run_id = :r", d=DAG, r=job_id) == 1
             if n > MAX:
                 break
-            _wait(f"resume {n}", lambda: len(_resumes(service, job_id)) == n, 60)
+            _wait(f"resume {n}", lambda n=n: len(_resumes(service, job_id)) == n, 60)
             assert f"resumed ({n} of {MAX})" in _resumes(service, job_id)[-1]["description"]
             _wait("the new run's monitor", lambda: _monitor_state(admin, job_id) == "deferred", 60)
         first = _resumes(service, job_id)[0]["description"]
@@ -218,11 +243,10 @@ def test_a_job_accepted_without_a_run_gets_one_once(service, admin, gated, gates
 def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin, gated):
     from sqlalchemy import update
 
-    from airjobs_airflow.reconcile import IDLE_FACTOR
-
     from airjobs import db
     from airjobs.lifecycle import transition
     from airjobs.models import Job
+    from airjobs_airflow.reconcile import IDLE_FACTOR
 
     assert admin.patch(f"/dags/{DAG}", json={"is_paused": True}).json()["is_paused"] is True
     try:
@@ -230,12 +254,15 @@ def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin,
         transition(job_id, "STAGED", "Skipping staging.")
         with db.transaction() as s:  # no step (and no legal move) leads to STAGING_JOB: no other job sits there
             s.execute(update(Job).where(Job.id == job_id).values(status="STAGING_JOB"))
-        stall = _wait("the stall", lambda: [e for e in service.history(job_id)
-                                            if e["description"].startswith("No progress for ")],
-                     IDLE_FACTOR * STALL + 40)  # nothing of its run runs (queued): 4x the limit
+        stall = _wait(
+            "the stall",
+            lambda: [e for e in service.history(job_id) if e["description"].startswith("No progress for ")],
+            IDLE_FACTOR * STALL + 40,
+        )  # nothing of its run runs (queued): 4x the limit
         assert f"s in STAGING_JOB (the limit is {STALL:.0f} s" in stall[0]["description"], stall
-        resumed = _wait("the resume", lambda: [e for e in service.history(job_id)
-                                               if "resumed (1 of" in e["description"]], 40)
+        resumed = _wait(
+            "the resume", lambda: [e for e in service.history(job_id) if "resumed (1 of" in e["description"]], 40
+        )
         assert "Lifecycle run ended by airjobs: no progress for" in resumed[0]["description"], resumed
         run = admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json()
         assert run["state"] == "queued", run  # the new run, its stage task done already
@@ -243,7 +270,12 @@ def test_a_job_that_makes_no_progress_is_resumed_once_then_fails(service, admin,
         job = _wait_status(service, job_id, TERMINAL, IDLE_FACTOR * STALL + 40)
         assert job["status"] == "FAILED" and "also after its lifecycle run was restarted" in job["message"], job
         assert [e["status"] for e in service.history(job_id)] == [
-            "PENDING", "STAGED", "STAGING_JOB", "STAGING_JOB", "FAILED"]
+            "PENDING",
+            "STAGED",
+            "STAGING_JOB",
+            "STAGING_JOB",
+            "FAILED",
+        ]
         _wait("the run to end", lambda: admin.get(f"/dags/{DAG}/dagRuns/{job_id}").json()["state"] == "failed", 20)
     finally:
         admin.patch(f"/dags/{DAG}", json={"is_paused": False})

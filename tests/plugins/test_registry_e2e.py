@@ -21,18 +21,38 @@ AGAVE_SYSTEM = {
     "executionType": "HPC",
     "scratchDir": "/scratch",
     "workDir": "/work",
-    "login": {"host": "login.example.org", "port": 22, "protocol": "SSH",
-              "auth": {"username": "bob", "password": "changeit", "type": "PASSWORD"}},
-    "storage": {"host": "login.example.org", "port": 22, "protocol": "SFTP", "rootDir": "/",
-                "homeDir": "/home/bob", "auth": {"username": "bob", "password": "changeit", "type": "PASSWORD"}},
+    "login": {
+        "host": "login.example.org",
+        "port": 22,
+        "protocol": "SSH",
+        "auth": {"username": "bob", "password": "changeit", "type": "PASSWORD"},
+    },
+    "storage": {
+        "host": "login.example.org",
+        "port": 22,
+        "protocol": "SFTP",
+        "rootDir": "/",
+        "homeDir": "/home/bob",
+        "auth": {"username": "bob", "password": "changeit", "type": "PASSWORD"},
+    },
     "maxSystemJobs": 100,
     "maxSystemJobsPerUser": 10,
     "scheduler": "SLURM",
     "environment": "",
     "startupScript": "./bashrc",
-    "queues": [{"name": "normal", "maxJobs": 100, "maxUserJobs": 10, "maxNodes": 128, "maxMemoryPerNode": "2GB",
-                "maxProcessorsPerNode": 16, "maxRequestedTime": "24:00:00", "customDirectives": "",
-                "default": True}],
+    "queues": [
+        {
+            "name": "normal",
+            "maxJobs": 100,
+            "maxUserJobs": 10,
+            "maxNodes": 128,
+            "maxMemoryPerNode": "2GB",
+            "maxProcessorsPerNode": 16,
+            "maxRequestedTime": "24:00:00",
+            "customDirectives": "",
+            "default": True,
+        }
+    ],
 }
 
 AGAVE_APP = {
@@ -51,12 +71,21 @@ AGAVE_APP = {
     "defaultMaxRunTime": "01:00:00",
     "label": "Word count",
     "modules": ["load python"],
-    "inputs": [{"id": "query1", "value": {"default": "", "required": True, "visible": True},
-                "details": {"label": "File to count words in"},
-                "semantics": {"minCardinality": 1, "maxCardinality": 1}}],
-    "parameters": [{"id": "printLongestLine", "value": {"default": False, "type": "bool", "visible": True,
-                                                         "required": False},
-                    "details": {"label": "Print the longest line", "argument": "-L ", "showArgument": True}}],
+    "inputs": [
+        {
+            "id": "query1",
+            "value": {"default": "", "required": True, "visible": True},
+            "details": {"label": "File to count words in"},
+            "semantics": {"minCardinality": 1, "maxCardinality": 1},
+        }
+    ],
+    "parameters": [
+        {
+            "id": "printLongestLine",
+            "value": {"default": False, "type": "bool", "visible": True, "required": False},
+            "details": {"label": "Print the longest line", "argument": "-L ", "showArgument": True},
+        }
+    ],
     "outputs": [],
 }
 
@@ -84,8 +113,13 @@ def test_non_admin_registers_an_agave_system_and_app(service):
     with service.client("alice") as c:  # private to bob
         assert c.get("/apps/v2/bob-wc-1.00").status_code == 404
         assert c.get("/systems/v2/bob.cluster.example.org").status_code == 404
-        assert c.post("/systems/v2", json={**AGAVE_SYSTEM, "login": {**AGAVE_SYSTEM["login"], "auth": None,
-                                                                        "connectionId": "x"}}).status_code == 403
+        assert (
+            c.post(
+                "/systems/v2",
+                json={**AGAVE_SYSTEM, "login": {**AGAVE_SYSTEM["login"], "auth": None, "connectionId": "x"}},
+            ).status_code
+            == 403
+        )
         r = c.post("/jobs/v2", json={"name": "x", "appId": "bob-wc-1.00", "inputs": {"query1": "a.txt"}})
         assert r.status_code == 400 and "No app found matching bob-wc-1.00" in r.json()["message"]
 
@@ -102,8 +136,14 @@ def test_registering_with_a_missing_connection_is_a_clear_400(service):
 
 def test_an_existing_connection_is_used_by_name(service):
     headers = {"Authorization": f"Bearer {service.airflow_token()}"}
-    conn = {"connection_id": f"bob-ssh-{time.time_ns()}", "conn_type": "ssh", "host": "h.example.org",
-            "login": "bob", "port": 22, "extra": '{"airjobs_users": ["bob"]}'}  # an admin assigns it to bob
+    conn = {
+        "connection_id": f"bob-ssh-{time.time_ns()}",
+        "conn_type": "ssh",
+        "host": "h.example.org",
+        "login": "bob",
+        "port": 22,
+        "extra": '{"airjobs_users": ["bob"]}',
+    }  # an admin assigns it to bob
     assert httpx.post(f"{service.base}/api/v2/connections", json=conn, headers=headers).status_code == 201
     body = copy.deepcopy(AGAVE_SYSTEM)
     body.update(id="bob.third.example.org")
@@ -127,8 +167,16 @@ def test_default_storage_per_user_and_app_rules(service):
         assert r.status_code == 200, r.text
         systems = {s["id"]: s for s in c.get("/systems/v2", params={"type": "STORAGE"}).json()["result"]}
         assert systems["demo-storage"]["default"] is True and "demo-fork" not in systems
-        r = c.post("/apps/v2", json={**AGAVE_APP, "name": "on-fork", "executionSystem": "demo-fork",
-                                     "executionType": "CLI", "defaultQueue": None})
+        r = c.post(
+            "/apps/v2",
+            json={
+                **AGAVE_APP,
+                "name": "on-fork",
+                "executionSystem": "demo-fork",
+                "executionType": "CLI",
+                "defaultQueue": None,
+            },
+        )
         assert r.status_code == 403 and "service's own host" in r.json()["message"]
         r = c.post("/apps/v2", json={**AGAVE_APP, "version": "x"})
         assert r.status_code == 400 and "version" in r.json()["message"]

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from airjobs import registry, transports
-
 from conftest import process_alive
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +93,7 @@ def test_job_runs_unprivileged_with_a_clean_environment_and_is_archived(service,
     job = service.wait_terminal(job_id)
     assert job["status"] == "FINISHED", job
     with service.client("alice") as c:
+
         def out(name: str) -> str:
             r = c.get(f"/jobs/v2/{job_id}/outputs/media/{name}")
             assert r.status_code == 200, (name, r.status_code, r.text)
@@ -104,8 +104,10 @@ def test_job_runs_unprivileged_with_a_clean_environment_and_is_archived(service,
         uid, groups = int(out("uid.txt")), out("groups.txt").split()
         rcs = {n: int(out(f"{n}.rc")) for n in ("secrets", "other", "varlist", "pglist", "storagelist")}
         leaked = {n: out(f"{n}.txt") for n in ("secrets", "other")}
-    assert job["archivePath"] and not Path(registry.get_system("demo-fork")["storage"]["rootDir"]
-                                           + job["outputPath"]).exists(), "the work directory is removed"
+    assert (
+        job["archivePath"]
+        and not Path(registry.get_system("demo-fork")["storage"]["rootDir"] + job["outputPath"]).exists()
+    ), "the work directory is removed"
 
     # the service's environment never reaches the job, whoever the service runs as
     assert not [k for k in env if k.startswith("AIRFLOW")], sorted(env)

@@ -57,8 +57,10 @@ def _complete(document: dict) -> bool:
     for ops in document.get("paths", {}).values():
         for method, op in ops.items():
             if method in ("get", "put", "post", "delete", "head", "patch", "options") and not any(
-                    media.get("schema") for response in op.get("responses", {}).values()
-                    for media in (response.get("content") or {}).values()):
+                media.get("schema")
+                for response in op.get("responses", {}).values()
+                for media in (response.get("content") or {}).values()
+            ):
                 return False
     return True
 
@@ -91,8 +93,11 @@ def _clean_up(service) -> dict[str, int]:
                     done[kind] += 1
         deadline = time.monotonic() + 60
         while True:  # a kill is a transition to STOPPED; one that raced with the job's own end leaves it ended
-            active = [j["id"] for j in c.get("/jobs/v2", params={"limit": 1000}).json()["result"]
-                      if j["status"] not in ("FINISHED", "FAILED", "STOPPED", "KILLED")]
+            active = [
+                j["id"]
+                for j in c.get("/jobs/v2", params={"limit": 1000}).json()["result"]
+                if j["status"] not in ("FINISHED", "FAILED", "STOPPED", "KILLED")
+            ]
             if not active or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -105,33 +110,55 @@ def _summary(output: str) -> str:
     start = output.rfind("=== SUMMARY ===")
     if start < 0:
         return output[-6000:]
-    return output[output.rfind("\n", 0, start) + 1:]
+    return output[output.rfind("\n", 0, start) + 1 :]
 
 
 def test_schemathesis_against_the_live_service(service, tmp_path, capsys):
     assert USER in USERS and USERS[USER][1] == "Agave User"
     token = service.token(USER)
-    document = httpx.get(f"{service.base}/jobs/v2/openapi.json", timeout=30,
-                         verify=getattr(service, "verify", True)).json()
+    document = httpx.get(
+        f"{service.base}/jobs/v2/openapi.json", timeout=30, verify=getattr(service, "verify", True)
+    ).json()
     complete = _complete(document)
     junit, report, counts = tmp_path / "junit.xml", tmp_path / "report.json", tmp_path / "counts.json"
-    cmd = [_schemathesis(), "--config-file", str(FUZZ / "schemathesis.toml"), "run",
-           f"{service.base}/jobs/v2/openapi.json", "--url", service.base, "--seed", SEED, "--no-color",
-           "--report", "junit,json", "--report-junit-path", str(junit), "--report-json-path", str(report)]
+    cmd = [
+        _schemathesis(),
+        "--config-file",
+        str(FUZZ / "schemathesis.toml"),
+        "run",
+        f"{service.base}/jobs/v2/openapi.json",
+        "--url",
+        service.base,
+        "--seed",
+        SEED,
+        "--no-color",
+        "--report",
+        "junit,json",
+        "--report-junit-path",
+        str(junit),
+        "--report-json-path",
+        str(report),
+    ]
     if getattr(service, "ca", None):  # an HTTPS service with its own (self-signed) certificate
         cmd += ["--tls-verify", service.ca]
     if os.environ.get("AIRJOBS_FUZZ_MAX_EXAMPLES"):
         cmd += ["--max-examples", os.environ["AIRJOBS_FUZZ_MAX_EXAMPLES"]]
     if not complete:
         cmd += ["--exclude-checks", ",".join(INCOMPLETE_DOCUMENT_EXCLUDES)]
-    env = {**os.environ, "AIRJOBS_FUZZ_TOKEN": token, "AIRJOBS_FUZZ_USER": USER,
-           "AIRJOBS_FUZZ_PASSWORD": USERS[USER][0], "AIRJOBS_FUZZ_COUNTS": str(counts),
-           "AIRJOBS_FUZZ_HOOKS": str(FUZZ / "st_hooks.py"), "NO_COLOR": "1", "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "AIRJOBS_FUZZ_TOKEN": token,
+        "AIRJOBS_FUZZ_USER": USER,
+        "AIRJOBS_FUZZ_PASSWORD": USERS[USER][0],
+        "AIRJOBS_FUZZ_COUNTS": str(counts),
+        "AIRJOBS_FUZZ_HOOKS": str(FUZZ / "st_hooks.py"),
+        "NO_COLOR": "1",
+        "COLUMNS": "120",
+    }
     started = time.monotonic()
     try:
         # cwd: schemathesis and hypothesis keep their caches (.schemathesis, .hypothesis) in the working directory
-        proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     finally:
         cleaned = _clean_up(service)
     elapsed = time.monotonic() - started
@@ -146,20 +173,27 @@ def test_schemathesis_against_the_live_service(service, tmp_path, capsys):
     errors = sum(e["count"] for e in verdict["errors"])
     cases = verdict["test_cases"]
     with capsys.disabled():
-        print(f"\n---- schemathesis {verdict['schemathesis_version']}: {service.base}/jobs/v2/openapi.json "
-              f"({'complete' if complete else 'INCOMPLETE: not checked: ' + ', '.join(INCOMPLETE_DOCUMENT_EXCLUDES)}"
-              f"), seed {verdict['seed']}, {elapsed:.0f}s, full output in {log}")
+        print(
+            f"\n---- schemathesis {verdict['schemathesis_version']}: {service.base}/jobs/v2/openapi.json "
+            f"({'complete' if complete else 'INCOMPLETE: not checked: ' + ', '.join(INCOMPLETE_DOCUMENT_EXCLUDES)}"
+            f"), seed {verdict['seed']}, {elapsed:.0f}s, full output in {log}"
+        )
         print(_summary(output).rstrip() if failures == 0 and errors == 0 else output[-20000:].rstrip())
-        print(f"---- requests sent per phase: {json.dumps(sent['requests'])}, total {sent['total']}; "
-              f"statuses {json.dumps(sent['statuses'])}; slowest {json.dumps(sent.get('slowest'))}")
-        print(f"---- test cases: {cases['generated']} generated, {cases['with_failures']} with failures, "
-              f"{cases['errored']} errored; failures {failures}, errors {errors}; phases "
-              f"{json.dumps({p: v['status'] for p, v in (verdict['phases'] or {}).items()})}; "
-              f"clean-up {json.dumps(cleaned)}")
+        print(
+            f"---- requests sent per phase: {json.dumps(sent['requests'])}, total {sent['total']}; "
+            f"statuses {json.dumps(sent['statuses'])}; slowest {json.dumps(sent.get('slowest'))}"
+        )
+        print(
+            f"---- test cases: {cases['generated']} generated, {cases['with_failures']} with failures, "
+            f"{cases['errored']} errored; failures {failures}, errors {errors}; phases "
+            f"{json.dumps({p: v['status'] for p, v in (verdict['phases'] or {}).items()})}; "
+            f"clean-up {json.dumps(cleaned)}"
+        )
 
     assert verdict["complete"] and verdict["stop_reason"] == "completed", verdict["stop_reason"]
-    assert failures == 0 and errors == 0 and cases["errored"] == 0, \
+    assert failures == 0 and errors == 0 and cases["errored"] == 0, (
         f"{failures} failures, {errors} errors: {json.dumps(verdict['failures'] + verdict['errors'], indent=1)}"
+    )
     assert proc.returncode == 0, f"schemathesis exited {proc.returncode}"
     assert sent["total"] >= MIN_REQUESTS, f"only {sent['total']} requests sent (at least {MIN_REQUESTS} wanted)"
     assert not any(k.startswith("5") for k in sent["statuses"]), sent["statuses"]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from airjobs import registry
-from conftest import install_probe_app, read_infra, ssh_connection
+from conftest import install_probe_app, ssh_connection
 
 pytestmark = pytest.mark.e2e
 
@@ -28,23 +28,66 @@ def slurm_system(service):
     infra = ssh_connection(service, "airjobs-test-ssh")
     host, port = infra["AIRJOBS_SSH_HOST"], int(infra["AIRJOBS_SSH_PORT"])
     home = f"/home/{infra['AIRJOBS_SSH_USER']}"
-    common = {"login": {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-test-ssh"},
-              "storage": {"protocol": "SFTP", "host": host, "port": port, "connectionId": "airjobs-test-ssh",
-                          "rootDir": home, "homeDir": "/"}}
-    registry.put_system({"id": STORAGE, "name": "SFTP on the test host", "type": "STORAGE", "public": True,
-                         "publishedPaths": ["/inputs"], "storage": common["storage"]}, "admin")
+    common = {
+        "login": {"protocol": "SSH", "host": host, "port": port, "connectionId": "airjobs-test-ssh"},
+        "storage": {
+            "protocol": "SFTP",
+            "host": host,
+            "port": port,
+            "connectionId": "airjobs-test-ssh",
+            "rootDir": home,
+            "homeDir": "/",
+        },
+    }
+    registry.put_system(
+        {
+            "id": STORAGE,
+            "name": "SFTP on the test host",
+            "type": "STORAGE",
+            "public": True,
+            "publishedPaths": ["/inputs"],
+            "storage": common["storage"],
+        },
+        "admin",
+    )
     partitions = infra["AIRJOBS_SLURM_PARTITIONS"].split(",")
-    registry.put_system({
-        "id": SYSTEM, "name": "single-node SLURM", "type": "EXECUTION", "executionType": "HPC",
-        "scheduler": "SLURM", "public": True, **common, "workDir": "/slurm-work",
-        "startupScript": "~/fakes/slurm-count/env.sh",
-        "queues": [{"name": "debug", "mappedName": partitions[0], "default": True, "maxJobs": 1000,
-                    "maxUserJobs": 1000, "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
-                    "maxRequestedTime": "01:00:00"},
-                   {"name": "nowhere", "mappedName": "no-such-partition", "maxJobs": 10, "maxUserJobs": 10,
-                    "maxNodes": 1, "maxProcessorsPerNode": 1, "maxMemoryPerNode": "1GB",
-                    "maxRequestedTime": "01:00:00"}],
-    }, "admin")
+    registry.put_system(
+        {
+            "id": SYSTEM,
+            "name": "single-node SLURM",
+            "type": "EXECUTION",
+            "executionType": "HPC",
+            "scheduler": "SLURM",
+            "public": True,
+            **common,
+            "workDir": "/slurm-work",
+            "startupScript": "~/fakes/slurm-count/env.sh",
+            "queues": [
+                {
+                    "name": "debug",
+                    "mappedName": partitions[0],
+                    "default": True,
+                    "maxJobs": 1000,
+                    "maxUserJobs": 1000,
+                    "maxNodes": 1,
+                    "maxProcessorsPerNode": 1,
+                    "maxMemoryPerNode": "1GB",
+                    "maxRequestedTime": "01:00:00",
+                },
+                {
+                    "name": "nowhere",
+                    "mappedName": "no-such-partition",
+                    "maxJobs": 10,
+                    "maxUserJobs": 10,
+                    "maxNodes": 1,
+                    "maxProcessorsPerNode": 1,
+                    "maxMemoryPerNode": "1GB",
+                    "maxRequestedTime": "01:00:00",
+                },
+            ],
+        },
+        "admin",
+    )
     install_probe_app("slurm-probe", SYSTEM, "debug")
     # an input file on the SFTP storage system
     subprocess.run(["install", "-d", "-o", infra["AIRJOBS_SSH_USER"], f"{home}/inputs", f"{home}/gates"], check=True)
@@ -94,8 +137,11 @@ def web(tmp_path_factory):
 
 
 def test_a_job_with_sftp_and_http_inputs_runs_through_slurm(service, slurm_system, web):
-    job_id = _submit(service, inputs={"textFile": [f"agave://{STORAGE}/inputs/poem.txt", f"{web}/web.txt"]},
-                     parameters={"seconds": 3})
+    job_id = _submit(
+        service,
+        inputs={"textFile": [f"agave://{STORAGE}/inputs/poem.txt", f"{web}/web.txt"]},
+        parameters={"seconds": 3},
+    )
     job = service.wait_terminal(job_id, timeout=120)
     assert job["status"] == "FINISHED", job.get("message")
     assert job["exitCode"] == 0 and job["localId"].isdigit()
@@ -113,8 +159,9 @@ def test_a_job_with_sftp_and_http_inputs_runs_through_slurm(service, slurm_syste
     assert staged[f"agave://{STORAGE}/inputs/poem.txt"]["size"] == 44
     assert f"SLURM job {job['localId']}" in open(f"{work}/where.txt").read()
     # SLURM itself ran it: its accounting knows the job and its exit code
-    assert slurm(slurm_system, "sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j",
-                 job["localId"]).split("|")[1:] == ["COMPLETED", "0:0\n"]
+    assert slurm(slurm_system, "sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", job["localId"]).split(
+        "|"
+    )[1:] == ["COMPLETED", "0:0\n"]
 
 
 def test_an_app_exiting_3_ends_failed_with_exit_code_3(service, slurm_system):
@@ -157,9 +204,12 @@ def test_max_run_time_exceeded_is_killed_by_the_service(service, slurm_system):
 def _airflow_count(service, **params) -> int:
     import httpx
 
-    r = httpx.get(f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/~/taskInstances",
-                  params={"limit": 1, **params}, headers={"Authorization": f"Bearer {service.airflow_token()}"},
-                  timeout=60)
+    r = httpx.get(
+        f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/~/taskInstances",
+        params={"limit": 1, **params},
+        headers={"Authorization": f"Bearer {service.airflow_token()}"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     return r.json()["total_entries"]
 
@@ -232,8 +282,7 @@ def test_outputs_of_a_slurm_job_over_sftp_while_running_and_after(service, slurm
         assert part.status_code == 206 and part.content == text.encode()[3:6]
         tail = c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt", headers={"Range": "bytes=-4"})
         assert tail.status_code == 206 and tail.content == b"dog\n"
-        assert c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt",
-                     headers={"Range": "bytes=44-"}).status_code == 416
+        assert c.get(f"/jobs/v2/{job_id}/outputs/media/poem.txt", headers={"Range": "bytes=44-"}).status_code == 416
         listing = {f["name"]: f for f in c.get(f"/jobs/v2/{job_id}/outputs/listings").json()["result"]}
         assert listing["poem.txt"]["length"] == 44 and listing["poem.txt"]["type"] == "file"
     job = service.wait_terminal(job_id, timeout=120)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from airjobs import registry, store
 
 pytestmark = pytest.mark.e2e
@@ -17,21 +18,52 @@ TEMPLATE = "sleep ${sleep} 0\nprintf '%s\\n' ${word} ${count} ${level} ${fast} $
 @pytest.fixture(scope="module")
 def limits(service):
     fork = dict(registry.get_system("demo-fork"))
-    fork.update(id="limits-fork", queues=[
-        {"name": "small", "default": True, "maxJobs": -1, "maxUserJobs": -1, "maxNodes": 1,
-         "maxProcessorsPerNode": 2, "maxMemoryPerNode": "2GB", "maxRequestedTime": "00:30:00"},
-        {"name": "big", "maxJobs": -1, "maxUserJobs": -1, "maxNodes": 4, "maxProcessorsPerNode": 8,
-         "maxMemoryPerNode": "16GB", "maxRequestedTime": "24:00:00"},
-        {"name": "capped", "maxJobs": -1, "maxUserJobs": 1, "maxNodes": 1, "maxProcessorsPerNode": 1,
-         "maxMemoryPerNode": "1GB", "maxRequestedTime": "01:00:00"},
-    ])
+    fork.update(
+        id="limits-fork",
+        queues=[
+            {
+                "name": "small",
+                "default": True,
+                "maxJobs": -1,
+                "maxUserJobs": -1,
+                "maxNodes": 1,
+                "maxProcessorsPerNode": 2,
+                "maxMemoryPerNode": "2GB",
+                "maxRequestedTime": "00:30:00",
+            },
+            {
+                "name": "big",
+                "maxJobs": -1,
+                "maxUserJobs": -1,
+                "maxNodes": 4,
+                "maxProcessorsPerNode": 8,
+                "maxMemoryPerNode": "16GB",
+                "maxRequestedTime": "24:00:00",
+            },
+            {
+                "name": "capped",
+                "maxJobs": -1,
+                "maxUserJobs": 1,
+                "maxNodes": 1,
+                "maxProcessorsPerNode": 1,
+                "maxMemoryPerNode": "1GB",
+                "maxRequestedTime": "01:00:00",
+            },
+        ],
+    )
     registry.put_system(fork, "admin")
     from conftest import install_app
 
-    install_app("limits", TEMPLATE, execution_system="limits-fork",
+    install_app(
+        "limits",
+        TEMPLATE,
+        execution_system="limits-fork",
         inputs=[
-            {"id": "data", "value": {"required": True, "validator": r"\.txt$"},
-             "semantics": {"minCardinality": 1, "maxCardinality": 2}},
+            {
+                "id": "data",
+                "value": {"required": True, "validator": r"\.txt$"},
+                "semantics": {"minCardinality": 1, "maxCardinality": 2},
+            },
             {"id": "opt", "value": {"required": False}},
             {"id": "fixed", "value": {"visible": False, "default": ZEN}},
         ],
@@ -42,8 +74,11 @@ def limits(service):
             {"id": "fast", "value": {"type": "bool", "required": False}},
             {"id": "debug", "value": {"type": "flag", "required": False}, "details": {"argument": "--debug"}},
             {"id": "hidden", "value": {"type": "string", "visible": False, "default": "h"}},
-            {"id": "multi", "value": {"type": "string", "required": False},
-             "semantics": {"minCardinality": 2, "maxCardinality": 3}},
+            {
+                "id": "multi",
+                "value": {"type": "string", "required": False},
+                "semantics": {"minCardinality": 2, "maxCardinality": 3},
+            },
             {"id": "sleep", "value": {"type": "number", "required": False, "default": 0}},
         ],
     )
@@ -81,8 +116,13 @@ CASES = [
     ("executionSystem same", {"executionSystem": "limits-fork"}, 201, None, {"executionSystem": "limits-fork"}),
     ("batchQueue unknown", {"batchQueue": "gpu"}, 400, "batchQueue", None),
     ("queue alias", {"queue": "big"}, 201, None, {"batchQueue": "big"}),
-    ("default queue when it fits", {}, 201, None, {"batchQueue": "small", "memoryPerNode": 2.0,
-                                                   "maxRunTime": "00:30:00"}),
+    (
+        "default queue when it fits",
+        {},
+        201,
+        None,
+        {"batchQueue": "small", "memoryPerNode": 2.0, "maxRunTime": "00:30:00"},
+    ),
     ("nodeCount 0", {"nodeCount": 0}, 400, "nodeCount", None),
     ("nodeCount -1", {"nodeCount": -1}, 400, "nodeCount", None),
     ("nodeCount text", {"nodeCount": "abc"}, 400, "nodeCount", None),
@@ -94,18 +134,33 @@ CASES = [
     ("processorsPerNode over every queue", {"processorsPerNode": 9}, 400, "9 processors", None),
     ("memoryPerNode text", {"memoryPerNode": "lots"}, 400, "memoryPerNode", None),
     ("memoryPerNode negative", {"memoryPerNode": "-5GB"}, 400, "memoryPerNode", None),
-    ("memoryPerNode picks a bigger queue", {"memoryPerNode": "4GB"}, 201, None, {"batchQueue": "big",
-                                                                               "memoryPerNode": 4.0}),
+    (
+        "memoryPerNode picks a bigger queue",
+        {"memoryPerNode": "4GB"},
+        201,
+        None,
+        {"batchQueue": "big", "memoryPerNode": 4.0},
+    ),
     ("maxMemory alias over every queue", {"maxMemory": "32GB"}, 400, "No queue found", None),
     ("memoryPerNode plain number is GB", {"memoryPerNode": 1}, 201, None, {"memoryPerNode": 1.0}),
     ("memoryPerNode MB", {"memoryPerNode": "512MB"}, 201, None, {"memoryPerNode": 0.5}),
     ("maxRunTime short form", {"maxRunTime": "1:00"}, 400, "maxRunTime", None),
     ("maxRunTime 61 minutes", {"maxRunTime": "00:61:00"}, 400, "maxRunTime", None),
     # the smallest queue that fits: capped (1 node, 1 GB, 1 processor, 1 h) sorts before big
-    ("requestedTime alias picks the smallest queue that fits", {"requestedTime": "01:00:00"}, 201, None,
-     {"batchQueue": "capped", "maxRunTime": "01:00:00"}),
-    ("requestedTime over capped picks big", {"requestedTime": "02:00:00"}, 201, None,
-     {"batchQueue": "big", "maxRunTime": "02:00:00"}),
+    (
+        "requestedTime alias picks the smallest queue that fits",
+        {"requestedTime": "01:00:00"},
+        201,
+        None,
+        {"batchQueue": "capped", "maxRunTime": "01:00:00"},
+    ),
+    (
+        "requestedTime over capped picks big",
+        {"requestedTime": "02:00:00"},
+        201,
+        None,
+        {"batchQueue": "big", "maxRunTime": "02:00:00"},
+    ),
     ("maxRunTime over every queue", {"maxRunTime": "25:00:00"}, 400, "25:00:00", None),
     ("maxRunTime over named queue", {"maxRunTime": "00:31:00", "batchQueue": "small"}, 400, "No queue found", None),
     ("archive not boolean", {"archive": "maybe"}, 400, "archive", None),
@@ -113,8 +168,13 @@ CASES = [
     ("archive default true", {"archive": DROP}, 201, None, {"archive": True}),
     ("archiveSystem unknown", {"archive": True, "archiveSystem": "nowhere"}, 400, "archiveSystem", None),
     ("archiveSystem not storage", {"archive": True, "archiveSystem": "demo-fork"}, 400, "archiveSystem", None),
-    ("archivePath macros", {"archive": True, "archivePath": "${JOB_OWNER}/runs/${APP_ID}/${BATCH_QUEUE}"}, 201,
-     None, {"archivePath": "alice/runs/limits-1.0/small"}),
+    (
+        "archivePath macros",
+        {"archive": True, "archivePath": "${JOB_OWNER}/runs/${APP_ID}/${BATCH_QUEUE}"},
+        201,
+        None,
+        {"archivePath": "alice/runs/limits-1.0/small"},
+    ),
     ("archivePath escapes", {"archive": True, "archivePath": "alice/../../etc"}, 400, "archivePath", None),
     ("archivePath not text", {"archive": True, "archivePath": 12}, 400, "archivePath", None),
     ("archiveOnAppError not boolean", {"archiveOnAppError": "x"}, 400, "archiveOnAppError", None),
@@ -123,8 +183,13 @@ CASES = [
     ("parameters not object", {"parameters": "a"}, 400, "parameters", None),
     ("input missing", {"inputs": {}}, 400, "No input specified for data", None),
     ("input too many", {"inputs": {"data": [ZEN, ZEN, ZEN]}}, 400, "data may have at most 2", None),
-    ("input semicolon list", {"inputs": {"data": f"{ZEN};{ZEN}"}}, 201, None, {"inputs": {"data": [ZEN, ZEN],
-                                                                                         "fixed": [ZEN]}}),
+    (
+        "input semicolon list",
+        {"inputs": {"data": f"{ZEN};{ZEN}"}},
+        201,
+        None,
+        {"inputs": {"data": [ZEN, ZEN], "fixed": [ZEN]}},
+    ),
     ("input validator", {"inputs": {"data": "agave://demo-storage/samples/x.csv"}}, 400, "data", None),
     ("hidden input set", {"inputs": {"data": ZEN, "fixed": ZEN}}, 400, "fixed", None),
     ("unknown input", {"inputs": {"data": ZEN, "other": ZEN}}, 400, "other", None),
@@ -176,8 +241,10 @@ def test_max_user_jobs_counts_active_jobs(service, limits):
         assert first.status_code == 201, first.text
         before = store.count_jobs()
         second = c.post("/jobs/v2", json=body(batchQueue="capped"))
-        assert second.status_code == 400 and "queue capped allows at most 1 active jobs per user" in \
-            second.json()["message"]
+        assert (
+            second.status_code == 400
+            and "queue capped allows at most 1 active jobs per user" in second.json()["message"]
+        )
         assert store.count_jobs() == before
     with service.client("bob") as c:  # another user's quota is separate
         other = c.post("/jobs/v2", json=body(batchQueue="capped"))

@@ -72,9 +72,12 @@ def _stuck_transactions(older_than: float) -> list[tuple]:
     conn = psycopg2.connect(host=str((VAR / "pg").resolve()), dbname="postgres", user="postgres", connect_timeout=5)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pid, backend_start, now() - state_change, left(query, 120) FROM pg_stat_activity "
-                        "WHERE datname = 'airflow' AND state = 'idle in transaction' "
-                        "AND now() - state_change > make_interval(secs => %s)", (older_than,))
+            cur.execute(
+                "SELECT pid, backend_start, now() - state_change, left(query, 120) FROM pg_stat_activity "
+                "WHERE datname = 'airflow' AND state = 'idle in transaction' "
+                "AND now() - state_change > make_interval(secs => %s)",
+                (older_than,),
+            )
             return cur.fetchall()
     finally:
         conn.close()
@@ -95,8 +98,10 @@ def _until(what: str, check, timeout: float, every: float = 0.5):
 
 def _healthy(service) -> bool:
     health = httpx.get(f"{service.base}/api/v2/monitor/health", timeout=10).json()
-    return all((health.get(k) or {}).get("status") == "healthy"
-               for k in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+    return all(
+        (health.get(k) or {}).get("status") == "healthy"
+        for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    )
 
 
 def _submit(service, body: dict) -> str:
@@ -116,8 +121,9 @@ def _job(service, job_id: str) -> dict | None:
 
 
 def _ended(service, job_id: str, timeout: float) -> dict:
-    return _until(f"job {job_id} ending", lambda: (j := _job(service, job_id)) and j["status"] in TERMINAL and j,
-                  timeout, every=1)
+    return _until(
+        f"job {job_id} ending", lambda: (j := _job(service, job_id)) and j["status"] in TERMINAL and j, timeout, every=1
+    )
 
 
 def test_a_killed_database_is_restarted_and_the_service_works_again(service):
@@ -149,12 +155,20 @@ def test_a_killed_database_is_restarted_and_the_service_works_again(service):
 
 
 def test_a_killed_scheduler_is_restarted_after_its_workers_and_task_processes_are_gone(service):
-    install_app("supnap", "sleep ${seconds}\n", parameters=[
-        {"id": "seconds", "value": {"type": "number", "default": 6, "required": False, "validator": "^[0-9]{1,3}$"}}])
-    long_job = _submit(service, {"name": "sup-long", "appId": "supnap-1.0", "archive": False,
-                                 "parameters": {"seconds": 45}})
-    jobs = [_submit(service, {"name": f"sup-{i}", "appId": "supnap-1.0", "archive": True,
-                              "parameters": {"seconds": 6}}) for i in range(6)]
+    install_app(
+        "supnap",
+        "sleep ${seconds}\n",
+        parameters=[
+            {"id": "seconds", "value": {"type": "number", "default": 6, "required": False, "validator": "^[0-9]{1,3}$"}}
+        ],
+    )
+    long_job = _submit(
+        service, {"name": "sup-long", "appId": "supnap-1.0", "archive": False, "parameters": {"seconds": 45}}
+    )
+    jobs = [
+        _submit(service, {"name": f"sup-{i}", "appId": "supnap-1.0", "archive": True, "parameters": {"seconds": 6}})
+        for i in range(6)
+    ]
     _until("the long job running", lambda: (_job(service, long_job) or {}).get("status") == "RUNNING", 90)
     job_pid = int(_job(service, long_job)["localId"])
     assert process_alive(job_pid)

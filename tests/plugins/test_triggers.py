@@ -4,6 +4,7 @@ status check per cycle, and a job killed elsewhere ends its trigger without a re
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import tempfile
 import time
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from airjobs import checks, registry, remote, steps, store, submission
-from airjobs.steps import monitor, stage, submit
 from airjobs.lifecycle import transition
 from airjobs.statuses import JobStatus
+from airjobs.steps import monitor, stage, submit
 from airjobs_airflow.triggers import MAX_CHECK_FAILURES, JobStatusTrigger, SystemPoller
 from conftest import install_app
 
@@ -24,8 +25,9 @@ def _job(owner: str, seconds: float, gate: Path | None = None) -> str:
     wait = f"while [ ! -e {gate} ]; do sleep 0.05; done" if gate else f"sleep {seconds}"
     app = "napper-gated" if gate else "napper"
     install_app(app, f"{wait}\necho rested > rested.txt\n")
-    job, _ = store.create_job(submission.build_job({"name": "nap", "appId": f"{app}-1.0", "archive": False}, owner),
-                              created_by=owner)
+    job, _ = store.create_job(
+        submission.build_job({"name": "nap", "appId": f"{app}-1.0", "archive": False}, owner), created_by=owner
+    )
     steps.run_step("stage", job.id, stage.stage)
     steps.run_step("submit", job.id, submit.submit)
     return job.id
@@ -92,16 +94,31 @@ def unreachable_job(pg, monkeypatch):
     """A RUNNING job on a FORK system whose SSH host refuses connections (its Airflow Connection from the
     environment, as Airflow reads them)."""
     port = _closed_port()
-    monkeypatch.setenv("AIRFLOW_CONN_AJT_UNREACHABLE",
-                       '{"conn_type": "ssh", "host": "127.0.0.1", "port": %d, "login": "nobody"}' % port)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AJT_UNREACHABLE",
+        json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "port": port, "login": "nobody"}),
+    )
     ssh = {"protocol": "SSH", "host": "127.0.0.1", "port": port, "connectionId": "ajt_unreachable"}
-    registry.put_system({"id": "unreachable.ssh", "name": "a host that is down", "type": "EXECUTION",
-                         "executionType": "CLI", "scheduler": "FORK", "public": True, "login": ssh,
-                         "storage": {**ssh, "protocol": "SFTP", "rootDir": "/home/nobody", "homeDir": "/"},
-                         "workDir": "/work", "queues": [{"name": "normal", "default": True}]}, "admin")
+    registry.put_system(
+        {
+            "id": "unreachable.ssh",
+            "name": "a host that is down",
+            "type": "EXECUTION",
+            "executionType": "CLI",
+            "scheduler": "FORK",
+            "public": True,
+            "login": ssh,
+            "storage": {**ssh, "protocol": "SFTP", "rootDir": "/home/nobody", "homeDir": "/"},
+            "workDir": "/work",
+            "queues": [{"name": "normal", "default": True}],
+        },
+        "admin",
+    )
     install_app("far-away", "true\n", execution_system="unreachable.ssh")
-    job, _ = store.create_job(submission.build_job({"name": "far", "appId": "far-away-1.0", "archive": False},
-                                                   "poller-user"), created_by="poller-user")
+    job, _ = store.create_job(
+        submission.build_job({"name": "far", "appId": "far-away-1.0", "archive": False}, "poller-user"),
+        created_by="poller-user",
+    )
     transition(job.id, JobStatus.STAGED, "staged")
     transition(job.id, JobStatus.SUBMITTING, "submitting", work_path="/work/poller-user/far")
     transition(job.id, JobStatus.RUNNING, "running", local_id="4242")
@@ -109,14 +126,17 @@ def unreachable_job(pg, monkeypatch):
 
 
 def _contact(job_id: str) -> list[str]:
-    from airjobs.models import JobEvent
     from sqlalchemy import select
 
     from airjobs import db
+    from airjobs.models import JobEvent
 
     with db.session() as s:
-        return [d for d in s.scalars(select(JobEvent.description).where(JobEvent.job_id == job_id)
-                                     .order_by(JobEvent.id)) if "contact" in d.lower()]
+        return [
+            d
+            for d in s.scalars(select(JobEvent.description).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+            if "contact" in d.lower()
+        ]
 
 
 def test_an_unreachable_host_fails_its_jobs_only_after_the_configured_time(unreachable_job, monkeypatch):
@@ -133,7 +153,8 @@ def test_an_unreachable_host_fails_its_jobs_only_after_the_configured_time(unrea
 
     async def main():
         return await asyncio.wait_for(
-            _first_event(JobStatusTrigger(unreachable_job, "unreachable.ssh", min_wait=0)), 30)
+            _first_event(JobStatusTrigger(unreachable_job, "unreachable.ssh", min_wait=0)), 30
+        )
 
     started = time.monotonic()
     event = asyncio.run(main())
@@ -142,8 +163,11 @@ def test_an_unreachable_host_fails_its_jobs_only_after_the_configured_time(unrea
     assert len(calls) > 2 * MAX_CHECK_FAILURES and 5 <= took < 9, (len(calls), took)
     job = store.get_job(unreachable_job)
     assert event["done"] is True and job.status == "FAILED"
-    assert re.match(r"Execution system unreachable.ssh unreachable for [5-8] s: NoValidConnectionsError: .*"
-                    r"Unable to connect to port", job.message), job.message
+    assert re.match(
+        r"Execution system unreachable.ssh unreachable for [5-8] s: NoValidConnectionsError: .*"
+        r"Unable to connect to port",
+        job.message,
+    ), job.message
     lost = _contact(unreachable_job)
     assert len(lost) == 1 and lost[0].startswith("Lost contact with unreachable.ssh: NoValidConnectionsError"), lost
     assert "still trying (for up to 5 s)" in lost[0]

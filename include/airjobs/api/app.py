@@ -58,8 +58,14 @@ def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
 
 def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI:
     """The facade; ``logins`` throttles failed password logins (one per process by default)."""
-    app = FastAPI(title="airjobs: Agave v2 Jobs", version=SERVICE_VERSION, redirect_slashes=False,
-                  docs_url="/jobs/v2/docs", openapi_url="/jobs/v2/openapi.json", description=DESCRIPTION)
+    app = FastAPI(
+        title="airjobs: Agave v2 Jobs",
+        version=SERVICE_VERSION,
+        redirect_slashes=False,
+        docs_url="/jobs/v2/docs",
+        openapi_url="/jobs/v2/openapi.json",
+        description=DESCRIPTION,
+    )
     app.state.backend = backend
     app.state.logins = logins if logins is not None else LoginThrottle.from_env()
 
@@ -82,8 +88,12 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
     async def _database_away(request: Request, exc: Exception) -> Response:
         """The database went away (restarting) or is saturated: a 503 the client may retry, not a 500."""
         log.warning("database error on %s %s: %s", request.method, request.url.path, getattr(exc, "orig", exc))
-        return error(request, 503, "The service's database is unavailable for a moment; retry shortly.",
-                     headers={"Retry-After": "5"})
+        return error(
+            request,
+            503,
+            "The service's database is unavailable for a moment; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
 
     for away in (DBAPIError, DisconnectionError, PendingRollbackError, PoolTimeout):
         app.add_exception_handler(away, _database_away)

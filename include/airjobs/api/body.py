@@ -24,8 +24,8 @@ from fastapi import Request
 from starlette.datastructures import FormData
 
 from airjobs import submission
-from airjobs.jsonlimits import check_json_depth
 from airjobs.errors import BadRequest
+from airjobs.jsonlimits import check_json_depth
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 UPLOAD_FIELD = "fileToUpload"
@@ -58,14 +58,15 @@ def _job_json(raw: bytes) -> dict[str, Any]:
     return submission.parse_body(raw, "application/json")
 
 
-JOB = Kind("job request", lambda form: submission.from_form(_text_fields(form)), _job_json,
-           empty="the request body is empty.")
+JOB = Kind(
+    "job request", lambda form: submission.from_form(_text_fields(form)), _job_json, empty="the request body is empty."
+)
 
 
 def _token_json(raw: bytes) -> dict[str, Any]:
     try:
         return {k: str(v) for k, v in json.loads(raw).items()}
-    except Exception:  # noqa: BLE001  (anything but a JSON object is one answer)
+    except Exception:
         raise BadRequest("Malformed token request.") from None
 
 
@@ -80,8 +81,11 @@ def description(what: str) -> Kind:
         submission.check_strings(doc, f"{label} ")
         return doc
 
-    return Kind(label, lambda form: storable(dict(_text_fields(form))),
-                lambda raw: storable(_json_object(raw, label, "it must be a JSON object")))
+    return Kind(
+        label,
+        lambda form: storable(dict(_text_fields(form))),
+        lambda raw: storable(_json_object(raw, label, "it must be a JSON object")),
+    )
 
 
 APP, SYSTEM = description("app"), description("system")
@@ -93,7 +97,7 @@ async def read_body(request: Request, kind: Kind) -> dict[str, Any]:
     if kind.lenient:
         try:
             form = await request.form()
-        except Exception:  # noqa: BLE001
+        except Exception:
             form = FormData()
         fields = kind.from_form(form)
         if fields or not ctype.startswith("application/json"):
@@ -102,7 +106,7 @@ async def read_body(request: Request, kind: Kind) -> dict[str, Any]:
     elif ctype.lower().startswith(FORM_TYPES):
         try:
             form = await request.form()
-        except Exception as e:  # noqa: BLE001  (the parser's own message goes into the 400)
+        except Exception as e:
             raise BadRequest(f"Unable to parse {kind.label}: malformed form data ({e}).") from None
         upload = form.get(UPLOAD_FIELD)
         if upload is None or isinstance(upload, str):

@@ -61,8 +61,16 @@ class Backend(Protocol):
     def delete_connection(self, conn_id: str) -> None:
         """Remove a credential store entry (no error when it is gone)."""
 
-    def put_connection(self, conn_id: str, conn_type: str, host: str, port: int,  # noqa: PLR0913, PLR0917
-                       login: str | None, password: str | None, extra: dict[str, Any]) -> None:
+    def put_connection(
+        self,
+        conn_id: str,
+        conn_type: str,
+        host: str,
+        port: int,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+    ) -> None:
         """Create or replace a credential store entry."""
 
 
@@ -74,8 +82,12 @@ async def backend(request: Request) -> Backend:
 BackendDep = Annotated[Backend, Depends(backend)]
 
 #: documents the scheme; the header is read by ``caller`` itself (same rules and messages as ever)
-bearer = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="JWT",
-                    description="An access token from POST /token (or the Airflow api-server's own).")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="An access token from POST /token (or the Airflow api-server's own).",
+)
 
 Caller = Callable[..., Awaitable[User]]
 
@@ -86,8 +98,9 @@ def caller(method: str, resource: str) -> Caller:
     bearer token, 403 when the auth manager says no. One function per (method, resource), so an endpoint
     and its other dependencies share one answer per request."""
 
-    async def dependency(request: Request, backend: BackendDep,
-                         _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> User:
+    async def dependency(
+        request: Request, backend: BackendDep, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+    ) -> User:
         header = request.headers.get("authorization", "")
         scheme, _sep, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -121,8 +134,12 @@ async def read(fn: Callable[..., Any], *args: Any) -> Any:
 #: documented, not validated: a value is one path segment (a "/" in it, even as %2F, routes elsewhere), and not
 #: "." or ".." (clients resolve those away); what the route answers for any other value stays as it was
 SEGMENT = {"pattern": r"^(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$"}
-JobId = Annotated[str, Path(alias="jobId", json_schema_extra=SEGMENT,
-                            description="The job's id, e.g. 0001414144065563-5056a550b8-0001-007")]
+JobId = Annotated[
+    str,
+    Path(
+        alias="jobId", json_schema_extra=SEGMENT, description="The job's id, e.g. 0001414144065563-5056a550b8-0001-007"
+    ),
+]
 
 
 async def readable_job(user: JobsReader, job_id: JobId) -> Job:

@@ -43,8 +43,9 @@ ERROR_HEADERS: dict[int | str, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer", "required": True, "schema": {"type": "string"}}},
     429: RETRY_AFTER,
     503: RETRY_AFTER,
-    405: {"Allow": {"description": "The methods the path is served with", "required": True,
-                    "schema": {"type": "string"}}},
+    405: {
+        "Allow": {"description": "The methods the path is served with", "required": True, "schema": {"type": "string"}}
+    },
     416: {"Content-Range": {"description": "bytes */<size>", "required": True, "schema": {"type": "string"}}},
 }
 #: what any request may meet: a path or query the limits refuse (400, 414), another method of its path (405), a
@@ -60,18 +61,33 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 PRETTY = _query("pretty", {"type": "string", "examples": ["true"]}, f"Indent the JSON answer: {TRUE_WORDS}.")
-NAKED = _query("naked", {"type": "string", "examples": ["true"]},
-               f"Answer the bare result, without the envelope: {TRUE_WORDS}. Errors keep the envelope.")
-FILTER = _query("filter", {"type": "string", "examples": ["id,status", "id,_links.self.href"]},
-                "Comma-separated (dotted) names: keep only these fields of the result's objects.")
-LIMIT = _query("limit", {"type": "integer", "minimum": 0, "default": 100},
-               f"At most this many entries (D18); more than {MAX_LIMIT} is taken as {MAX_LIMIT}.")
-OFFSET = _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-                "Skip this many entries.")
+NAKED = _query(
+    "naked",
+    {"type": "string", "examples": ["true"]},
+    f"Answer the bare result, without the envelope: {TRUE_WORDS}. Errors keep the envelope.",
+)
+FILTER = _query(
+    "filter",
+    {"type": "string", "examples": ["id,status", "id,_links.self.href"]},
+    "Comma-separated (dotted) names: keep only these fields of the result's objects.",
+)
+LIMIT = _query(
+    "limit",
+    {"type": "integer", "minimum": 0, "default": 100},
+    f"At most this many entries (D18); more than {MAX_LIMIT} is taken as {MAX_LIMIT}.",
+)
+OFFSET = _query(
+    "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, "Skip this many entries."
+)
 ENVELOPE_PARAMETERS = (PRETTY, NAKED, FILTER)
 
-LOCATION = {"Location": {"description": "The URL of the created (or, with 200, the existing) resource",
-                         "required": True, "schema": {"type": "string", "format": "uri"}}}
+LOCATION = {
+    "Location": {
+        "description": "The URL of the created (or, with 200, the existing) resource",
+        "required": True,
+        "schema": {"type": "string", "format": "uri"},
+    }
+}
 
 _request_models: dict[str, type[BaseModel]] = {}
 
@@ -81,16 +97,19 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF + model.__name__}
 
 
-def body(json: type[BaseModel], *, form: type[BaseModel] | None = None, upload: bool = False,
-         required: bool = True) -> dict[str, Any]:
+def body(
+    json: type[BaseModel], *, form: type[BaseModel] | None = None, upload: bool = False, required: bool = True
+) -> dict[str, Any]:
     """A request body: JSON, and where the route takes them an HTML form and a multipart upload of the JSON
     as ``fileToUpload``."""
     content: dict[str, Any] = {"application/json": {"schema": _ref(json)}}
     if form is not None:
         content["application/x-www-form-urlencoded"] = {"schema": _ref(form)}
     if upload:
-        content["multipart/form-data"] = {"schema": _ref(m.Upload),
-                                          "encoding": {"fileToUpload": {"contentType": "application/json"}}}
+        content["multipart/form-data"] = {
+            "schema": _ref(m.Upload),
+            "encoding": {"fileToUpload": {"contentType": "application/json"}},
+        }
     return {"required": required, "content": content}
 
 
@@ -106,11 +125,19 @@ def _error(code: int | str) -> dict[str, Any]:
     return out
 
 
-def operation(operation_id: str, summary: str, *, ok: Mapping[int, Any],  # noqa: PLR0913  (keyword-only)
-              errors: Iterable[int | str] = (),
-              auth: bool = True, envelope: bool = True, page: bool = False,
-              query: Sequence[dict[str, Any]] = (), request_body: dict[str, Any] | None = None,
-              extra: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def operation(
+    operation_id: str,
+    summary: str,
+    *,
+    ok: Mapping[int, Any],
+    errors: Iterable[int | str] = (),
+    auth: bool = True,
+    envelope: bool = True,
+    page: bool = False,
+    query: Sequence[dict[str, Any]] = (),
+    request_body: dict[str, Any] | None = None,
+    extra: Mapping[int, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The decorator arguments of a route. ``ok``: status -> the documented type of the answer (a model,
     a union) or a ready OpenAPI response (a dict); ``extra``: status -> more of that response (headers,
     links)."""
@@ -129,8 +156,14 @@ def operation(operation_id: str, summary: str, *, ok: Mapping[int, Any],  # noqa
         openapi_extra["parameters"] = parameters
     if request_body is not None:
         openapi_extra["requestBody"] = request_body
-    return {"operation_id": operation_id, "summary": summary, "status_code": next(iter(ok)), "response_model": None,
-            "responses": responses, "openapi_extra": openapi_extra or None}
+    return {
+        "operation_id": operation_id,
+        "summary": summary,
+        "status_code": next(iter(ok)),
+        "response_model": None,
+        "responses": responses,
+        "openapi_extra": openapi_extra or None,
+    }
 
 
 def job_links(pointer: str = "$response.body#/result/id") -> dict[str, Any]:
@@ -142,8 +175,11 @@ def job_links(pointer: str = "$response.body#/result/id") -> dict[str, Any]:
         "GetJobHistory": {"operationId": "getJobHistory", "parameters": target, "description": "Its history"},
         "KillJob": {"operationId": "cancelJob", "parameters": target, "description": "Kill it (ends STOPPED)"},
         "ListJobOutputs": {"operationId": "listJobOutputs", "parameters": target, "description": "Its outputs"},
-        "ListJobPermissions": {"operationId": "listJobPermissions", "parameters": target,
-                               "description": "Who may see it"},
+        "ListJobPermissions": {
+            "operationId": "listJobPermissions",
+            "parameters": target,
+            "description": "Who may see it",
+        },
     }
 
 
@@ -151,11 +187,18 @@ def document(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document: FastAPI's, with the request-body schemas the routes name."""
     if app.openapi_schema is not None:
         return app.openapi_schema
-    doc = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
-                      description=app.description, routes=app.routes, tags=app.openapi_tags)
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    _, defs = models_json_schema([(model, "validation") for model in _request_models.values()],
-                                 ref_template=REF + "{model}")
+    _, defs = models_json_schema(
+        [(model, "validation") for model in _request_models.values()], ref_template=REF + "{model}"
+    )
     for name, schema in defs.get("$defs", {}).items():
         if name in schemas and schemas[name] != schema:
             raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")

@@ -39,8 +39,14 @@ def filtered(obj: Any, fields: list[str]) -> Any:
     return out
 
 
-def envelope(request: Request, result: Any = None, *, status_code: int = 200, message: str | None = None,
-             headers: dict[str, str] | None = None) -> Response:
+def envelope(
+    request: Request,
+    result: Any = None,
+    *,
+    status_code: int = 200,
+    message: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     fields = [f.strip() for f in str(request.query_params.get("filter", "")).split(",") if f.strip()]
     if fields and result is not None:
         result = filtered(result, fields)

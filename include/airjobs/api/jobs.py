@@ -34,16 +34,29 @@ router = AgaveRouter(tags=["jobs"])
 
 SUBMITTED = {"headers": docs.LOCATION, "links": docs.job_links()}
 MAX_KEY = 255
-IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                   "schema": {"type": "string", "maxLength": MAX_KEY},
-                   "description": "D3: the same key from the same user answers the first job (200), never a second."}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": MAX_KEY},
+    "description": "D3: the same key from the same user answers the first job (200), never a second.",
+}
 
 
-@router.post("/jobs/v2", **docs.operation(
-    "submitJob", "Submit a job", ok={201: m.JobResponse, 200: m.JobResponse}, query=[IDEMPOTENCY_KEY],
-    request_body=docs.body(m.JobRequest, form=m.JobForm, upload=True),
-    extra={201: {**SUBMITTED, "description": "The job, accepted (PENDING)"},
-           200: {**SUBMITTED, "description": "The job an earlier request with this Idempotency-Key submitted"}}))
+@router.post(
+    "/jobs/v2",
+    **docs.operation(
+        "submitJob",
+        "Submit a job",
+        ok={201: m.JobResponse, 200: m.JobResponse},
+        query=[IDEMPOTENCY_KEY],
+        request_body=docs.body(m.JobRequest, form=m.JobForm, upload=True),
+        extra={
+            201: {**SUBMITTED, "description": "The job, accepted (PENDING)"},
+            200: {**SUBMITTED, "description": "The job an earlier request with this Idempotency-Key submitted"},
+        },
+    ),
+)
 async def submit_job(request: Request, user: JobsWriter, backend: BackendDep) -> Response:
     body = await bodies.read_body(request, bodies.JOB)
     key = request.headers.get("idempotency-key")
@@ -71,9 +84,15 @@ def _submit(backend: Backend, body: dict[str, Any], user: User, key: str | None)
     return store.get_job(job.id) or job, True
 
 
-@router.get("/jobs/v2", **docs.operation(
-    "listJobs", "List the jobs the caller owns or holds a grant on, newest first; with filter, full jobs",
-    ok={200: m.JobListResponse}, page=True))
+@router.get(
+    "/jobs/v2",
+    **docs.operation(
+        "listJobs",
+        "List the jobs the caller owns or holds a grant on, newest first; with filter, full jobs",
+        ok={200: m.JobListResponse},
+        page=True,
+    ),
+)
 async def list_jobs(request: Request, user: JobsReader, page: Paging) -> Response:
     full = bool(request.query_params.get("filter"))
     jobs = await read(lambda: store.list_jobs(user.name, user.is_admin, limit=page.limit, offset=page.offset))
@@ -86,14 +105,20 @@ async def get_job(request: Request, job: ReadableJob) -> Response:
     return envelope(request, rep.job_json(job, base_url(request)))
 
 
-@router.get("/jobs/v2/{jobId}/status", **docs.operation(
-    "getJobStatus", "A job's status", ok={200: m.JobStatusResponse}, errors=(404,)))
+@router.get(
+    "/jobs/v2/{jobId}/status",
+    **docs.operation("getJobStatus", "A job's status", ok={200: m.JobStatusResponse}, errors=(404,)),
+)
 async def job_status(request: Request, job: ReadableJob) -> Response:
     return envelope(request, rep.status_json(job, base_url(request)))
 
 
-@router.get("/jobs/v2/{jobId}/history", **docs.operation(
-    "getJobHistory", "A job's events, oldest first", ok={200: m.HistoryResponse}, errors=(404,), page=True))
+@router.get(
+    "/jobs/v2/{jobId}/history",
+    **docs.operation(
+        "getJobHistory", "A job's events, oldest first", ok={200: m.HistoryResponse}, errors=(404,), page=True
+    ),
+)
 async def job_history(request: Request, job: ReadableJob, page: Paging) -> Response:
     events = await read(lambda: store.history(job.id, limit=page.limit, offset=page.offset))
     return envelope(request, [rep.event_json(e) for e in events])
@@ -102,9 +127,17 @@ async def job_history(request: Request, job: ReadableJob, page: Paging) -> Respo
 KILLED = {200: {"description": "Done, or nothing to do (the job had ended)"}}
 
 
-@router.post("/jobs/v2/{jobId}", **docs.operation(
-    "manageJob", "Act on a job: kill, stop or cancel (synonyms; it ends STOPPED)", ok={200: m.EmptyResponse},
-    errors=(404, 502), request_body=docs.body(m.JobAction, form=m.JobAction, upload=True), extra=KILLED))
+@router.post(
+    "/jobs/v2/{jobId}",
+    **docs.operation(
+        "manageJob",
+        "Act on a job: kill, stop or cancel (synonyms; it ends STOPPED)",
+        ok={200: m.EmptyResponse},
+        errors=(404, 502),
+        request_body=docs.body(m.JobAction, form=m.JobAction, upload=True),
+        extra=KILLED,
+    ),
+)
 async def job_action(request: Request, user: JobsWriter, job_id: JobId) -> Response:
     body = await bodies.read_body(request, bodies.ACTION) if await request.body() else {}
     action = str(body.get("action") or "").strip().lower()
@@ -116,8 +149,12 @@ async def job_action(request: Request, user: JobsWriter, job_id: JobId) -> Respo
     return envelope(request, None)
 
 
-@router.post("/jobs/v2/{jobId}/cancel", **docs.operation(
-    "cancelJob", "Kill a job (it ends STOPPED)", ok={200: m.EmptyResponse}, errors=(404, 502), extra=KILLED))
+@router.post(
+    "/jobs/v2/{jobId}/cancel",
+    **docs.operation(
+        "cancelJob", "Kill a job (it ends STOPPED)", ok={200: m.EmptyResponse}, errors=(404, 502), extra=KILLED
+    ),
+)
 async def cancel_job(request: Request, user: JobsWriter, job_id: JobId) -> Response:
     await to_thread.run_sync(control.kill, job_id, user.name, user.is_admin)
     return envelope(request, None)

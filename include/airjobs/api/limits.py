@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 import anyio
 
 from airjobs import SERVICE_VERSION
+
 #: the JSON depth scanner lives in the core (``airjobs.jsonlimits``: submission uses it too); re-exported here
 from airjobs.jsonlimits import MAX_JSON_DEPTH, check_json_depth, json_depth, too_deep  # noqa: F401
 
@@ -75,12 +76,12 @@ def error_body(message: str) -> bytes:
     return json.dumps({"status": "error", "message": message, "version": SERVICE_VERSION}).encode()
 
 
-async def reply(send: Send, status: int, message: str, *, close: bool = False,
-                headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def reply(
+    send: Send, status: int, message: str, *, close: bool = False, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """An Agave error envelope; ``close`` asks the server to close the connection after it."""
     payload = error_body(message)
-    head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-            *(headers or [])]
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *(headers or [])]
     if close:
         head.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": head})
@@ -123,8 +124,10 @@ class RequestLimits:
         self.body_timeout = body_timeout if body_timeout is not None else body_timeout_seconds()
 
     def _too_large(self) -> str:
-        return (f"Request body too large: the limit is {self.max_body} bytes. The service's operator can change "
-                f"it with AIRJOBS_MAX_BODY_BYTES.")
+        return (
+            f"Request body too large: the limit is {self.max_body} bytes. The service's operator can change "
+            f"it with AIRJOBS_MAX_BODY_BYTES."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,9 +166,16 @@ class RequestLimits:
                 with anyio.fail_after(self.body_timeout):
                     message = await receive()
             except TimeoutError:
-                await reply(send, 408, (f"Request body timed out: no bytes arrived for {self.body_timeout:g} "
-                                        f"seconds. The service's operator can change this with "
-                                        f"AIRJOBS_BODY_TIMEOUT_SECONDS."), close=True)
+                await reply(
+                    send,
+                    408,
+                    (
+                        f"Request body timed out: no bytes arrived for {self.body_timeout:g} "
+                        f"seconds. The service's operator can change this with "
+                        f"AIRJOBS_BODY_TIMEOUT_SECONDS."
+                    ),
+                    close=True,
+                )
                 return None
             if message["type"] == "http.disconnect":
                 return None

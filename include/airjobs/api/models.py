@@ -471,8 +471,7 @@ class TokenRequest(BaseModel):
 
     grant_type: Literal["password", "refresh_token"] = Field(default="password")
     username: Any = Field(default=None, description="For grant_type=password")
-    password: Any = Field(default=None, description="For grant_type=password",
-                          json_schema_extra={"format": "password"})
+    password: Any = Field(default=None, description="For grant_type=password", json_schema_extra={"format": "password"})
     refresh_token: Any = Field(default=None, description="For grant_type=refresh_token")
 
 

@@ -23,16 +23,30 @@ router = AgaveRouter(tags=["outputs"])
 OutputPath = Annotated[str, Path(description="A path below the job's output folder")]
 
 
-@router.get("/jobs/v2/{jobId}/outputs/listings", **docs.operation(
-    "listJobOutputs", "List the job's output folder (the archive once archived, else the work folder)",
-    ok={200: m.OutputListResponse}, errors=(404,), page=True))
+@router.get(
+    "/jobs/v2/{jobId}/outputs/listings",
+    **docs.operation(
+        "listJobOutputs",
+        "List the job's output folder (the archive once archived, else the work folder)",
+        ok={200: m.OutputListResponse},
+        errors=(404,),
+        page=True,
+    ),
+)
 async def list_outputs_root(request: Request, job: ReadableJob, page: Paging) -> Response:
     return await _listing(request, job, "", page.limit, page.offset)
 
 
-@router.get("/jobs/v2/{jobId}/outputs/listings/{path:path}", **docs.operation(
-    "listJobOutputsAt", "List a folder (or show a file) below the job's output folder",
-    ok={200: m.OutputListResponse}, errors=(404,), page=True))
+@router.get(
+    "/jobs/v2/{jobId}/outputs/listings/{path:path}",
+    **docs.operation(
+        "listJobOutputsAt",
+        "List a folder (or show a file) below the job's output folder",
+        ok={200: m.OutputListResponse},
+        errors=(404,),
+        page=True,
+    ),
+)
 async def list_outputs(request: Request, job: ReadableJob, path: OutputPath, page: Paging) -> Response:
     return await _listing(request, job, path, page.limit, page.offset)
 
@@ -41,7 +55,7 @@ async def _listing(request: Request, job: Any, path: str, limit: int, offset: in
     def work() -> tuple[outputs.Location, list[tuple[str, FileInfo]]]:
         loc = outputs.locate(job)
         host, rel = outputs.resolve(loc, path)
-        return loc, outputs.listing(loc, host, rel)[offset:offset + limit]
+        return loc, outputs.listing(loc, host, rel)[offset : offset + limit]
 
     loc, entries = await read(work)
     base = base_url(request)
@@ -58,16 +72,29 @@ FILE_HEADERS = {
     "Last-Modified": _header("The file's modification time (HTTP date)"),
     "Content-Disposition": _header("attachment; filename*=UTF-8''<name>"),
 }
-FILE_BYTES = {"*/*": {"schema": {"description": "The file's bytes as stored; the media type is guessed from its "
-                                                "name (application/octet-stream when unknown)"}}}
+FILE_BYTES = {
+    "*/*": {
+        "schema": {
+            "description": "The file's bytes as stored; the media type is guessed from its "
+            "name (application/octet-stream when unknown)"
+        }
+    }
+}
 DOWNLOAD = {
     200: {"description": "The whole file", "headers": FILE_HEADERS, "content": FILE_BYTES},
-    206: {"description": "The first byte range the Range header asks for",
-          "headers": {**FILE_HEADERS, "Content-Range": _header("bytes <first>-<last>/<size>")},
-          "content": FILE_BYTES},
+    206: {
+        "description": "The first byte range the Range header asks for",
+        "headers": {**FILE_HEADERS, "Content-Range": _header("bytes <first>-<last>/<size>")},
+        "content": FILE_BYTES,
+    },
 }
-RANGE = {"name": "Range", "in": "header", "required": False, "schema": {"type": "string", "examples": ["bytes=0-99"]},
-         "description": "One byte range (bytes=a-b, bytes=a-, bytes=-n); one that is not a byte range is ignored"}
+RANGE = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "examples": ["bytes=0-99"]},
+    "description": "One byte range (bytes=a-b, bytes=a-, bytes=-n); one that is not a byte range is ignored",
+}
 
 
 def _download_doc(operation_id: str, summary: str, head: bool) -> dict[str, Any]:
@@ -77,14 +104,18 @@ def _download_doc(operation_id: str, summary: str, head: bool) -> dict[str, Any]
     return out
 
 
-@router.get("/jobs/v2/{jobId}/outputs/media/{path:path}",
-            **_download_doc("downloadJobOutput", "Download an output file (Range supported)", head=False))
+@router.get(
+    "/jobs/v2/{jobId}/outputs/media/{path:path}",
+    **_download_doc("downloadJobOutput", "Download an output file (Range supported)", head=False),
+)
 async def download_output(request: Request, job: ReadableJob, path: OutputPath) -> Response:
     return await _download(request, job, path)
 
 
-@router.head("/jobs/v2/{jobId}/outputs/media/{path:path}",
-             **_download_doc("headJobOutput", "An output file's size, type and time (no body)", head=True))
+@router.head(
+    "/jobs/v2/{jobId}/outputs/media/{path:path}",
+    **_download_doc("headJobOutput", "An output file's size, type and time (no body)", head=True),
+)
 async def head_output(request: Request, job: ReadableJob, path: OutputPath) -> Response:
     return await _download(request, job, path)
 
@@ -101,8 +132,9 @@ async def _download(request: Request, job: Any, path: str) -> Response:
     try:
         span = outputs.parse_range(request.headers.get("range"), info.size)
     except outputs.RangeNotSatisfiable as e:
-        return error(request, 416, e.message, headers={"Content-Range": f"bytes */{info.size}",
-                                                       "Accept-Ranges": "bytes"})
+        return error(
+            request, 416, e.message, headers={"Content-Range": f"bytes */{info.size}", "Accept-Ranges": "bytes"}
+        )
     start, end = span if span else (0, info.size - 1)
     length = max(end - start + 1, 0)
     headers = {
@@ -119,5 +151,6 @@ async def _download(request: Request, job: Any, path: str) -> Response:
     media = outputs.mime_type(info.name)
     if request.method == "HEAD" or length == 0:
         return Response(status_code=status, headers=headers, media_type=media)
-    return StreamingResponse(outputs.read_range(loc, host, start, end), status_code=status, headers=headers,
-                             media_type=media)
+    return StreamingResponse(
+        outputs.read_range(loc, host, start, end), status_code=status, headers=headers, media_type=media
+    )

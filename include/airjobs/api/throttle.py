@@ -48,9 +48,14 @@ def client_address(peer: str | None, forwarded_for: str | None = None, trust_pro
 
 
 class LoginThrottle:
-    def __init__(self, per_user: int = MAX_FAILURES_PER_USER, per_address: int = MAX_FAILURES_PER_ADDRESS,
-                 window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 100_000):
+    def __init__(
+        self,
+        per_user: int = MAX_FAILURES_PER_USER,
+        per_address: int = MAX_FAILURES_PER_ADDRESS,
+        window: float = WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ):
         self.per_user = per_user
         self.per_address = per_address
         self.window = window
@@ -62,8 +67,10 @@ class LoginThrottle:
 
     @classmethod
     def from_env(cls) -> LoginThrottle:
-        return cls(per_user=_env_int("AIRJOBS_LOGIN_MAX_FAILURES", MAX_FAILURES_PER_USER),
-                   per_address=_env_int("AIRJOBS_LOGIN_MAX_FAILURES_PER_ADDRESS", MAX_FAILURES_PER_ADDRESS))
+        return cls(
+            per_user=_env_int("AIRJOBS_LOGIN_MAX_FAILURES", MAX_FAILURES_PER_USER),
+            per_address=_env_int("AIRJOBS_LOGIN_MAX_FAILURES_PER_ADDRESS", MAX_FAILURES_PER_ADDRESS),
+        )
 
     @staticmethod
     def _user_key(user: str, address: str) -> tuple[str, ...]:
@@ -95,8 +102,10 @@ class LoginThrottle:
         """Seconds to wait before ``user`` may try again from ``address``; None when the attempt may go ahead."""
         with self._lock:
             now = self.clock()
-            wait = max(self._wait(self._user_key(user, address), self.per_user, now),
-                       self._wait(self._address_key(address), self.per_address, now))
+            wait = max(
+                self._wait(self._user_key(user, address), self.per_user, now),
+                self._wait(self._address_key(address), self.per_address, now),
+            )
         return max(1, math.ceil(wait)) if wait > 0 else None
 
     def failure(self, user: str, address: str) -> None:

@@ -22,8 +22,15 @@ router = APIRouter(tags=["auth"])  # /token has no trailing-slash alias (as befo
 aliased = AgaveRouter(tags=["auth"])
 
 OAUTH_BODY = docs.body(m.TokenRequest, form=m.TokenRequest)
-TOKEN_DOC = docs.operation("login", "Log in: an access token (and a refresh token) for a user name and password",
-                           ok={200: m.Token}, errors=(401, 429), auth=False, envelope=False, request_body=OAUTH_BODY)
+TOKEN_DOC = docs.operation(
+    "login",
+    "Log in: an access token (and a refresh token) for a user name and password",
+    ok={200: m.Token},
+    errors=(401, 429),
+    auth=False,
+    envelope=False,
+    request_body=OAUTH_BODY,
+)
 TOKEN_DOC["response_class"] = JSONResponse
 
 
@@ -42,20 +49,29 @@ async def token(request: Request, backend: BackendDep) -> Response:
             raise BadRequest("username and password are required for grant_type=password.")
         who = fields["username"]
         logins = _logins(request)
-        address = client_address(request.client.host if request.client else None,
-                                 request.headers.get("x-forwarded-for"))
+        address = client_address(
+            request.client.host if request.client else None, request.headers.get("x-forwarded-for")
+        )
         wait = logins.retry_after(who, address)
         if wait is not None:
-            return error(request, 429, f"Too many failed logins for this user name or from this address; retry "
-                                       f"in {wait} seconds.", headers={"Retry-After": str(wait)})
+            return error(
+                request,
+                429,
+                f"Too many failed logins for this user name or from this address; retry in {wait} seconds.",
+                headers={"Retry-After": str(wait)},
+            )
         try:
             result = await to_thread.run_sync(backend.login, who, fields["password"])
         except Unauthorized:
             # FAB answers "no such user" when it cannot reach its database: a refusal counts only when the
             # database answers and a second try refuses too (the first may have met the database restarting)
             if not await to_thread.run_sync(db.alive):
-                return error(request, 503, "The service's database is unavailable for a moment; retry "
-                                           "shortly.", headers={"Retry-After": "5"})
+                return error(
+                    request,
+                    503,
+                    "The service's database is unavailable for a moment; retry shortly.",
+                    headers={"Retry-After": "5"},
+                )
             try:
                 result = await to_thread.run_sync(backend.login, who, fields["password"])
             except Unauthorized:
@@ -72,11 +88,18 @@ async def token(request: Request, backend: BackendDep) -> Response:
 
 
 REVOKE_DOC = docs.operation(
-    "revoke", "Revoke a refresh or access token (RFC 7009: also 200 for one unknown or invalid already)",
-    ok={200: {"description": "Revoked, or nothing to revoke (an empty body)",
-              "headers": {"Cache-Control": {"description": "no-store", "required": True,
-                                            "schema": {"type": "string"}}}}},
-    auth=False, envelope=False, request_body=docs.body(m.RevokeRequest, form=m.RevokeRequest))
+    "revoke",
+    "Revoke a refresh or access token (RFC 7009: also 200 for one unknown or invalid already)",
+    ok={
+        200: {
+            "description": "Revoked, or nothing to revoke (an empty body)",
+            "headers": {"Cache-Control": {"description": "no-store", "required": True, "schema": {"type": "string"}}},
+        }
+    },
+    auth=False,
+    envelope=False,
+    request_body=docs.body(m.RevokeRequest, form=m.RevokeRequest),
+)
 REVOKE_DOC["response_class"] = Response
 
 

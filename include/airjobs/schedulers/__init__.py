@@ -18,11 +18,20 @@ from airjobs.schedulers.base import Scheduler
 
 _MODULES: dict[str, Scheduler] = {
     "FORK": fork,
-    "SLURM": slurm, "CUSTOM_SLURM": slurm,
-    "PBS": pbs, "CUSTOM_PBS": pbs, "TORQUE": pbs, "CUSTOM_TORQUE": pbs, "MOAB": pbs, "CUSTOM_MOAB": pbs,
-    "SGE": sge, "CUSTOM_GRIDENGINE": sge,
-    "LSF": lsf, "CUSTOM_LSF": lsf,
-    "CONDOR": condor, "CUSTOM_CONDOR": condor,
+    "SLURM": slurm,
+    "CUSTOM_SLURM": slurm,
+    "PBS": pbs,
+    "CUSTOM_PBS": pbs,
+    "TORQUE": pbs,
+    "CUSTOM_TORQUE": pbs,
+    "MOAB": pbs,
+    "CUSTOM_MOAB": pbs,
+    "SGE": sge,
+    "CUSTOM_GRIDENGINE": sge,
+    "LSF": lsf,
+    "CUSTOM_LSF": lsf,
+    "CONDOR": condor,
+    "CUSTOM_CONDOR": condor,
 }
 
 NAMES = frozenset(_MODULES)

@@ -53,13 +53,13 @@ class Scheduler(Protocol):
         """remote id -> ``State`` for the ids of ``ids`` the answer tells something about."""
         ...
 
-    def kill_command(self, remote_id: str) -> str:
-        ...
+    def kill_command(self, remote_id: str) -> str: ...
 
 
 def states_of(parsed: dict[str, tuple[JobStatus, int | None]]) -> dict[str, State]:
     """A batch scheduler's ``states``: what it listed, its word the status's name; an id it did not list is unknown."""
     return {rid: (status, code, status.value) for rid, (status, code) in parsed.items()}
+
 
 SHEBANG = "#!/bin/bash\n"
 

@@ -33,18 +33,56 @@ Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus
 #: s(uspended), S(uspended queue), t(ransferring), T(hreshold), w(aiting), q(ueued), z(ombie).
 #: https://gridscheduler.sourceforge.net/htmlman/htmlman1/qstat.html
 STATE_MAP: dict[str, JobStatus] = {
-    "qw": Q, "hqw": Q, "hRwq": Q,  # pending, possibly held or rescheduled
-    "r": R, "t": R, "Rr": R, "Rt": R,  # running, or being transferred to its execution host
-    "s": P, "ts": P, "S": P, "tS": P, "T": P, "tT": P, "Rs": P, "Rts": P, "RS": P, "RtS": P, "RT": P, "RtT": P,
-    "Eqw": F, "Ehqw": F, "EhRqw": F,  # error state: the job cannot start until an admin clears it
+    "qw": Q,
+    "hqw": Q,
+    "hRwq": Q,  # pending, possibly held or rescheduled
+    "r": R,
+    "t": R,
+    "Rr": R,
+    "Rt": R,  # running, or being transferred to its execution host
+    "s": P,
+    "ts": P,
+    "S": P,
+    "tS": P,
+    "T": P,
+    "tT": P,
+    "Rs": P,
+    "Rts": P,
+    "RS": P,
+    "RtS": P,
+    "RT": P,
+    "RtT": P,
+    "Eqw": F,
+    "Ehqw": F,
+    "EhRqw": F,  # error state: the job cannot start until an admin clears it
     # deleted while pending or running (qdel from outside the service)
-    "dr": F, "dt": F, "dRr": F, "dRt": F, "ds": F, "dS": F, "dT": F, "dRs": F, "dRS": F, "dRT": F,
+    "dr": F,
+    "dt": F,
+    "dRr": F,
+    "dRt": F,
+    "ds": F,
+    "dS": F,
+    "dT": F,
+    "dRs": F,
+    "dRS": F,
+    "dRT": F,
     "z": D,  # zombie: finished (only listed with ``qstat -s z``)
 }
 
 #: combinations not listed above are classified by their most telling letter, in this order
-_LETTERS = (("E", F), ("d", F), ("z", D), ("s", P), ("S", P), ("T", P), ("r", R), ("t", R),
-            ("q", Q), ("w", Q), ("h", Q))
+_LETTERS = (
+    ("E", F),
+    ("d", F),
+    ("z", D),
+    ("s", P),
+    ("S", P),
+    ("T", P),
+    ("r", R),
+    ("t", R),
+    ("q", Q),
+    ("w", Q),
+    ("h", Q),
+)
 
 
 def directives(req: JobRequest) -> str:

@@ -28,30 +28,54 @@ Q, R, P, D, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus
 #: Job state codes, long and short forms: https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES
 #: (sacct uses the same names: https://slurm.schedmd.com/sacct.html#SECTION_JOB-STATE-CODES)
 STATE_MAP: dict[str, JobStatus] = {
-    "PENDING": Q, "PD": Q,
-    "CONFIGURING": Q, "CF": Q,  # allocated, nodes booting
-    "REQUEUED": Q, "RQ": Q,
-    "REQUEUE_FED": Q, "RF": Q,
-    "REQUEUE_HOLD": Q, "RH": Q,
-    "RESV_DEL_HOLD": Q, "RD": Q,
-    "RUNNING": R, "R": R,
-    "COMPLETING": R, "CG": R,  # some processes still finishing
-    "RESIZING": R, "RS": R,
-    "SIGNALING": R, "SI": R,
-    "STAGE_OUT": R, "SO": R,
-    "SUSPENDED": P, "S": P,
-    "STOPPED": P, "ST": P,  # SIGSTOP, allocation kept
-    "COMPLETED": D, "CD": D,  # every process exited 0
-    "FAILED": F, "F": F,  # non-zero exit code or other failure
-    "CANCELLED": F, "CA": F,
-    "TIMEOUT": F, "TO": F,
-    "BOOT_FAIL": F, "BF": F,
-    "DEADLINE": F, "DL": F,
-    "NODE_FAIL": F, "NF": F,
-    "OUT_OF_MEMORY": F, "OOM": F,
-    "PREEMPTED": F, "PR": F,  # not requeued (a requeued job shows REQUEUED)
-    "REVOKED": F, "RV": F,
-    "SPECIAL_EXIT": F, "SE": F,
+    "PENDING": Q,
+    "PD": Q,
+    "CONFIGURING": Q,
+    "CF": Q,  # allocated, nodes booting
+    "REQUEUED": Q,
+    "RQ": Q,
+    "REQUEUE_FED": Q,
+    "RF": Q,
+    "REQUEUE_HOLD": Q,
+    "RH": Q,
+    "RESV_DEL_HOLD": Q,
+    "RD": Q,
+    "RUNNING": R,
+    "R": R,
+    "COMPLETING": R,
+    "CG": R,  # some processes still finishing
+    "RESIZING": R,
+    "RS": R,
+    "SIGNALING": R,
+    "SI": R,
+    "STAGE_OUT": R,
+    "SO": R,
+    "SUSPENDED": P,
+    "S": P,
+    "STOPPED": P,
+    "ST": P,  # SIGSTOP, allocation kept
+    "COMPLETED": D,
+    "CD": D,  # every process exited 0
+    "FAILED": F,
+    "F": F,  # non-zero exit code or other failure
+    "CANCELLED": F,
+    "CA": F,
+    "TIMEOUT": F,
+    "TO": F,
+    "BOOT_FAIL": F,
+    "BF": F,
+    "DEADLINE": F,
+    "DL": F,
+    "NODE_FAIL": F,
+    "NF": F,
+    "OUT_OF_MEMORY": F,
+    "OOM": F,
+    "PREEMPTED": F,
+    "PR": F,  # not requeued (a requeued job shows REQUEUED)
+    "REVOKED": F,
+    "RV": F,
+    "SPECIAL_EXIT": F,
+    "SE": F,
 }
 
 _LINE = re.compile(r"\s*([0-9][0-9_+.\[\]-]*)\|([^|]*)(?:\|([^|]*))?")

@@ -27,8 +27,13 @@ def archive(job_id: str) -> None:
     if not job.archive or job.status not in (S.CLEANING_UP.value, S.ARCHIVING.value):
         return
     # ARCHIVING: an earlier try of this task was stopped midway (a cleared run): copy again, over what it left
-    transition(job_id, S.ARCHIVING, "Transferring job output to archive system" if job.status == S.CLEANING_UP.value
-               else "Archiving was interrupted; transferring job output to archive system again")
+    transition(
+        job_id,
+        S.ARCHIVING,
+        "Transferring job output to archive system"
+        if job.status == S.CLEANING_UP.value
+        else "Archiving was interrupted; transferring job output to archive system again",
+    )
     try:
         ctx = JobContext.of(job)
         host_dir = ctx.paths.host_dir
@@ -40,8 +45,9 @@ def archive(job_id: str) -> None:
         dest = access.check_archive_target(storage, job.archive_path or "", owner, admin, apps)
         for made in (False, True):  # a link on the way must not lead into someone else's folder: checked on
             real = _real_path(dest_transport, dest)  # the real path before anything is created, and after
-            access.check_host_path(storage, real, owner, admin, write=True, what="archivePath",
-                                   shown=job.archive_path, apps=apps)
+            access.check_host_path(
+                storage, real, owner, admin, write=True, what="archivePath", shown=job.archive_path, apps=apps
+            )
             access.check_overlap(storage, real, job.archive_path or "", apps)
             if not made:
                 dest_transport.makedirs(dest)
@@ -51,8 +57,12 @@ def archive(job_id: str) -> None:
         if src_transport.exists(manifest_path):
             skip |= {line.strip() for line in src_transport.read_text(manifest_path).splitlines() if line.strip()}
         real_root = src_transport.realpath(host_dir).rstrip("/") + "/"
-        entries = [e.name for e in src_transport.scandir(host_dir) if e.name not in skip and not (
-            e.is_link and not src_transport.realpath(posixpath.join(host_dir, e.name)).startswith(real_root))]
+        entries = [
+            e.name
+            for e in src_transport.scandir(host_dir)
+            if e.name not in skip
+            and not (e.is_link and not src_transport.realpath(posixpath.join(host_dir, e.name)).startswith(real_root))
+        ]
         progress = _ArchiveProgress(job_id, len(entries))  # the manifest, and links leading out, stay behind
         done = _archived_entries(job_id) if job.status == S.ARCHIVING.value else {}
         for name in entries:
@@ -61,8 +71,13 @@ def archive(job_id: str) -> None:
                 progress.bytes += done[name]
                 continue
             before = progress.bytes
-            transports.copy(src_transport, posixpath.join(host_dir, name), dest_transport,
-                            posixpath.join(dest, name), on_chunk=progress)
+            transports.copy(
+                src_transport,
+                posixpath.join(host_dir, name),
+                dest_transport,
+                posixpath.join(dest, name),
+                on_chunk=progress,
+            )
             progress.file_done(name, progress.bytes - before)
         copied = progress.bytes
     except Exception as e:
@@ -73,12 +88,13 @@ def archive(job_id: str) -> None:
         transition(job_id, S.ARCHIVING_FAILED, f"Job archiving to {where} failed: {type(e).__name__}: {e}")
         return
     transition(
-        job_id, S.ARCHIVING_FINISHED,
+        job_id,
+        S.ARCHIVING_FINISHED,
         f"Job archiving complete: {copied} bytes to agave://{storage['id']}/{job.archive_path}",
     )
     try:  # the outputs now live in the archive (spec §10.8): the work directory goes
         src_transport.remove_tree(host_dir)
-    except Exception as e:  # noqa: BLE001  (the job is archived all the same)
+    except Exception as e:
         log.warning("could not remove the work directory of job %s (%s): %s", job_id, host_dir, e)
 
 
@@ -88,7 +104,7 @@ def _reachable(job: Job) -> bool:
         ctx = JobContext.of(job)
         ctx.transport.exists(ctx.paths.host_dir)
         return True
-    except Exception:  # noqa: BLE001  (whatever stops it: not reachable)
+    except Exception:
         return False
 
 
@@ -117,22 +133,34 @@ class _ArchiveProgress:
 
     def file_done(self, name: str, size: int) -> None:
         self.files += 1
-        self._event(f"Copied {name} to the archive ({self.files} of {self.total}, {self.bytes} bytes so far)",
-                    entry={"name": name, "bytes": size})
+        self._event(
+            f"Copied {name} to the archive ({self.files} of {self.total}, {self.bytes} bytes so far)",
+            entry={"name": name, "bytes": size},
+        )
 
     def _event(self, message: str, **extra: Any) -> None:
         self.last = time.monotonic()
-        transition(self.job_id, S.ARCHIVING, message,
-                   progress={"totalFiles": self.total, "filesDone": self.files, "totalBytesTransferred": self.bytes,
-                             "totalActiveTransfers": self.total - self.files, **extra})
+        transition(
+            self.job_id,
+            S.ARCHIVING,
+            message,
+            progress={
+                "totalFiles": self.total,
+                "filesDone": self.files,
+                "totalBytesTransferred": self.bytes,
+                "totalActiveTransfers": self.total - self.files,
+                **extra,
+            },
+        )
 
 
 def _archived_entries(job_id: str) -> dict[str, int]:
     """name -> bytes of the work directory's entries an interrupted try already copied to the archive (its
     ARCHIVING events say so): a retry copies only the rest."""
     with db.session() as s:
-        rows = s.scalars(select(JobEvent.progress).where(JobEvent.job_id == job_id,
-                                                          JobEvent.status == S.ARCHIVING.value))
+        rows = s.scalars(
+            select(JobEvent.progress).where(JobEvent.job_id == job_id, JobEvent.status == S.ARCHIVING.value)
+        )
         out: dict[str, int] = {}
         for p in rows:
             entry = p.get("entry") if isinstance(p, dict) else None

@@ -49,7 +49,8 @@ def complete(job_id: str, result: dict[str, Any]) -> None:
         transition(job_id, S.CLEANING_UP, "Job completed execution", exit_code=0)
         return
     reason = (
-        f"Job failed: the app exited with code {code}." if code is not None
+        f"Job failed: the app exited with code {code}."
+        if code is not None
         else f"Job failed: {result.get('detail') or 'the process ended without an exit code'}."
     )
     if job.archive_on_app_error and job.archive:

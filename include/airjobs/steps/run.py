@@ -45,13 +45,14 @@ def run_part(task: str, job_id: str, fn: Callable[[], T], attempt: int = 1) -> T
         if recovery.is_jobs_fault(e):
             runs.fail_and_stop(job_id, str(e))  # a job that ends FAILED does not run on on its host
             raise JobFailed(str(e)) from e
-        log.warning("step %s of job %s failed because of the service (try %d): %s", task, job_id, attempt,
-                    recovery.describe(e))
+        log.warning(
+            "step %s of job %s failed because of the service (try %d): %s", task, job_id, attempt, recovery.describe(e)
+        )
         try:
             recovery.note_failure(job_id, task, attempt, e)
         except recovery.GaveUp as gave_up:
             runs.fail_and_stop(job_id, str(gave_up))
             raise JobFailed(str(gave_up)) from e
-        except Exception as note_error:  # noqa: BLE001  (the database itself is away: Airflow retries all the same)
+        except Exception as note_error:
             log.warning("could not record the failure of step %s of job %s: %s", task, job_id, note_error)
         raise

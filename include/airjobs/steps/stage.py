@@ -127,7 +127,8 @@ def _reason(e: BaseException) -> str:
 def _is_connect_error(e: BaseException) -> bool:
     """Could not reach the host at all (as opposed to a failure in the middle of a transfer)."""
     return isinstance(e, (ConnectFailed, ConnectionRefusedError, TimeoutError, socket.gaierror)) or isinstance(
-        getattr(e, "errors", None), dict)
+        getattr(e, "errors", None), dict
+    )
 
 
 def _permanent(e: BaseException) -> bool:
@@ -135,8 +136,9 @@ def _permanent(e: BaseException) -> bool:
         return e.permanent
     if isinstance(e, HTTPStatusError):
         return e.status in _CLIENT_ERRORS and e.status not in (408, 425, 429)
-    return isinstance(e, (StepError, AgaveError, FileNotFoundError, PermissionError, NotADirectoryError,
-                          IsADirectoryError))
+    return isinstance(
+        e, (StepError, AgaveError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+    )
 
 
 def _endpoint(system: dict[str, Any], section: str = "storage") -> str:
@@ -162,8 +164,7 @@ def _explain(e: Exception, where: str, doing: str, input_id: str = "") -> InputE
 
 
 def _name(input_id: str, uri: str) -> str:
-    name = posixpath.basename(urlsplit(uri).path.rstrip("/")) if "://" in uri else posixpath.basename(
-        uri.rstrip("/"))
+    name = posixpath.basename(urlsplit(uri).path.rstrip("/")) if "://" in uri else posixpath.basename(uri.rstrip("/"))
     if name in ("", ".", "..") or "\x00" in name:
         raise InputError(f"Input {input_id}: {uri} names no file to stage (empty or '..' name).", True)
     return name
@@ -190,14 +191,23 @@ def resolve(input_id: str, uri: str, owner: str, http: HTTPSource, is_admin: boo
         full = host_path(system, path)
         try:  # a link inside one's home must not lead into someone else's folder
             real = reader.realpath(full)
-        except Exception:  # noqa: BLE001  (missing: the copy says so with the path the user gave)
+        except Exception:
             real = full
-        access.check_host_path(system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path,
-                               apps=apps)
+        access.check_host_path(
+            system, real, owner, is_admin, write=False, what=f"input {input_id}", shown=path, apps=apps
+        )
 
         def may_follow(link: str) -> bool:  # a link inside a staged folder: the same rule for where it leads
-            access.check_host_path(system, reader.realpath(link), owner, is_admin, write=False,
-                                   what=f"input {input_id} (a link in it)", shown=link, apps=apps)
+            access.check_host_path(
+                system,
+                reader.realpath(link),
+                owner,
+                is_admin,
+                write=False,
+                what=f"input {input_id} (a link in it)",
+                shown=link,
+                apps=apps,
+            )
             return True
 
         return Source(input_id, uri, name, reader, full, _endpoint(system), path, follow=may_follow)
@@ -221,10 +231,15 @@ class _Watch:
         self.reported_bytes = 0
 
     def progress(self, meter: transports.Meter) -> dict[str, Any]:
-        return {"source": self.src.uri, "totalBytesTransferred": meter.bytes,
-                "totalBytes": meter.size if self.whole else None, "averageRate": round(meter.rate),
-                "filesDone": self.files_done, "totalFiles": self.files,
-                "totalActiveTransfers": self.files - self.files_done}
+        return {
+            "source": self.src.uri,
+            "totalBytesTransferred": meter.bytes,
+            "totalBytes": meter.size if self.whole else None,
+            "averageRate": round(meter.rate),
+            "filesDone": self.files_done,
+            "totalFiles": self.files,
+            "totalActiveTransfers": self.files - self.files_done,
+        }
 
     def __call__(self, meter: transports.Meter) -> None:
         now = time.monotonic()
@@ -232,8 +247,12 @@ class _Watch:
             self.checked = self.reported = now  # the event's transition is a check too
             self.reported_bytes = meter.bytes
             of = f" of {meter.size}" if self.whole and meter.size is not None else ""
-            _move(self.job_id, S.STAGING_INPUTS, f"Copy in progress: {self.src.uri} ({meter.bytes}{of} bytes)",
-                  progress=self.progress(meter))
+            _move(
+                self.job_id,
+                S.STAGING_INPUTS,
+                f"Copy in progress: {self.src.uri} ({meter.bytes}{of} bytes)",
+                progress=self.progress(meter),
+            )
         elif now - self.checked >= CHECK_EVERY:
             self.checked = now
             check_cancelled(self.job_id)
@@ -244,17 +263,25 @@ def _remove(dest: transports.Transport, path: str) -> None:
         dest.run(f"rm -rf -- {shlex.quote(path)}", timeout=60)
 
 
-def _copy(  # noqa: PLR0913, PLR0917  (one input's copy: where from, where to, and how far the others got)
-    job_id: str, src: Source, dest: transports.Transport, target: str, where: str, n: int, total: int,
-    so_far: list[dict[str, Any]], path: str,
+def _copy(
+    job_id: str,
+    src: Source,
+    dest: transports.Transport,
+    target: str,
+    where: str,
+    n: int,
+    total: int,
+    so_far: list[dict[str, Any]],
+    path: str,
 ) -> dict[str, Any]:
     label = f"input {src.input_id} {src.uri}"
     is_dir = False
     if not isinstance(src.reader, HTTPSource):  # http URLs are only known by fetching them
         try:
             if not src.reader.exists(src.path):
-                raise InputError(f"Input {src.input_id}: {src.uri} does not exist: no {src.system_path} on "
-                                 f"{src.where}.", True)
+                raise InputError(
+                    f"Input {src.input_id}: {src.uri} does not exist: no {src.system_path} on {src.where}.", True
+                )
             is_dir = src.reader.is_dir(src.path)
         except Exception as e:
             raise _explain(e, src.where, f"read {label}", src.input_id) from e
@@ -268,18 +295,35 @@ def _copy(  # noqa: PLR0913, PLR0917  (one input's copy: where from, where to, a
             raise
         doing = f"read {label}" if _is_connect_error(e) else f"copy {label} to {where}"
         raise _explain(e, src.where, doing, src.input_id) from e
-    record = {"id": src.input_id, "source": src.uri, "path": path, "size": size,
-              "sha256": None if is_dir else meter.sha256}
-    _move(job_id, S.STAGING_INPUTS, f"Copy of {src.uri} to {where} completed ({size} bytes)",
-          progress={**watch.progress(meter), "totalBytesTransferred": size, "totalBytes": size,
-                    "filesDone": n + 1, "totalActiveTransfers": total - n - 1},
-          staged_inputs=[*so_far, record])  # a try cut after this copy does not copy it again (``_attempt``)
+    record = {
+        "id": src.input_id,
+        "source": src.uri,
+        "path": path,
+        "size": size,
+        "sha256": None if is_dir else meter.sha256,
+    }
+    _move(
+        job_id,
+        S.STAGING_INPUTS,
+        f"Copy of {src.uri} to {where} completed ({size} bytes)",
+        progress={
+            **watch.progress(meter),
+            "totalBytesTransferred": size,
+            "totalBytes": size,
+            "filesDone": n + 1,
+            "totalActiveTransfers": total - n - 1,
+        },
+        staged_inputs=[*so_far, record],
+    )  # a try cut after this copy does not copy it again (``_attempt``)
     return record
 
 
 def _attempt(job_id: str, job: Job, system: dict[str, Any], paths: JobPaths, http: HTTPSource) -> list[dict[str, Any]]:
-    sources = [resolve(iid, uri, job.owner, http, bool(job.owner_admin))
-               for iid, values in (job.inputs or {}).items() for uri in values]
+    sources = [
+        resolve(iid, uri, job.owner, http, bool(job.owner_admin))
+        for iid, values in (job.inputs or {}).items()
+        for uri in values
+    ]
     names: dict[str, str] = {}
     for src in sources:
         if names.setdefault(src.name, src.uri) != src.uri:
@@ -292,8 +336,11 @@ def _attempt(job_id: str, job: Job, system: dict[str, Any], paths: JobPaths, htt
     except Exception as e:
         raise _explain(e, _endpoint(system, "login"), f"create the work directory {wpath}") from e
     now_job = store.get_job(job_id)
-    earlier = {(r.get("id"), r.get("source"), r.get("path")): r for r in (now_job.staged_inputs if now_job else None)
-               or [] if isinstance(r, dict)}  # copied by an attempt or a try that was cut short after them
+    earlier = {
+        (r.get("id"), r.get("source"), r.get("path")): r
+        for r in (now_job.staged_inputs if now_job else None) or []
+        if isinstance(r, dict)
+    }  # copied by an attempt or a try that was cut short after them
     staged: list[dict[str, Any]] = []
     for n, src in enumerate(sources):
         check_cancelled(job_id)
@@ -303,8 +350,7 @@ def _attempt(job_id: str, job: Job, system: dict[str, Any], paths: JobPaths, htt
         if done is not None and dest.exists(target):
             staged.append(done)
             continue
-        staged.append(_copy(job_id, src, dest, target, f"agave://{system['id']}{path}", n, len(sources), staged,
-                            path))
+        staged.append(_copy(job_id, src, dest, target, f"agave://{system['id']}{path}", n, len(sources), staged, path))
     return staged
 
 
@@ -331,8 +377,13 @@ def stage(job_id: str) -> None:
     wpath = paths.work_path
     if not job.inputs:
         transports.execution(system).makedirs(paths.host_dir)
-        _move(job_id, S.STAGED, "Skipping staging. No input data associated with this job.", work_path=wpath,
-              staged_inputs=[])
+        _move(
+            job_id,
+            S.STAGED,
+            "Skipping staging. No input data associated with this job.",
+            work_path=wpath,
+            staged_inputs=[],
+        )
         return
     with HTTPSource() as http:
         for attempt in range(1, ATTEMPTS + 1):
@@ -344,8 +395,11 @@ def stage(job_id: str) -> None:
                 raise
             except Exception as e:
                 check_cancelled(job_id)  # an error caused by the stop is no failure
-                err = e if isinstance(e, StepError) else InputError(f"Unable to stage job inputs: {_reason(e)}",
-                                                                    _permanent(e))
+                err = (
+                    e
+                    if isinstance(e, StepError)
+                    else InputError(f"Unable to stage job inputs: {_reason(e)}", _permanent(e))
+                )
                 permanent = _permanent(err)
                 # a retry goes back to PENDING, which only STAGING_INPUTS may do: errors while resolving are final
                 if permanent:
@@ -360,8 +414,9 @@ def stage(job_id: str) -> None:
                         _move(job_id, S.PENDING, f"{reason}. The stage task will be retried.")
                     raise Unavailable(reason) from e  # a host or source that is away: retried (``airjobs.recovery``)
                 delay = backoff_seconds() * 2 ** (attempt - 1)
-                _move(job_id, S.PENDING, f"Attempt {attempt} to stage job inputs failed: {err}. "
-                                         f"Retrying in {delay:g} s.")
+                _move(
+                    job_id, S.PENDING, f"Attempt {attempt} to stage job inputs failed: {err}. Retrying in {delay:g} s."
+                )
                 _sleep(job_id, delay)
                 continue
             _move(job_id, S.STAGED, "Job inputs staged to execution system", staged_inputs=staged)

@@ -60,8 +60,10 @@ def submit(job_id: str) -> None:
             registry.record_asset_checksums(app["id"], now_sums)
         changed = assets.changes(app.get("assetChecksums", now_sums), now_sums)
         if changed:
-            raise StepError(f"The assets of app {app['id']} changed since it was published ({', '.join(changed[:10])})"
-                            f"; its owner must update the app before it runs again.")
+            raise StepError(
+                f"The assets of app {app['id']} changed since it was published ({', '.join(changed[:10])})"
+                f"; its owner must update the app before it runs again."
+            )
     asset_dir = host_path(deploy, app["deploymentPath"])
     template_path = posixpath.join(asset_dir, clean_relative(app["templatePath"]))
     if not deploy_transport.exists(template_path):
@@ -158,25 +160,41 @@ def _hand_over(job_id: str, system: dict[str, Any], sched: Scheduler, host_dir: 
 def _job_request(job: Job, system: dict[str, Any], sched: Scheduler, paths: JobPaths) -> JobRequest:
     queue: dict[str, Any] = next((q for q in system.get("queues") or [] if q.get("name") == job.batch_queue), {})
     return JobRequest(
-        name=paths.slug, job_id=job.id, work_dir=paths.host_dir,
+        name=paths.slug,
+        job_id=job.id,
+        work_dir=paths.host_dir,
         # a detached process has no queue and no directives: nothing of them may refuse it
         queue=None if sched.DETACHED else queue.get("mappedName") or job.batch_queue or None,
-        node_count=job.node_count or 1, processors_per_node=job.processors_per_node or 1,
-        memory_gb=float(job.memory_per_node or 0), max_run_time=job.max_run_time,
+        node_count=job.node_count or 1,
+        processors_per_node=job.processors_per_node or 1,
+        memory_gb=float(job.memory_per_node or 0),
+        max_run_time=job.max_run_time,
         custom_directives=None if sched.DETACHED else queue.get("customDirectives"),
     )
 
 
-def _render_context(job: Job, app: dict[str, Any], system: dict[str, Any], paths: JobPaths,
-                    header: str) -> RenderContext:
+def _render_context(
+    job: Job, app: dict[str, Any], system: dict[str, Any], paths: JobPaths, header: str
+) -> RenderContext:
     return RenderContext(
         job={
-            "id": job.id, "name": job.name, "slug": paths.slug, "owner": job.owner,
-            "appId": job.app_id, "executionSystem": job.execution_system, "batchQueue": job.batch_queue,
-            "nodeCount": job.node_count, "processorsPerNode": job.processors_per_node,
-            "memoryPerNode": job.memory_per_node, "maxRunTime": job.max_run_time,
-            "archive": job.archive, "archiveSystem": job.archive_system, "archivePath": job.archive_path,
-            "submitTime": iso(job.submit_time), "inputs": job.inputs or {}, "parameters": job.parameters or {},
+            "id": job.id,
+            "name": job.name,
+            "slug": paths.slug,
+            "owner": job.owner,
+            "appId": job.app_id,
+            "executionSystem": job.execution_system,
+            "batchQueue": job.batch_queue,
+            "nodeCount": job.node_count,
+            "processorsPerNode": job.processors_per_node,
+            "memoryPerNode": job.memory_per_node,
+            "maxRunTime": job.max_run_time,
+            "archive": job.archive,
+            "archiveSystem": job.archive_system,
+            "archivePath": job.archive_path,
+            "submitTime": iso(job.submit_time),
+            "inputs": job.inputs or {},
+            "parameters": job.parameters or {},
         },
         app=app,
         system=system,

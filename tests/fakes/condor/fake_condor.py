@@ -23,12 +23,12 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-import fakesched as fs  # noqa: E402
+import fakesched as fs
 
 SCHED = "condor"
 KILL_PLAN = [[0, "TERM"], [2, "KILL"]]  # condor_rm: kill_sig (SIGTERM), SIGKILL after the grace period
 UNIVERSES = {"vanilla", "scheduler", "local", "docker", "container", "parallel", "java", "grid", "vm"}
-SCHEDD = f'<127.0.0.1:9618?addrs=127.0.0.1-9618&alias={fs.HOST}&noUDP&sock=schedd_1_a>'
+SCHEDD = f"<127.0.0.1:9618?addrs=127.0.0.1-9618&alias={fs.HOST}&noUDP&sock=schedd_1_a>"
 
 
 def store() -> fs.Store:
@@ -115,7 +115,7 @@ def condor_submit(argv: list[str]) -> int:
         elif a in ("-terse", "-verbose", "-v", "-disable"):
             pass
         elif a.startswith("-"):
-            fs.err(f"ERROR: unknown command line option \"{a}\"\nUsage: condor_submit [options] [submit-file]")
+            fs.err(f'ERROR: unknown command line option "{a}"\nUsage: condor_submit [options] [submit-file]')
             return 1
         else:
             files.append(a)
@@ -186,16 +186,44 @@ def condor_submit(argv: list[str]) -> int:
     base.update(_environment(c.get("environment", "")))
     cpus = c.get("request_cpus", "1")
     env = dict(base)
-    env.update({"_CONDOR_SCRATCH_DIR": iwd, "_CONDOR_SLOT": "slot1_1", "_CONDOR_JOB_IWD": iwd,
-                "_CONDOR_JOB_PIDS": "", "BATCH_SYSTEM": "HTCondor", "TMPDIR": "/tmp", "TEMP": "/tmp", "TMP": "/tmp",
-                "OMP_NUM_THREADS": cpus, "CONDOR_CONFIG": "/etc/condor/condor_config"})
+    env.update(
+        {
+            "_CONDOR_SCRATCH_DIR": iwd,
+            "_CONDOR_SLOT": "slot1_1",
+            "_CONDOR_JOB_IWD": iwd,
+            "_CONDOR_JOB_PIDS": "",
+            "BATCH_SYSTEM": "HTCondor",
+            "TMPDIR": "/tmp",
+            "TEMP": "/tmp",
+            "TMP": "/tmp",
+            "OMP_NUM_THREADS": cpus,
+            "CONDOR_CONFIG": "/etc/condor/condor_config",
+        }
+    )
     name = batch or c.get("batch_name") or f"ID: {n}"
     job = {
-        "n": n, "jobid": f"{n}.0", "name": name, "queue": "-", "submit_dir": submit_dir, "cwd": iwd,
-        "argv": [exe, *_arguments(c.get("arguments", c.get("args", "")))], "env": env, "limit": limit,
-        "out": out_path, "err": err_path, "run_out": out_path, "run_err": err_path, "exe": exe,
-        "open_error": "held", "exec_error": "held", "kill_plan": KILL_PLAN, "limit_plan": KILL_PLAN,
-        "custom": custom, "cpus": cpus, "memory": c.get("request_memory"), "periodic_remove": c.get("periodic_remove"),
+        "n": n,
+        "jobid": f"{n}.0",
+        "name": name,
+        "queue": "-",
+        "submit_dir": submit_dir,
+        "cwd": iwd,
+        "argv": [exe, *_arguments(c.get("arguments", c.get("args", "")))],
+        "env": env,
+        "limit": limit,
+        "out": out_path,
+        "err": err_path,
+        "run_out": out_path,
+        "run_err": err_path,
+        "exe": exe,
+        "open_error": "held",
+        "exec_error": "held",
+        "kill_plan": KILL_PLAN,
+        "limit_plan": KILL_PLAN,
+        "custom": custom,
+        "cpus": cpus,
+        "memory": c.get("request_memory"),
+        "periodic_remove": c.get("periodic_remove"),
         "args": c.get("arguments", ""),
     }
     fs.submit(st, job, None)
@@ -208,6 +236,7 @@ def condor_submit(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ ClassAds
+
 
 def status_of(job: dict[str, Any]) -> int:
     s = job["state"]
@@ -229,12 +258,22 @@ def ad(job: dict[str, Any]) -> dict[str, Any]:
     st = status_of(job)
     ended = job["state"] == "ended"
     a: dict[str, Any] = {
-        "ClusterId": job["n"], "ProcId": 0, "JobStatus": st, "Owner": job["user"], "User": f"{job['user']}@{fs.HOST}",
-        "Cmd": job["exe"], "Args": job.get("args") or None, "Iwd": job["cwd"], "Out": job.get("out") or "/dev/null",
+        "ClusterId": job["n"],
+        "ProcId": 0,
+        "JobStatus": st,
+        "Owner": job["user"],
+        "User": f"{job['user']}@{fs.HOST}",
+        "Cmd": job["exe"],
+        "Args": job.get("args") or None,
+        "Iwd": job["cwd"],
+        "Out": job.get("out") or "/dev/null",
         "Err": job.get("err") or "/dev/null",
         "JobBatchName": None if job["name"].startswith("ID: ") else job["name"],
-        "QDate": int(job["submitted"]), "GlobalJobId": f"{fs.HOST}#{job['n']}.0#{int(job['submitted'])}",
-        "JobUniverse": 5, "RequestCpus": int(job.get("cpus") or 1), "NumJobStarts": 1 if job.get("started") else 0,
+        "QDate": int(job["submitted"]),
+        "GlobalJobId": f"{fs.HOST}#{job['n']}.0#{int(job['submitted'])}",
+        "JobUniverse": 5,
+        "RequestCpus": int(job.get("cpus") or 1),
+        "NumJobStarts": 1 if job.get("started") else 0,
         "EnteredCurrentStatus": int(job.get("ended") or job.get("killed") or job.get("started") or job["submitted"]),
         "RemoteWallClockTime": float(int(fs.elapsed(job))),
     }
@@ -254,8 +293,11 @@ def ad(job: dict[str, Any]) -> dict[str, Any]:
             a["ExitBySignal"] = False
             a["ExitCode"] = a["ExitStatus"] = job["exit_status"]
     if st == 3:
-        a["RemoveReason"] = (f"The job attribute PeriodicRemove expression '{job.get('periodic_remove')}' evaluated "
-                             "to TRUE" if job.get("reason") == "walltime" else f"via condor_rm (by user {job['user']})")
+        a["RemoveReason"] = (
+            f"The job attribute PeriodicRemove expression '{job.get('periodic_remove')}' evaluated to TRUE"
+            if job.get("reason") == "walltime"
+            else f"via condor_rm (by user {job['user']})"
+        )
     for key, value in (job.get("custom") or {}).items():
         a[key] = value
     return a
@@ -349,8 +391,11 @@ def condor_q(argv: list[str]) -> int:
     if opts.get("constraint") or opts.get("format"):
         fs.err("Error: -constraint and -format are not faked")
         return 1
-    jobs = [j for j in store().all() if in_queue(j) and _matches(j, *sel)
-            and (sel[0] or sel[1] or opts.get("allusers") or j["user"] == fs.USER)]
+    jobs = [
+        j
+        for j in store().all()
+        if in_queue(j) and _matches(j, *sel) and (sel[0] or sel[1] or opts.get("allusers") or j["user"] == fs.USER)
+    ]
     if opts["af"] is not None:
         for j in jobs:
             a = ad(j)
@@ -364,12 +409,16 @@ def condor_q(argv: list[str]) -> int:
     print(" ID      OWNER            SUBMITTED     RUN_TIME ST PRI SIZE CMD")
     letters = {1: "I", 2: "R", 3: "X", 4: "C", 5: "H", 6: ">", 7: "S"}
     for j in jobs:
-        print(f"{j['n']:>4}.0   {j['user'][:14]:<14} {_time(j['submitted']):>11} {_runtime(j)} "
-              f"{letters[status_of(j)]}  0    0.0 {os.path.basename(j['exe'])} {j.get('args') or ''}".rstrip())
+        print(
+            f"{j['n']:>4}.0   {j['user'][:14]:<14} {_time(j['submitted']):>11} {_runtime(j)} "
+            f"{letters[status_of(j)]}  0    0.0 {os.path.basename(j['exe'])} {j.get('args') or ''}".rstrip()
+        )
     counts = {s: sum(1 for j in jobs if status_of(j) == s) for s in range(1, 8)}
     print()
-    print(f"Total for query: {len(jobs)} jobs; {counts[4]} completed, {counts[3]} removed, {counts[1]} idle, "
-          f"{counts[2]} running, {counts[5]} held, {counts[7]} suspended ")
+    print(
+        f"Total for query: {len(jobs)} jobs; {counts[4]} completed, {counts[3]} removed, {counts[1]} idle, "
+        f"{counts[2]} running, {counts[5]} held, {counts[7]} suspended "
+    )
     return 0
 
 
@@ -403,16 +452,20 @@ def condor_history(argv: list[str]) -> int:
     print(" ID     OWNER          SUBMITTED   RUN_TIME     ST COMPLETED   CMD")
     for j in done:
         letter = "X" if status_of(j) == 3 else "C"
-        print(f"{j['n']:>4}.0   {j['user'][:14]:<14} {_time(j['submitted']):>11} {_runtime(j)} {letter}  "
-              f"{_time(j.get('ended')):>11} {j['exe']} {j.get('args') or ''}".rstrip())
+        print(
+            f"{j['n']:>4}.0   {j['user'][:14]:<14} {_time(j['submitted']):>11} {_runtime(j)} {letter}  "
+            f"{_time(j.get('ended')):>11} {j['exe']} {j.get('args') or ''}".rstrip()
+        )
     return 0
 
 
 def condor_rm(argv: list[str]) -> int:
     targets = [a for a in argv if not a.startswith("-")]
     if not targets:
-        fs.err("Usage: condor_rm [options] [constraints]\n  where [constraints] is one or more of:\n"
-               "    cluster.proc    Use the given cluster.proc\n    cluster         Use the given cluster")
+        fs.err(
+            "Usage: condor_rm [options] [constraints]\n  where [constraints] is one or more of:\n"
+            "    cluster.proc    Use the given cluster.proc\n    cluster         Use the given cluster"
+        )
         return 1
     st, rc = store(), 0
     for t in targets:
@@ -425,13 +478,20 @@ def condor_rm(argv: list[str]) -> int:
             rc = 1
             continue
         fs.kill(st, job["n"], KILL_PLAN)
-        print(f"All jobs in cluster {t} have been marked for removal" if m.group(2) is None
-              else f"Job {t} marked for removal")
+        print(
+            f"All jobs in cluster {t} have been marked for removal"
+            if m.group(2) is None
+            else f"Job {t} marked for removal"
+        )
     return rc
 
 
-COMMANDS = {"condor_submit": condor_submit, "condor_q": condor_q, "condor_history": condor_history,
-            "condor_rm": condor_rm}
+COMMANDS = {
+    "condor_submit": condor_submit,
+    "condor_q": condor_q,
+    "condor_history": condor_history,
+    "condor_rm": condor_rm,
+}
 
 
 def main() -> int:

@@ -29,8 +29,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HOST = socket.gethostname().split(".")[0]
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -131,6 +132,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ processes
 
+
 def proc_start(pid: int | None) -> int | None:
     """The start time (clock ticks since boot) of a live, non-zombie process, else None."""
     if not pid:
@@ -139,7 +141,7 @@ def proc_start(pid: int | None) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
@@ -153,11 +155,18 @@ def alive(pid: int | None, start: int | None) -> bool:
 def view(job: dict[str, Any]) -> dict[str, Any]:
     """The job as the scheduler would see it now: a job marked running whose process and runner are both gone
     (the runner was killed, the host rebooted) has ended, with no exit status."""
-    if job.get("state") == "running" and not alive(job.get("pid"), job.get("pid_start")) \
-            and not alive(job.get("runner_pid"), job.get("runner_start")):
+    if (
+        job.get("state") == "running"
+        and not alive(job.get("pid"), job.get("pid_start"))
+        and not alive(job.get("runner_pid"), job.get("runner_start"))
+    ):
         job = dict(job, state="ended", lost=True, ended=job.get("ended") or time.time())
-    if job.get("state") == "queued" and not alive(job.get("runner_pid"), job.get("runner_start")) \
-            and job.get("runner_pid") and time.time() - job.get("submitted", 0) > 30:
+    if (
+        job.get("state") == "queued"
+        and not alive(job.get("runner_pid"), job.get("runner_start"))
+        and job.get("runner_pid")
+        and time.time() - job.get("submitted", 0) > 30
+    ):
         job = dict(job, state="ended", lost=True, ended=job.get("ended") or time.time())
     return job
 
@@ -181,13 +190,14 @@ def group_alive(pgid: int | None) -> bool:
             text = stat.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             return True
     return False
 
 
 # ------------------------------------------------------------------------------------------------ submit / kill
+
 
 def submit(store: Store, job: dict[str, Any], script_text: str | None) -> dict[str, Any]:
     """Record a new job (``job`` must carry ``n``) and start its runner, detached. ``script_text`` is spooled and
@@ -200,13 +210,30 @@ def submit(store: Store, job: dict[str, Any], script_text: str | None) -> dict[s
         job["script"] = str(path)
         job["argv"] = [str(path) if a == "{script}" else a for a in job["argv"]]
     job.setdefault("pending", float_setting(store.sched, "pending", 0.0))
-    job.update(sched=store.sched, user=USER, host=HOST, submitted=time.time(), state="queued", killed=None,
-               kill_sent=0, started=None, ended=None, exit_status=None, signal=None, pid=None, pid_start=None)
+    job.update(
+        sched=store.sched,
+        user=USER,
+        host=HOST,
+        submitted=time.time(),
+        state="queued",
+        killed=None,
+        kill_sent=0,
+        started=None,
+        ended=None,
+        exit_status=None,
+        signal=None,
+        pid=None,
+        pid_start=None,
+    )
     store.save(job)
     runner = subprocess.Popen(
         [sys.executable, "-I", os.path.abspath(__file__), "run", str(store.root), store.sched, str(n)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True, cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        cwd="/",
     )
     with store.edit(n) as j:
         if j is not None and not j.get("runner_pid"):
@@ -236,6 +263,7 @@ def kill(store: Store, n: int, plan: list[list] | None = None) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ the runner
+
 
 def _hooks(job: dict[str, Any]):
     path = job.get("hooks")
@@ -282,15 +310,23 @@ def run(root: str, sched: str, n: int) -> None:
             err = subprocess.STDOUT if job.get("run_err") == "&1" else _open(job.get("run_err"), append)
         except OSError as e:
             policy = job.get("open_error", "ignore")
-            reason = f"can't open output file \"{e.filename}\": {e.strerror}"
+            reason = f'can\'t open output file "{e.filename}": {e.strerror}'
             if policy in ("error", "held"):
                 job.update(state=policy, reason=reason)
                 return
             out, err = _open(None, False), subprocess.STDOUT
             job["reason"] = reason
         try:
-            proc = subprocess.Popen(job["argv"], cwd=job["cwd"], env=job["env"], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                job["argv"],
+                cwd=job["cwd"],
+                env=job["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as e:
             policy = job.get("exec_error", "ended")
             job["reason"] = f"Failed to execute '{job['argv'][0]}': (errno={e.errno}: '{e.strerror}')"
@@ -322,8 +358,12 @@ def run(root: str, sched: str, n: int) -> None:
         if limit and not j.get("killed") and now - j["started"] > float(limit):
             with store.edit(n) as j2:
                 if j2 is not None and not j2.get("killed"):
-                    j2.update(killed=now, kill_plan=j2.get("limit_plan") or [[0, "TERM"], [2, "KILL"]],
-                              reason="walltime", kill_sent=0)
+                    j2.update(
+                        killed=now,
+                        kill_plan=j2.get("limit_plan") or [[0, "TERM"], [2, "KILL"]],
+                        reason="walltime",
+                        kill_sent=0,
+                    )
             j = store.load(n) or j
         if j.get("killed"):
             plan, sent = j.get("kill_plan") or [[0, "TERM"]], j.get("_sent", 0)
@@ -352,6 +392,7 @@ def run(root: str, sched: str, n: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
 
 def hms(seconds: float) -> str:
     s = max(int(seconds), 0)
@@ -397,7 +438,7 @@ def directive_args(text: str, prefix: str, whole_script: bool = False) -> list[l
         if i == 0 and s.startswith("#!"):
             continue
         if s.startswith(prefix):
-            rest = s[len(prefix):]
+            rest = s[len(prefix) :]
             if rest[:1] in (" ", "\t"):
                 try:
                     found.append(shlex.split(rest, comments=True))
@@ -420,8 +461,12 @@ def interpreter(text: str, default: str = "/bin/sh") -> list[str]:
 
 def job_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
     env = {
-        "HOME": HOME, "USER": USER, "LOGNAME": USER, "SHELL": pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh",
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": HOME,
+        "USER": USER,
+        "LOGNAME": USER,
+        "SHELL": pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh",
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
         "TMPDIR": "/tmp",
     }
     if os.environ.get("SLURM_CONF"):

@@ -20,14 +20,63 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-import fakesched as fs  # noqa: E402
+import fakesched as fs
 
 SCHED = "lsf"
 QUEUES = ["normal", "debug", "batch"]
 CLUSTER = "airjobs"
-ARG_OPTS = {"J", "o", "oo", "e", "eo", "q", "W", "We", "n", "R", "M", "P", "G", "cwd", "i", "m", "w", "E", "Ep",
-            "app", "sla", "u", "env", "L", "g", "Jd", "U", "b", "t", "k", "a", "ext", "gpu", "C", "c", "D", "F",
-            "S", "v", "p", "s", "sp", "T", "f", "data", "outdir", "rnc", "Lp", "mig", "x_"}
+ARG_OPTS = {
+    "J",
+    "o",
+    "oo",
+    "e",
+    "eo",
+    "q",
+    "W",
+    "We",
+    "n",
+    "R",
+    "M",
+    "P",
+    "G",
+    "cwd",
+    "i",
+    "m",
+    "w",
+    "E",
+    "Ep",
+    "app",
+    "sla",
+    "u",
+    "env",
+    "L",
+    "g",
+    "Jd",
+    "U",
+    "b",
+    "t",
+    "k",
+    "a",
+    "ext",
+    "gpu",
+    "C",
+    "c",
+    "D",
+    "F",
+    "S",
+    "v",
+    "p",
+    "s",
+    "sp",
+    "T",
+    "f",
+    "data",
+    "outdir",
+    "rnc",
+    "Lp",
+    "mig",
+    "x_",
+}
 FLAG_OPTS = {"B", "N", "x", "K", "I", "Ip", "Is", "r", "rn", "H", "Ne", "ti", "hl", "h", "V", "ar"}
 
 
@@ -139,19 +188,47 @@ def bsub(argv: list[str]) -> int:
 
     out_path, out_append = path_of("o")
     err_path, err_append = path_of("e")
-    env = fs.job_env(dict(os.environ), LSB_JOBID=n, LSB_JOBNAME=name, LSB_QUEUE=queue, LS_SUBCWD=submit_dir,
-                     LSB_SUBCWD=submit_dir, LSB_HOSTS=" ".join([fs.HOST] * slots), LSB_MCPU_HOSTS=f"{fs.HOST} {slots}",
-                     LSB_DJOB_NUMPROC=slots, LSB_MAX_NUM_PROCESSORS=slots, LSB_JOBINDEX=0,
-                     LSB_JOBFILENAME=str(st.spool / f"{n}.script"), LSB_OUTPUTFILE=out_path or "",
-                     LSB_ERRORFILE=err_path or "", LS_JOBPID="", LSFUSER=fs.USER)
+    env = fs.job_env(
+        dict(os.environ),
+        LSB_JOBID=n,
+        LSB_JOBNAME=name,
+        LSB_QUEUE=queue,
+        LS_SUBCWD=submit_dir,
+        LSB_SUBCWD=submit_dir,
+        LSB_HOSTS=" ".join([fs.HOST] * slots),
+        LSB_MCPU_HOSTS=f"{fs.HOST} {slots}",
+        LSB_DJOB_NUMPROC=slots,
+        LSB_MAX_NUM_PROCESSORS=slots,
+        LSB_JOBINDEX=0,
+        LSB_JOBFILENAME=str(st.spool / f"{n}.script"),
+        LSB_OUTPUTFILE=out_path or "",
+        LSB_ERRORFILE=err_path or "",
+        LS_JOBPID="",
+        LSFUSER=fs.USER,
+    )
     spool_out, spool_err = str(st.spool / f"{n}.out"), str(st.spool / f"{n}.err")
     job = {
-        "n": n, "jobid": str(n), "name": name, "queue": queue, "submit_dir": submit_dir, "cwd": cwd,
-        "argv": [*fs.interpreter(text, "/bin/sh"), "{script}"], "env": env, "limit": limit, "slots": slots,
-        "out": out_path, "err": err_path, "out_append": out_append, "err_append": err_append,
-        "run_out": spool_out, "run_err": spool_err if err_path else "&1", "script_text": text,
-        "kill_plan": kill_plan(), "limit_plan": [[0, "USR2"], [interval(), "KILL"]],
-        "hooks": os.path.abspath(__file__), "default_queue": "q" not in o,
+        "n": n,
+        "jobid": str(n),
+        "name": name,
+        "queue": queue,
+        "submit_dir": submit_dir,
+        "cwd": cwd,
+        "argv": [*fs.interpreter(text, "/bin/sh"), "{script}"],
+        "env": env,
+        "limit": limit,
+        "slots": slots,
+        "out": out_path,
+        "err": err_path,
+        "out_append": out_append,
+        "err_append": err_append,
+        "run_out": spool_out,
+        "run_err": spool_err if err_path else "&1",
+        "script_text": text,
+        "kill_plan": kill_plan(),
+        "limit_plan": [[0, "USR2"], [interval(), "KILL"]],
+        "hooks": os.path.abspath(__file__),
+        "default_queue": "q" not in o,
     }
     fs.submit(st, job, text)
     where = "default queue" if "q" not in o else "queue"
@@ -180,8 +257,13 @@ def finish(st: fs.Store, job: dict[str, Any] | None) -> None:
     elif job.get("signal"):
         import signal as _s
 
-        term = "TERM_OWNER: job killed by owner.\n" if job.get("killed") and job.get("reason") != "walltime" else \
-            "TERM_RUNLIMIT: job killed after reaching LSF run time limit.\n" if job.get("reason") == "walltime" else ""
+        term = (
+            "TERM_OWNER: job killed by owner.\n"
+            if job.get("killed") and job.get("reason") != "walltime"
+            else "TERM_RUNLIMIT: job killed after reaching LSF run time limit.\n"
+            if job.get("reason") == "walltime"
+            else ""
+        )
         outcome = f"{term}Exited with signal termination: {_s.Signals(job['signal']).name[3:].title()}."
         subject = "Exited"
     else:
@@ -235,6 +317,7 @@ def _read(path: str) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ bjobs
 
+
 def stat_of(job: dict[str, Any]) -> str:
     s = job["state"]
     if s == "queued":
@@ -261,22 +344,35 @@ def _t(t: float | None) -> str:
 
 
 FIELDS = {
-    "jobid": ("JOBID", lambda j: str(j["n"])), "id": ("JOBID", lambda j: str(j["n"])),
-    "stat": ("STAT", stat_of), "exit_code": ("EXIT_CODE", exit_code),
-    "job_name": ("JOB_NAME", lambda j: j["name"]), "name": ("JOB_NAME", lambda j: j["name"]),
-    "queue": ("QUEUE", lambda j: j["queue"]), "user": ("USER", lambda j: j["user"]),
+    "jobid": ("JOBID", lambda j: str(j["n"])),
+    "id": ("JOBID", lambda j: str(j["n"])),
+    "stat": ("STAT", stat_of),
+    "exit_code": ("EXIT_CODE", exit_code),
+    "job_name": ("JOB_NAME", lambda j: j["name"]),
+    "name": ("JOB_NAME", lambda j: j["name"]),
+    "queue": ("QUEUE", lambda j: j["queue"]),
+    "user": ("USER", lambda j: j["user"]),
     "from_host": ("FROM_HOST", lambda j: fs.HOST),
     "exec_host": ("EXEC_HOST", lambda j: fs.HOST if j.get("started") else "-"),
     "submit_time": ("SUBMIT_TIME", lambda j: _t(j["submitted"])),
     "start_time": ("START_TIME", lambda j: _t(j.get("started"))),
     "finish_time": ("FINISH_TIME", lambda j: _t(j.get("ended")) if j["state"] == "ended" else "-"),
     "pids": ("PIDS", lambda j: str(j.get("pid") or "-") if j["state"] == "running" else "-"),
-    "cwd": ("CWD", lambda j: j["cwd"]), "output_file": ("OUTPUT_FILE", lambda j: j.get("out") or "-"),
+    "cwd": ("CWD", lambda j: j["cwd"]),
+    "output_file": ("OUTPUT_FILE", lambda j: j.get("out") or "-"),
     "error_file": ("ERROR_FILE", lambda j: j.get("err") or "-"),
-    "slots": ("SLOTS", lambda j: str(j.get("slots", 1))), "nreq_slot": ("NREQ_SLOT", lambda j: str(j.get("slots", 1))),
-    "exit_reason": ("EXIT_REASON", lambda j: "-" if not j.get("killed") or stat_of(j) != "EXIT" else
-                    "TERM_RUNLIMIT: job killed after reaching LSF run time limit" if j.get("reason") == "walltime"
-                    else "TERM_OWNER: job killed by owner"),
+    "slots": ("SLOTS", lambda j: str(j.get("slots", 1))),
+    "nreq_slot": ("NREQ_SLOT", lambda j: str(j.get("slots", 1))),
+    "exit_reason": (
+        "EXIT_REASON",
+        lambda j: (
+            "-"
+            if not j.get("killed") or stat_of(j) != "EXIT"
+            else "TERM_RUNLIMIT: job killed after reaching LSF run time limit"
+            if j.get("reason") == "walltime"
+            else "TERM_OWNER: job killed by owner"
+        ),
+    ),
 }
 
 
@@ -306,8 +402,10 @@ def bjobs(argv: list[str]) -> int:
                 name = val
             i += 1
         elif a.startswith("-"):
-            fs.err(f"bjobs: illegal option -- {a[1:]}\nUsage: bjobs [-a] [-d] [-p] [-r] [-w] [-noheader] "
-                   "[-o \"field_name ...\"] [-u user_name|-u all] [-J job_name] [jobId ...]")
+            fs.err(
+                f"bjobs: illegal option -- {a[1:]}\nUsage: bjobs [-a] [-d] [-p] [-r] [-w] [-noheader] "
+                '[-o "field_name ..."] [-u user_name|-u all] [-J job_name] [jobId ...]'
+            )
             return 255
         else:
             ids.append(a)
@@ -340,10 +438,13 @@ def bjobs(argv: list[str]) -> int:
             jobs.append(job)
     else:
         for job in st.all():
-            if (user in ("all", job["user"])) and (name is None or job["name"] == name) \
-                    and visible(job, False, flags) \
-                    and not ("p" in flags and job["state"] != "queued") \
-                    and not ("r" in flags and job["state"] != "running"):
+            if (
+                (user in ("all", job["user"]))
+                and (name is None or job["name"] == name)
+                and visible(job, False, flags)
+                and not ("p" in flags and job["state"] != "queued")
+                and not ("r" in flags and job["state"] != "running")
+            ):
                 jobs.append(job)
         if not jobs:
             fs.err("No job found" if flags & {"a", "d"} else "No unfinished job found")
@@ -357,13 +458,18 @@ def bjobs(argv: list[str]) -> int:
         sys.stdout.write("".join(line + "\n" for line in out))
     elif jobs:
         wide = "w" in flags
-        lines = [] if "noheader" in flags else [
-            "JOBID   USER    STAT  QUEUE      FROM_HOST   EXEC_HOST   JOB_NAME   SUBMIT_TIME"]
+        lines = (
+            []
+            if "noheader" in flags
+            else ["JOBID   USER    STAT  QUEUE      FROM_HOST   EXEC_HOST   JOB_NAME   SUBMIT_TIME"]
+        )
         for j in jobs:
             jn = j["name"] if wide or len(j["name"]) <= 10 else "*" + j["name"][-9:]
             ex = fs.HOST if j.get("started") else ""
-            lines.append(f"{j['n']:<7} {j['user'][:7]:<7} {stat_of(j):<5} {j['queue'][:10]:<10} {fs.HOST[:11]:<11} "
-                         f"{ex[:11]:<11} {jn:<10} {_t(j['submitted'])}")
+            lines.append(
+                f"{j['n']:<7} {j['user'][:7]:<7} {stat_of(j):<5} {j['queue'][:10]:<10} {fs.HOST[:11]:<11} "
+                f"{ex[:11]:<11} {jn:<10} {_t(j['submitted'])}"
+            )
         sys.stdout.write("".join(line + "\n" for line in lines))
     return rc
 
@@ -372,13 +478,14 @@ def _row(values: list[str], columns: list, delimiter: str | None) -> str:
     if delimiter is not None:
         return delimiter.join(values)
     cells = []
-    for value, (_, _, width) in zip(values, columns):
+    for value, (_, _, width) in zip(values, columns, strict=False):
         w = abs(width) if width else max(len(value), 10)
         cells.append(value[:w].ljust(w))
     return " ".join(cells).rstrip()
 
 
 # ------------------------------------------------------------------------------------------------ bkill
+
 
 def bkill(argv: list[str]) -> int:
     ids = [a for a in argv if not a.startswith("-")]

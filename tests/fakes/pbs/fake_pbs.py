@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-import fakesched as fs  # noqa: E402
+import fakesched as fs
 
 SCHED = "pbs"
 QUEUES = ["workq", "normal", "debug", "batch"]
@@ -41,8 +41,11 @@ def find(st: fs.Store, ident: str) -> dict[str, Any] | None:
     if not m:
         return None
     job = st.load(int(m.group(1)))
-    if job is None or not (ident in (m.group(1), job["jobid"]) or job["jobid"].startswith(ident + ".")
-                           or ident.startswith(job["jobid"] + ".")):
+    if job is None or not (
+        ident in (m.group(1), job["jobid"])
+        or job["jobid"].startswith(ident + ".")
+        or ident.startswith(job["jobid"] + ".")
+    ):
         return None
     job = fs.view(job)
     if flavor() == "torque" and job["state"] == "ended":
@@ -54,14 +57,17 @@ def find(st: fs.Store, ident: str) -> dict[str, Any] | None:
 
 # ------------------------------------------------------------------------------------------------ qsub
 
+
 def qsub(argv: list[str]) -> int:
     short = "a:A:c:C:e:hIj:k:l:m:M:N:o:p:P:q:r:S:u:v:VW:zd:w:"
     try:
         opts, args = getopt.getopt(argv, short)
     except getopt.GetoptError as e:
-        fs.err(f"qsub: {e.msg}\nusage: qsub [-a date_time] [-A account_string] [-e path] [-j oe|eo|n] "
-               "[-l resource_list] [-N name] [-o path] [-q destination] [-S path_list] [-v variable_list] [-V] "
-               "[script | -- command]")
+        fs.err(
+            f"qsub: {e.msg}\nusage: qsub [-a date_time] [-A account_string] [-e path] [-j oe|eo|n] "
+            "[-l resource_list] [-N name] [-o path] [-q destination] [-S path_list] [-v variable_list] [-V] "
+            "[script | -- command]"
+        )
         return 2
     if args and args[0] != "-":
         path = args[0]
@@ -135,25 +141,59 @@ def qsub(argv: list[str]) -> int:
     with open(nodefile, "w") as f:
         f.write(f"{fs.HOST}\n" * (node_count * ppn))
     pbs_o = {
-        "PBS_O_HOME": fs.HOME, "PBS_O_LANG": os.environ.get("LANG", "C"), "PBS_O_LOGNAME": fs.USER,
-        "PBS_O_PATH": os.environ.get("PATH", ""), "PBS_O_MAIL": f"/var/mail/{fs.USER}",
-        "PBS_O_SHELL": os.environ.get("SHELL", "/bin/bash"), "PBS_O_WORKDIR": submit_dir, "PBS_O_SYSTEM": "Linux",
-        "PBS_O_QUEUE": queue, "PBS_O_HOST": fs.HOST,
+        "PBS_O_HOME": fs.HOME,
+        "PBS_O_LANG": os.environ.get("LANG", "C"),
+        "PBS_O_LOGNAME": fs.USER,
+        "PBS_O_PATH": os.environ.get("PATH", ""),
+        "PBS_O_MAIL": f"/var/mail/{fs.USER}",
+        "PBS_O_SHELL": os.environ.get("SHELL", "/bin/bash"),
+        "PBS_O_WORKDIR": submit_dir,
+        "PBS_O_SYSTEM": "Linux",
+        "PBS_O_QUEUE": queue,
+        "PBS_O_HOST": fs.HOST,
     }
     base = dict(os.environ) if "V" in options else {}
     for item in (options.get("v") or "").split(","):
         if item:
             key, sep, value = item.partition("=")
             base[key] = value if sep else os.environ.get(key, "")
-    env = fs.job_env(base, **pbs_o, PBS_JOBID=jobid, PBS_JOBNAME=name, PBS_QUEUE=queue, PBS_ENVIRONMENT="PBS_BATCH",
-                     PBS_NODEFILE=nodefile, PBS_JOBDIR=fs.HOME, PBS_TASKNUM="1", PBS_NODENUM="0", ENVIRONMENT="BATCH",
-                     PBS_NUM_NODES=str(node_count), PBS_NUM_PPN=str(ppn), PBS_NP=str(node_count * ppn))
+    env = fs.job_env(
+        base,
+        **pbs_o,
+        PBS_JOBID=jobid,
+        PBS_JOBNAME=name,
+        PBS_QUEUE=queue,
+        PBS_ENVIRONMENT="PBS_BATCH",
+        PBS_NODEFILE=nodefile,
+        PBS_JOBDIR=fs.HOME,
+        PBS_TASKNUM="1",
+        PBS_NODENUM="0",
+        ENVIRONMENT="BATCH",
+        PBS_NUM_NODES=str(node_count),
+        PBS_NUM_PPN=str(ppn),
+        PBS_NP=str(node_count * ppn),
+    )
     job = {
-        "n": n, "jobid": jobid, "name": name, "queue": queue, "submit_dir": submit_dir, "cwd": cwd,
-        "argv": [shell, "{script}"], "env": env, "limit": limit, "resources": resources,
-        "out": out_path, "err": err_path, "join": join, "submit_args": submit_args, "variables": pbs_o,
-        "run_out": err_path if join == "eo" else out_path, "run_err": "&1" if join in ("oe", "eo") else err_path,
-        "kill_plan": KILL_PLAN, "limit_plan": KILL_PLAN, "flavor": flavor(),
+        "n": n,
+        "jobid": jobid,
+        "name": name,
+        "queue": queue,
+        "submit_dir": submit_dir,
+        "cwd": cwd,
+        "argv": [shell, "{script}"],
+        "env": env,
+        "limit": limit,
+        "resources": resources,
+        "out": out_path,
+        "err": err_path,
+        "join": join,
+        "submit_args": submit_args,
+        "variables": pbs_o,
+        "run_out": err_path if join == "eo" else out_path,
+        "run_err": "&1" if join in ("oe", "eo") else err_path,
+        "kill_plan": KILL_PLAN,
+        "limit_plan": KILL_PLAN,
+        "flavor": flavor(),
     }
     fs.submit(st, job, text)
     print(jobid)
@@ -172,6 +212,7 @@ def _collect(options: dict[str, Any], opts: list[tuple[str, str]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ qstat
+
 
 def state_letter(job: dict[str, Any], fl: str) -> str:
     if job["state"] in ("queued",):
@@ -200,18 +241,37 @@ def full_attrs(job: dict[str, Any], fl: str) -> list[tuple[str, str]]:
     a: list[tuple[str, str]] = [("Job_Name", job["name"]), ("Job_Owner", f"{job['user']}@{fs.HOST}")]
     if job.get("started"):
         wall = fs.hms(fs.elapsed(job))
-        a += [("resources_used.cpupercent", "0"), ("resources_used.cput", "00:00:00"), ("resources_used.mem", "0kb"),
-              ("resources_used.ncpus", "1"), ("resources_used.vmem", "0kb"), ("resources_used.walltime", wall)]
-    a += [("job_state", letter), ("queue", job["queue"]), ("server", fs.HOST), ("Checkpoint", "u"),
-          ("ctime", _ctime(job["submitted"])), ("Error_Path", f"{fs.HOST}:{job['err']}")]
+        a += [
+            ("resources_used.cpupercent", "0"),
+            ("resources_used.cput", "00:00:00"),
+            ("resources_used.mem", "0kb"),
+            ("resources_used.ncpus", "1"),
+            ("resources_used.vmem", "0kb"),
+            ("resources_used.walltime", wall),
+        ]
+    a += [
+        ("job_state", letter),
+        ("queue", job["queue"]),
+        ("server", fs.HOST),
+        ("Checkpoint", "u"),
+        ("ctime", _ctime(job["submitted"])),
+        ("Error_Path", f"{fs.HOST}:{job['err']}"),
+    ]
     if job.get("started"):
         a.append(("exec_host", f"{fs.HOST}/0"))
         if fl == "pro":
             a.append(("exec_vnode", f"({fs.HOST}:ncpus=1)"))
-    a += [("Hold_Types", "n"), ("Join_Path", job["join"]), ("Keep_Files", "n"), ("Mail_Points", "a"),
-          ("mtime", _ctime(job.get("ended") or job.get("started") or job["submitted"])),
-          ("Output_Path", f"{fs.HOST}:{job['out']}"), ("Priority", "0"), ("qtime", _ctime(job["submitted"])),
-          ("Rerunable", "True")]
+    a += [
+        ("Hold_Types", "n"),
+        ("Join_Path", job["join"]),
+        ("Keep_Files", "n"),
+        ("Mail_Points", "a"),
+        ("mtime", _ctime(job.get("ended") or job.get("started") or job["submitted"])),
+        ("Output_Path", f"{fs.HOST}:{job['out']}"),
+        ("Priority", "0"),
+        ("qtime", _ctime(job["submitted"])),
+        ("Rerunable", "True"),
+    ]
     for key, value in sorted(job["resources"].items()):
         a.append((f"Resource_List.{key}", value))
     if job.get("started"):
@@ -235,8 +295,12 @@ def full_attrs(job: dict[str, Any], fl: str) -> list[tuple[str, str]]:
     if fl == "pro":
         a.append(("project", "_pbs_project_default"))
     else:
-        a += [("euser", job["user"]), ("queue_type", "E"), ("init_work_dir", job["submit_dir"]),
-              ("submit_host", fs.HOST)]
+        a += [
+            ("euser", job["user"]),
+            ("queue_type", "E"),
+            ("init_work_dir", job["submit_dir"]),
+            ("submit_host", fs.HOST),
+        ]
         if job.get("started"):
             a.append(("start_time", str(int(job["started"]))))
         if letter == "C":
@@ -276,12 +340,16 @@ def format_xml(jobs: list[dict[str, Any]]) -> str:
 def format_table(jobs: list[dict[str, Any]], fl: str) -> str:
     if not jobs:
         return ""
-    lines = ["Job id            Name             User              Time Use S Queue",
-             "----------------  ---------------- ----------------  -------- - -----"]
+    lines = [
+        "Job id            Name             User              Time Use S Queue",
+        "----------------  ---------------- ----------------  -------- - -----",
+    ]
     for job in jobs:
         used = fs.hms(0) if job.get("started") else "0"
-        lines.append(f"{job['jobid'][:16]:<17} {job['name'][:16]:<16} {job['user'][:16]:<16}  {used:>8} "
-                     f"{state_letter(job, fl)} {job['queue']}")
+        lines.append(
+            f"{job['jobid'][:16]:<17} {job['name'][:16]:<16} {job['user'][:16]:<16}  {used:>8} "
+            f"{state_letter(job, fl)} {job['queue']}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -337,9 +405,10 @@ def qstat(argv: list[str]) -> int:
 
 # ------------------------------------------------------------------------------------------------ qdel
 
+
 def qdel(argv: list[str]) -> int:
     try:
-        opts, args = getopt.getopt(argv, "Wx:")
+        _opts, args = getopt.getopt(argv, "Wx:")
     except getopt.GetoptError as e:
         fs.err(f"qdel: {e.msg}\nusage: qdel [-W delay|force] [-x] job_identifier...")
         return 2

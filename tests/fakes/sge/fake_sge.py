@@ -19,18 +19,71 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-import fakesched as fs  # noqa: E402
+import fakesched as fs
 
 SCHED = "sge"
 QUEUES = ["all.q", "normal", "debug", "batch"]
 XSD = "http://arc.liv.ac.uk/repos/darcs/sge/source/dist/util/resources/schemas/qstat/qstat.xsd"
 KILL_PLAN = [[0, "KILL"]]  # qdel: SIGKILL (no -notify)
 LIMIT_PLAN = [[0, "KILL"]]  # h_rt exceeded: SIGKILL
-ARG_OPTS = {"N", "o", "e", "S", "wd", "q", "l", "pe", "j", "v", "b", "hold_jid", "M", "m", "A", "P", "t", "r", "a",
-            "p", "ac", "c", "ckpt", "dl", "i", "js", "masterq", "R", "sc", "shell", "soft", "hard", "tc", "now", "w"}
+ARG_OPTS = {
+    "N",
+    "o",
+    "e",
+    "S",
+    "wd",
+    "q",
+    "l",
+    "pe",
+    "j",
+    "v",
+    "b",
+    "hold_jid",
+    "M",
+    "m",
+    "A",
+    "P",
+    "t",
+    "r",
+    "a",
+    "p",
+    "ac",
+    "c",
+    "ckpt",
+    "dl",
+    "i",
+    "js",
+    "masterq",
+    "R",
+    "sc",
+    "shell",
+    "soft",
+    "hard",
+    "tc",
+    "now",
+    "w",
+}
 FLAG_OPTS = {"cwd", "V", "terse", "h", "notify", "sync", "verify", "clear"}
-RESOURCES = {"h_rt", "s_rt", "h_vmem", "s_vmem", "mem_free", "h_cpu", "s_cpu", "h_data", "h_stack", "arch",
-             "hostname", "exclusive", "virtual_free", "h_fsize", "slots", "num_proc", "mem_total", "gpu"}
+RESOURCES = {
+    "h_rt",
+    "s_rt",
+    "h_vmem",
+    "s_vmem",
+    "mem_free",
+    "h_cpu",
+    "s_cpu",
+    "h_data",
+    "h_stack",
+    "arch",
+    "hostname",
+    "exclusive",
+    "virtual_free",
+    "h_fsize",
+    "slots",
+    "num_proc",
+    "mem_total",
+    "gpu",
+}
 
 
 def store() -> fs.Store:
@@ -111,8 +164,10 @@ def qsub(argv: list[str]) -> int:
     if "pe" in o:
         pes = fs.setting(SCHED, "pes", "smp mpi orte").split()
         if o["pe"][0] not in pes:
-            fs.err(f'Unable to run job: job rejected: the requested parallel environment "{o["pe"][0]}" does not '
-                   'exist.\nExiting.')
+            fs.err(
+                f'Unable to run job: job rejected: the requested parallel environment "{o["pe"][0]}" does not '
+                "exist.\nExiting."
+            )
             return 1
     resources: dict[str, str] = {}
     for spec in o.get("l", []):
@@ -130,8 +185,11 @@ def qsub(argv: list[str]) -> int:
             return 1
     name = o.get("N") or script_name
     if re.search(r"[\s/:@\\*?]", name) or name[:1].isdigit():
-        fs.err(f'Unable to run job: job rejected: "{name}" is not a valid object name (cannot start with a digit)'
-               if name[:1].isdigit() else f'Unable to run job: job rejected: "{name}" is not a valid object name.')
+        fs.err(
+            f'Unable to run job: job rejected: "{name}" is not a valid object name (cannot start with a digit)'
+            if name[:1].isdigit()
+            else f'Unable to run job: job rejected: "{name}" is not a valid object name.'
+        )
         return 1
     submit_dir = os.getcwd()
     cwd = o.get("wd") or (submit_dir if o.get("cwd") else fs.HOME)
@@ -139,8 +197,14 @@ def qsub(argv: list[str]) -> int:
 
     def path_of(value: str | None, ext: str) -> str:
         value = re.sub(r"^[A-Za-z0-9._-]*:", "", value or "")
-        for var, v in (("JOB_ID", str(n)), ("JOB_NAME", name), ("USER", fs.USER), ("HOME", fs.HOME),
-                       ("HOSTNAME", fs.HOST), ("TASK_ID", "undefined")):
+        for var, v in (
+            ("JOB_ID", str(n)),
+            ("JOB_NAME", name),
+            ("USER", fs.USER),
+            ("HOME", fs.HOME),
+            ("HOSTNAME", fs.HOST),
+            ("TASK_ID", "undefined"),
+        ):
             value = value.replace("$" + var, v)
         path = os.path.join(cwd, value) if value else cwd
         if os.path.isdir(path):
@@ -156,19 +220,47 @@ def qsub(argv: list[str]) -> int:
             key, sep, value = item.partition("=")
             base[key] = value if sep else os.environ.get(key, "")
     queue = (o.get("q") or [queues[0]])[0].split(",")[0].split("@")[0]
-    env = fs.job_env(base, JOB_ID=n, JOB_NAME=name, QUEUE=queue, SGE_O_WORKDIR=submit_dir, SGE_O_HOME=fs.HOME,
-                     SGE_O_PATH=os.environ.get("PATH", ""), SGE_O_SHELL=os.environ.get("SHELL", "/bin/sh"),
-                     SGE_O_HOST=fs.HOST, SGE_O_LOGNAME=fs.USER, SGE_STDOUT_PATH=out_path,
-                     SGE_STDERR_PATH=out_path if join else err_path, NSLOTS=o["pe"][1] if "pe" in o else 1,
-                     SGE_TASK_ID="undefined", ENVIRONMENT="BATCH", REQUEST=name, HOSTNAME=fs.HOST,
-                     SHELL=shell)
+    env = fs.job_env(
+        base,
+        JOB_ID=n,
+        JOB_NAME=name,
+        QUEUE=queue,
+        SGE_O_WORKDIR=submit_dir,
+        SGE_O_HOME=fs.HOME,
+        SGE_O_PATH=os.environ.get("PATH", ""),
+        SGE_O_SHELL=os.environ.get("SHELL", "/bin/sh"),
+        SGE_O_HOST=fs.HOST,
+        SGE_O_LOGNAME=fs.USER,
+        SGE_STDOUT_PATH=out_path,
+        SGE_STDERR_PATH=out_path if join else err_path,
+        NSLOTS=o["pe"][1] if "pe" in o else 1,
+        SGE_TASK_ID="undefined",
+        ENVIRONMENT="BATCH",
+        REQUEST=name,
+        HOSTNAME=fs.HOST,
+        SHELL=shell,
+    )
     binary = str(o.get("b", "n")).lower() in ("y", "yes")
     job = {
-        "n": n, "jobid": str(n), "name": name, "queue": queue, "submit_dir": submit_dir, "cwd": cwd,
-        "argv": (rest if binary else [shell, "{script}", *script_args]), "env": env, "limit": limit,
-        "out": out_path, "err": err_path, "run_out": out_path, "run_err": "&1" if join else err_path,
-        "append": True, "open_error": "error", "kill_plan": KILL_PLAN, "limit_plan": LIMIT_PLAN,
-        "slots": int(o["pe"][1]) if "pe" in o else 1, "resources": resources,
+        "n": n,
+        "jobid": str(n),
+        "name": name,
+        "queue": queue,
+        "submit_dir": submit_dir,
+        "cwd": cwd,
+        "argv": (rest if binary else [shell, "{script}", *script_args]),
+        "env": env,
+        "limit": limit,
+        "out": out_path,
+        "err": err_path,
+        "run_out": out_path,
+        "run_err": "&1" if join else err_path,
+        "append": True,
+        "open_error": "error",
+        "kill_plan": KILL_PLAN,
+        "limit_plan": LIMIT_PLAN,
+        "slots": int(o["pe"][1]) if "pe" in o else 1,
+        "resources": resources,
     }
     fs.submit(st, job, None if binary else text)
     print(n if o.get("terse") else f'Your job {n} ("{name}") has been submitted')
@@ -176,6 +268,7 @@ def qsub(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ qstat
+
 
 def state_code(job: dict[str, Any]) -> str | None:
     """qstat's state string; None once the job has left the system."""
@@ -206,28 +299,32 @@ def format_xml(jobs: list[dict[str, Any]]) -> str:
     pending = [j for j in jobs if j["state"] != "running"]
     lines = ["<?xml version='1.0'?>", f'<job_info  xmlns:xsd="{XSD}">', "  <queue_info>"]
     for j in running:
-        lines += ['    <job_list state="running">',
-                  f"      <JB_job_number>{j['n']}</JB_job_number>",
-                  "      <JAT_prio>0.55500</JAT_prio>",
-                  f"      <JB_name>{escape(j['name'])}</JB_name>",
-                  f"      <JB_owner>{escape(j['user'])}</JB_owner>",
-                  f"      <state>{state_code(j)}</state>",
-                  f"      <JAT_start_time>{_iso(j['started'])}</JAT_start_time>",
-                  f"      <queue_name>{escape(j['queue'])}@{fs.HOST}</queue_name>",
-                  f"      <slots>{j.get('slots', 1)}</slots>",
-                  "    </job_list>"]
+        lines += [
+            '    <job_list state="running">',
+            f"      <JB_job_number>{j['n']}</JB_job_number>",
+            "      <JAT_prio>0.55500</JAT_prio>",
+            f"      <JB_name>{escape(j['name'])}</JB_name>",
+            f"      <JB_owner>{escape(j['user'])}</JB_owner>",
+            f"      <state>{state_code(j)}</state>",
+            f"      <JAT_start_time>{_iso(j['started'])}</JAT_start_time>",
+            f"      <queue_name>{escape(j['queue'])}@{fs.HOST}</queue_name>",
+            f"      <slots>{j.get('slots', 1)}</slots>",
+            "    </job_list>",
+        ]
     lines += ["  </queue_info>", "  <job_info>"]
     for j in pending:
-        lines += ['    <job_list state="pending">',
-                  f"      <JB_job_number>{j['n']}</JB_job_number>",
-                  "      <JAT_prio>0.00000</JAT_prio>",
-                  f"      <JB_name>{escape(j['name'])}</JB_name>",
-                  f"      <JB_owner>{escape(j['user'])}</JB_owner>",
-                  f"      <state>{state_code(j)}</state>",
-                  f"      <JB_submission_time>{_iso(j['submitted'])}</JB_submission_time>",
-                  "      <queue_name></queue_name>",
-                  f"      <slots>{j.get('slots', 1)}</slots>",
-                  "    </job_list>"]
+        lines += [
+            '    <job_list state="pending">',
+            f"      <JB_job_number>{j['n']}</JB_job_number>",
+            "      <JAT_prio>0.00000</JAT_prio>",
+            f"      <JB_name>{escape(j['name'])}</JB_name>",
+            f"      <JB_owner>{escape(j['user'])}</JB_owner>",
+            f"      <state>{state_code(j)}</state>",
+            f"      <JB_submission_time>{_iso(j['submitted'])}</JB_submission_time>",
+            "      <queue_name></queue_name>",
+            f"      <slots>{j.get('slots', 1)}</slots>",
+            "    </job_list>",
+        ]
     lines += ["  </job_info>", "</job_info>"]
     return "\n".join(lines) + "\n"
 
@@ -235,34 +332,56 @@ def format_xml(jobs: list[dict[str, Any]]) -> str:
 def format_table(jobs: list[dict[str, Any]]) -> str:
     if not jobs:
         return ""
-    lines = ["job-ID  prior   name       user         state submit/start at     queue                          "
-             "slots ja-task-ID ",
-             "-" * 113]
+    lines = [
+        "job-ID  prior   name       user         state submit/start at     queue                          "
+        "slots ja-task-ID ",
+        "-" * 113,
+    ]
     for j in jobs:
         running = j["state"] == "running"
         when = time.strftime("%m/%d/%Y %H:%M:%S", time.localtime(j["started"] if running else j["submitted"]))
         queue = f"{j['queue']}@{fs.HOST}" if running else ""
         prio = "0.55500" if running else "0.00000"
-        lines.append(f"{j['n']:>7} {prio} {j['name'][:10]:<10} {j['user'][:12]:<12} {state_code(j):<5} {when} "
-                     f"{queue:<30} {j.get('slots', 1):>5}        ")
+        lines.append(
+            f"{j['n']:>7} {prio} {j['name'][:10]:<10} {j['user'][:12]:<12} {state_code(j):<5} {when} "
+            f"{queue:<30} {j.get('slots', 1):>5}        "
+        )
     return "\n".join(lines) + "\n"
 
 
 def format_detail(j: dict[str, Any]) -> str:
-    rows = [("job_number", str(j["n"])), ("exec_file", f"job_scripts/{j['n']}"),
-            ("submission_time", time.ctime(j["submitted"])), ("owner", j["user"]), ("sge_o_home", fs.HOME),
-            ("sge_o_log_name", j["user"]), ("sge_o_path", j["env"].get("SGE_O_PATH", "")),
-            ("sge_o_shell", j["env"].get("SGE_O_SHELL", "")), ("sge_o_workdir", j["submit_dir"]),
-            ("sge_o_host", fs.HOST), ("account", "sge"), ("cwd", j["cwd"]),
-            ("stderr_path_list", f"NONE:NONE:{j['err']}"), ("stdout_path_list", f"NONE:NONE:{j['out']}"),
-            ("hard_queue_list", j["queue"]), ("job_name", j["name"]), ("jobshare", "0"),
-            ("shell_list", f"NONE:{j['env'].get('SHELL', '/bin/sh')}"), ("env_list", ""),
-            ("script_file", j.get("script") or "NONE")]
+    rows = [
+        ("job_number", str(j["n"])),
+        ("exec_file", f"job_scripts/{j['n']}"),
+        ("submission_time", time.ctime(j["submitted"])),
+        ("owner", j["user"]),
+        ("sge_o_home", fs.HOME),
+        ("sge_o_log_name", j["user"]),
+        ("sge_o_path", j["env"].get("SGE_O_PATH", "")),
+        ("sge_o_shell", j["env"].get("SGE_O_SHELL", "")),
+        ("sge_o_workdir", j["submit_dir"]),
+        ("sge_o_host", fs.HOST),
+        ("account", "sge"),
+        ("cwd", j["cwd"]),
+        ("stderr_path_list", f"NONE:NONE:{j['err']}"),
+        ("stdout_path_list", f"NONE:NONE:{j['out']}"),
+        ("hard_queue_list", j["queue"]),
+        ("job_name", j["name"]),
+        ("jobshare", "0"),
+        ("shell_list", f"NONE:{j['env'].get('SHELL', '/bin/sh')}"),
+        ("env_list", ""),
+        ("script_file", j.get("script") or "NONE"),
+    ]
     if j.get("resources"):
         rows.append(("hard resource_list", ",".join(f"{k}={v}" for k, v in j["resources"].items())))
     if j["state"] == "error":
-        rows.append(("error reason    1", f"{time.strftime('%m/%d/%Y %H:%M:%S')} [{os.getuid()}:{j.get('pid') or 0}]: "
-                                          f"error: {j.get('reason', '')}"))
+        rows.append(
+            (
+                "error reason    1",
+                f"{time.strftime('%m/%d/%Y %H:%M:%S')} [{os.getuid()}:{j.get('pid') or 0}]: "
+                f"error: {j.get('reason', '')}",
+            )
+        )
     lines = ["=" * 62] + [f"{k + ':':<28}{v}" for k, v in rows]
     return "\n".join(lines) + "\n"
 
@@ -306,6 +425,7 @@ def qstat(argv: list[str]) -> int:
 
 # ------------------------------------------------------------------------------------------------ qdel / qacct
 
+
 def qdel(argv: list[str]) -> int:
     ids = [a for arg in argv if not arg.startswith("-") for a in arg.split(",") if a]
     if not ids:
@@ -342,12 +462,27 @@ def qacct(argv: list[str]) -> int:
         return 1
     code = 128 + job["signal"] if job.get("signal") else (job.get("exit_status") or 0)
     failed = "100 : assumedly after job" if job.get("signal") else "0"
-    rows = [("qname", job["queue"]), ("hostname", fs.HOST), ("group", fs.USER), ("owner", job["user"]),
-            ("project", "NONE"), ("department", "defaultdepartment"), ("jobname", job["name"]),
-            ("jobnumber", str(job["n"])), ("taskid", "undefined"), ("account", "sge"), ("priority", "0"),
-            ("qsub_time", time.ctime(job["submitted"])), ("start_time", time.ctime(job["started"])),
-            ("end_time", time.ctime(job["ended"])), ("granted_pe", "NONE"), ("slots", str(job.get("slots", 1))),
-            ("failed", failed), ("exit_status", str(code)), ("ru_wallclock", f"{fs.elapsed(job):.3f}s")]
+    rows = [
+        ("qname", job["queue"]),
+        ("hostname", fs.HOST),
+        ("group", fs.USER),
+        ("owner", job["user"]),
+        ("project", "NONE"),
+        ("department", "defaultdepartment"),
+        ("jobname", job["name"]),
+        ("jobnumber", str(job["n"])),
+        ("taskid", "undefined"),
+        ("account", "sge"),
+        ("priority", "0"),
+        ("qsub_time", time.ctime(job["submitted"])),
+        ("start_time", time.ctime(job["started"])),
+        ("end_time", time.ctime(job["ended"])),
+        ("granted_pe", "NONE"),
+        ("slots", str(job.get("slots", 1))),
+        ("failed", failed),
+        ("exit_status", str(code)),
+        ("ru_wallclock", f"{fs.elapsed(job):.3f}s"),
+    ]
     print("=" * 62)
     for k, v in rows:
         print(f"{k:<13}{v}")

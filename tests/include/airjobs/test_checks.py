@@ -39,8 +39,13 @@ def fake_slurm(tmp_path: Path):
 
 
 def _run(shell: str, command: str, case: str, tmp_path: Path) -> str:
-    p = subprocess.run([shell, "-c", command], capture_output=True, text=True, timeout=30,
-                       env={"CASE": case, "PATH": f"{tmp_path}/bin:/usr/bin:/bin"})
+    p = subprocess.run(
+        [shell, "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"CASE": case, "PATH": f"{tmp_path}/bin:/usr/bin:/bin"},
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout
 
@@ -48,8 +53,9 @@ def _run(shell: str, command: str, case: str, tmp_path: Path) -> str:
 def test_nothing_at_all_from_squeue_and_sacct_is_no_answer(fake_slurm):
     """slurmctld and slurmdbd both unreachable: the answer is empty, and says it is no answer (an empty answer
     used to count as a scheduler that no longer knows the jobs, which declared them lost)."""
-    (fake_slurm / "bin/sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database' >&2\n"
-                                          "exit 1\n")
+    (fake_slurm / "bin/sacct").write_text(
+        "#!/bin/sh\necho 'sacct: error: Problem talking to the database' >&2\nexit 1\n"
+    )
     out = _run("bash", checks.status_script(slurm, ["12"], [str(fake_slurm / "none")]), "controller down", fake_slurm)
     answer = checks.parse_answer(out, 1)
     assert answer is not None and not answer.answered and answer.status_out.strip() == "" and answer.codes == ["-"]
@@ -97,29 +103,46 @@ def test_status_and_exit_code_values_are_quoted(fake_slurm):
 
 
 def _paramiko_errors():
-    return [paramiko.SSHException("Error reading SSH protocol banner"),
-            paramiko.ssh_exception.NoValidConnectionsError({("127.0.0.1", 9): ConnectionRefusedError(111, "x")}),
-            paramiko.ChannelException(2, "Connect failed")]
+    return [
+        paramiko.SSHException("Error reading SSH protocol banner"),
+        paramiko.ssh_exception.NoValidConnectionsError({("127.0.0.1", 9): ConnectionRefusedError(111, "x")}),
+        paramiko.ChannelException(2, "Connect failed"),
+    ]
 
 
-@pytest.mark.parametrize("error", [
-    ConnectionRefusedError(111, "Connection refused"), ConnectionResetError(104, "Connection reset by peer"),
-    socket.timeout("timed out"), TimeoutError("timed out"), EOFError(), socket.gaierror(-3, "Temporary failure"),
-    subprocess.TimeoutExpired(["/bin/sh", "-c", "squeue"], 120),
-    OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")),
-    *_paramiko_errors(),
-], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError("timed out"),
+        TimeoutError("timed out"),
+        EOFError(),
+        socket.gaierror(-3, "Temporary failure"),
+        subprocess.TimeoutExpired(["/bin/sh", "-c", "squeue"], 120),
+        OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")),
+        *_paramiko_errors(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_errors_of_reaching_a_host_or_the_database_are_transient(error):
     assert checks.transient(error)
 
 
-@pytest.mark.parametrize("error", [
-    PermissionError("Connection x is not one bob may use"), egress.EgressRefused("refused by the egress guard"),
-    StepError("System x names no login.connectionId."), FileNotFoundError("/no/such/key"),
-    paramiko.AuthenticationException("Authentication failed."),
-    paramiko.BadHostKeyException("h", paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)),
-    ValueError("bad"), KeyError("x"),
-], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError("Connection x is not one bob may use"),
+        egress.EgressRefused("refused by the egress guard"),
+        StepError("System x names no login.connectionId."),
+        FileNotFoundError("/no/such/key"),
+        paramiko.AuthenticationException("Authentication failed."),
+        paramiko.BadHostKeyException("h", paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)),
+        ValueError("bad"),
+        KeyError("x"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_refusals_and_bugs_are_not_transient(error):
     assert not checks.transient(error)
 
@@ -131,8 +154,10 @@ def test_back_off_doubles_from_the_first_interval_to_the_last(monkeypatch):
     assert checks.retry_in(0) == 15 and checks.retry_in(100) == 100 and checks.retry_in(10**6) == 300
 
 
-@pytest.mark.parametrize("raw,expected", [(None, 21600), ("", 21600), ("90", 90), ("1.5", 1.5), ("0", 21600),
-                                          ("-5", 21600), ("six hours", 21600)])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [(None, 21600), ("", 21600), ("90", 90), ("1.5", 1.5), ("0", 21600), ("-5", 21600), ("six hours", 21600)],
+)
 def test_unreachable_limit(monkeypatch, raw, expected):
     if raw is None:
         monkeypatch.delenv("AIRJOBS_HOST_UNREACHABLE_SECONDS", raising=False)
@@ -143,7 +168,16 @@ def test_unreachable_limit(monkeypatch, raw, expected):
 
 def test_durations_in_words():
     assert [checks.duration(s) for s in (0, 45.4, 119, 120, 3599, 7199, 7200, 21600, 5400 * 2 + 60)] == [
-        "0 s", "45 s", "119 s", "2 min", "59 min", "119 min", "2 h", "6 h", "3 h 1 min"]
+        "0 s",
+        "45 s",
+        "119 s",
+        "2 min",
+        "59 min",
+        "119 min",
+        "2 h",
+        "6 h",
+        "3 h 1 min",
+    ]
 
 
 def test_marks_in_remote_status():
@@ -195,15 +229,27 @@ def slurm_host(pg):
     (root / "cancelled").touch()
     for p in (root, root / "bin", *root.glob("bin/*"), root / "env.sh", root / "mode", root / "cancelled"):
         p.chmod(0o777 if p.name == "cancelled" else 0o755)
-    registry.put_system({"id": "fake-slurm.local", "name": "SLURM that fails", "type": "EXECUTION",
-                         "executionType": "HPC", "scheduler": "SLURM", "public": True,
-                         "login": {"protocol": "LOCAL", "host": "localhost"},
-                         "storage": {"protocol": "LOCAL", "host": "localhost", "rootDir": str(root), "homeDir": "/"},
-                         "startupScript": str(root / "env.sh"), "workDir": "/work",
-                         "queues": [{"name": "normal", "default": True}]}, "admin")
+    registry.put_system(
+        {
+            "id": "fake-slurm.local",
+            "name": "SLURM that fails",
+            "type": "EXECUTION",
+            "executionType": "HPC",
+            "scheduler": "SLURM",
+            "public": True,
+            "login": {"protocol": "LOCAL", "host": "localhost"},
+            "storage": {"protocol": "LOCAL", "host": "localhost", "rootDir": str(root), "homeDir": "/"},
+            "startupScript": str(root / "env.sh"),
+            "workDir": "/work",
+            "queues": [{"name": "normal", "default": True}],
+        },
+        "admin",
+    )
     install_app("slurm-fails", "true\n", execution_system="fake-slurm.local")
-    job, _ = store.create_job(submission.build_job({"name": "fails", "appId": "slurm-fails-1.0", "archive": False},
-                                                   "monitor-user"), created_by="monitor-user")
+    job, _ = store.create_job(
+        submission.build_job({"name": "fails", "appId": "slurm-fails-1.0", "archive": False}, "monitor-user"),
+        created_by="monitor-user",
+    )
     transition(job.id, JobStatus.STAGED, "staged")
     transition(job.id, JobStatus.SUBMITTING, "submitting", work_path="/work/monitor-user/fails")
     transition(job.id, JobStatus.RUNNING, "running", local_id="4242")
@@ -217,8 +263,10 @@ def _events(job_id: str) -> list[tuple[str, str]]:
     from airjobs.models import JobEvent
 
     with db.session() as s:
-        return [(e.status, e.description) for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
-                                                             .order_by(JobEvent.id))]
+        return [
+            (e.status, e.description)
+            for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+        ]
 
 
 def test_a_scheduler_that_cannot_answer_never_loses_a_job(slurm_host, monkeypatch):
@@ -238,8 +286,10 @@ def test_a_scheduler_that_cannot_answer_never_loses_a_job(slurm_host, monkeypatc
     job = store.get_job(job_id)
     assert job.status == "RUNNING" and job.remote_status.startswith(checks.UNREACHABLE)
     lost = [d for _, d in _events(job_id) if d.startswith("Lost contact")]
-    assert lost == [f"Lost contact with fake-slurm.local: SLURM did not answer: squeue: slurm_load_jobs error: "
-                    f"Unable to contact slurm controller (connect failure); still trying (for up to 6 h)"]
+    assert lost == [
+        "Lost contact with fake-slurm.local: SLURM did not answer: squeue: slurm_load_jobs error: "
+        "Unable to contact slurm controller (connect failure); still trying (for up to 6 h)"
+    ]
     assert job.message == lost[0]
 
     (root / "mode").write_text("running running\n")  # the controller is back: it knows the job
@@ -269,12 +319,16 @@ def test_past_the_limit_a_job_whose_scheduler_does_not_answer_ends_failed(slurm_
     result = checks.check("fake-slurm.local", [job_id])[job_id]
     job = store.get_job(job_id)
     assert result.done and result.retry_kill and job.status == "FAILED"
-    assert job.message == ("Execution system fake-slurm.local unreachable for 2 s: SLURM did not answer: squeue: "
-                           "slurm_load_jobs error: Unable to contact slurm controller (connect failure)")
+    assert job.message == (
+        "Execution system fake-slurm.local unreachable for 2 s: SLURM did not answer: squeue: "
+        "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    )
     assert job.remote_status.startswith(checks.KILL_PENDING)
     (root / "mode").write_text("running running\n")  # the kill reaches the host when it answers again
     assert checks.retry_kills("fake-slurm.local", [job_id]) == {}
-    assert _events(job_id)[-1] == ("FAILED", "Its process was killed on fake-slurm.local now that it answers again "
-                                             "(SLURM job 4242 killed)")
+    assert _events(job_id)[-1] == (
+        "FAILED",
+        "Its process was killed on fake-slurm.local now that it answers again (SLURM job 4242 killed)",
+    )
     assert (root / "cancelled").read_text() == "4242\n"
     assert store.get_job(job_id).remote_status is None

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from airjobs import egress, registry, store, submission
-from airjobs.steps import stage as staging
 from airjobs.egress import EgressRefused
 from airjobs.errors import BadRequest, StepError
+from airjobs.steps import stage as staging
 from airjobs.transports.http import HTTPSource
 
 IP = ipaddress.ip_address

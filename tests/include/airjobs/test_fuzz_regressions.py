@@ -25,8 +25,14 @@ def test_a_numeric_batch_queue_is_looked_up_by_name(pg):
         submission.build_job({**GOOD, "batchQueue": 7}, "alice")
 
 
-@pytest.mark.parametrize("raw", [b'{"name": Infinity, "appId": "wc-1.0"}', b'{"name": "x", "extra": NaN}',
-                                 b'{"name": "x", "notifications": [-Infinity]}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": Infinity, "appId": "wc-1.0"}',
+        b'{"name": "x", "extra": NaN}',
+        b'{"name": "x", "notifications": [-Infinity]}',
+    ],
+)
 def test_non_finite_numbers_in_a_job_request_are_a_400(raw):
     """Python's JSON reader takes NaN and Infinity, PostgreSQL's json type does not: the job request (stored as
     the job's ``request``) was refused by the database, a 503 "database unavailable" that no retry cures."""
@@ -34,8 +40,9 @@ def test_non_finite_numbers_in_a_job_request_are_a_400(raw):
         submission.check_strings(submission.parse_body(raw, "application/json"))
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), [1, float("inf")],
-                                   {"a": {"b": float("nan")}}])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), -float("inf"), [1, float("inf")], {"a": {"b": float("nan")}}]
+)
 def test_check_strings_refuses_non_finite_numbers_anywhere(value):
     """App and system descriptions and job actions go through ``check_strings`` too (api ``_storable``)."""
     with pytest.raises(BadRequest, match="not a finite number"):
@@ -43,15 +50,24 @@ def test_check_strings_refuses_non_finite_numbers_anywhere(value):
 
 
 def test_build_job_refuses_non_finite_numbers(pg):
-    body = json.loads('{"name": "wc", "appId": "wc-1.0", "inputs": {"inputFile": "samples/zen-of-python.txt"}, '
-                      '"retries": Infinity}')
+    body = json.loads(
+        '{"name": "wc", "appId": "wc-1.0", "inputs": {"inputFile": "samples/zen-of-python.txt"}, "retries": Infinity}'
+    )
     with pytest.raises(BadRequest, match="retries"):
         submission.build_job(body, "alice")
 
 
-SYSTEM = {"id": "fz-sys", "type": "STORAGE", "storage": {"protocol": "SFTP", "host": "127.0.0.2", "port": 22,
-                                                          "rootDir": "/", "auth": {"type": "PASSWORD",
-                                                                                   "username": "u", "password": "p"}}}
+SYSTEM = {
+    "id": "fz-sys",
+    "type": "STORAGE",
+    "storage": {
+        "protocol": "SFTP",
+        "host": "127.0.0.2",
+        "port": 22,
+        "rootDir": "/",
+        "auth": {"type": "PASSWORD", "username": "u", "password": "p"},
+    },
+}
 
 
 @pytest.mark.parametrize("field", ["username", "password", "privateKey", "publicKey"])
@@ -67,5 +83,5 @@ def test_inline_credentials_must_be_text(field, value):
 def test_an_infinite_port_is_a_400():
     """Was a 500 (OverflowError: cannot convert float infinity to integer)."""
     doc = {**SYSTEM, "storage": {**SYSTEM["storage"], "port": float("inf")}}
-    with pytest.raises(BadRequest, match="storage.port"):
+    with pytest.raises(BadRequest, match=r"storage\.port"):
         validation.extract_credentials(doc, lambda conn_id: None, owner="alice")

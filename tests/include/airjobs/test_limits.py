@@ -105,8 +105,15 @@ class Wire:
 
 
 def scope(path="/jobs/v2", headers=(), query=b"", raw_path=None) -> dict:
-    return {"type": "http", "method": "POST", "path": path, "raw_path": raw_path or path.encode(),
-            "query_string": query, "headers": list(headers), "http_version": "1.1"}
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": raw_path or path.encode(),
+        "query_string": query,
+        "headers": list(headers),
+        "http_version": "1.1",
+    }
 
 
 class Recorder:
@@ -144,8 +151,7 @@ def test_chunked_bodies_are_counted_as_they_arrive_and_stopped_at_the_limit():
     inner = Recorder()
     chunks = [{"type": "http.request", "body": b"y" * 300, "more_body": True} for _ in range(100)]
     wire = Wire(*chunks)
-    run(RequestLimits(inner, max_body=1000, body_timeout=5), scope(headers=[(b"transfer-encoding", b"chunked")]),
-        wire)
+    run(RequestLimits(inner, max_body=1000, body_timeout=5), scope(headers=[(b"transfer-encoding", b"chunked")]), wire)
     assert wire.status == 413 and wire.received == 4 and inner.calls == 0  # 1200 > 1000 after the 4th chunk
     # within the limit: the app gets the whole body in one piece
     inner = Recorder()
@@ -156,8 +162,11 @@ def test_chunked_bodies_are_counted_as_they_arrive_and_stopped_at_the_limit():
 
 def test_a_stalled_body_is_408_and_closes_the_connection():
     inner = Recorder()
-    wire = Wire({"type": "http.request", "body": b"x" * 10, "more_body": True}, 0.3,
-                {"type": "http.request", "body": b"x" * 10, "more_body": True})  # then nothing
+    wire = Wire(
+        {"type": "http.request", "body": b"x" * 10, "more_body": True},
+        0.3,
+        {"type": "http.request", "body": b"x" * 10, "more_body": True},
+    )  # then nothing
     t0 = time.monotonic()
     run(RequestLimits(inner, max_body=1000, body_timeout=0.5), scope(headers=[(b"content-length", b"1000")]), wire)
     waited = time.monotonic() - t0
@@ -207,8 +216,17 @@ def test_lifespan_and_websocket_scopes_pass_through():
     assert calls == ["lifespan", "websocket"]
 
 
-@pytest.mark.parametrize("path", ["/jobs/v2/abc%00def", "/jobs/v2/a%01", "/jobs/v2/a%1fb", "/jobs/v2/a%7f",
-                                  "/jobs/v2/a%0a", "/jobs/v2/%0d%0aSet-Cookie:x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/v2/abc%00def",
+        "/jobs/v2/a%01",
+        "/jobs/v2/a%1fb",
+        "/jobs/v2/a%7f",
+        "/jobs/v2/a%0a",
+        "/jobs/v2/%0d%0aSet-Cookie:x",
+    ],
+)
 def test_control_characters_in_the_path_are_400(path):
     with make_client() as c:
         message = envelope(c.get(path), 400)
@@ -243,7 +261,7 @@ def _reference_depth(value) -> int:
 
 def _random_doc(rng: random.Random, depth: int):
     if depth == 0 or rng.random() < 0.2:
-        return rng.choice([1, "s", 'br[ck{ts"}]', "\\", "\\\"[", None, True, 2.5, "\u00e9\U0001f4a9"])
+        return rng.choice([1, "s", 'br[ck{ts"}]', "\\", '\\"[', None, True, 2.5, "\u00e9\U0001f4a9"])
     if rng.random() < 0.5:
         return [_random_doc(rng, depth - 1) for _ in range(rng.randint(0, 3))]
     return {f"k{i}[": _random_doc(rng, depth - 1) for i in range(rng.randint(0, 3))}
@@ -276,9 +294,17 @@ def test_too_deep_at_64_levels():
 
 def test_the_depth_scan_is_linear_even_for_hostile_text():
     size = limits.DEFAULT_MAX_BODY_BYTES
-    for text in (b'"\\"' * (size // 3), b'"\\' * (size // 2), b"[" * size, b'["' * (size // 2), b"\\" * size,
-                 b'{"a":[' * (size // 6), b"[]" * (size // 2), (b"[" * 64 + b"]" * 64) * (size // 128),
-                 b"[" * 64 + b"[]" * (size // 2 - 64) + b"]" * 64):
+    for text in (
+        b'"\\"' * (size // 3),
+        b'"\\' * (size // 2),
+        b"[" * size,
+        b'["' * (size // 2),
+        b"\\" * size,
+        b'{"a":[' * (size // 6),
+        b"[]" * (size // 2),
+        (b"[" * 64 + b"]" * 64) * (size // 128),
+        b"[" * 64 + b"[]" * (size // 2 - 64) + b"]" * 64,
+    ):
         t0 = time.monotonic()
         too_deep(text)
         assert time.monotonic() - t0 < 0.5, text[:10]  # ~0.1 s on one core
@@ -298,7 +324,7 @@ class Clock:
 def test_five_failures_lock_that_user_on_that_address_for_the_rest_of_the_minute():
     clock = Clock()
     t = LoginThrottle(clock=clock)
-    for i in range(5):
+    for _i in range(5):
         assert t.retry_after("alice", "10.0.0.1") is None
         t.failure("alice", "10.0.0.1")
         clock.now += 1

@@ -16,18 +16,35 @@ APP = {
         {"id": "label", "value": {"type": "string"}},
         {"id": "verbose", "value": {"type": "flag"}, "details": {"argument": "--verbose"}},
         {"id": "fast", "value": {"type": "bool"}},
-        {"id": "n", "value": {"type": "number"}, "details": {"argument": "-n", "showArgument": True,
-                                                           "repeatArgument": True}},
+        {
+            "id": "n",
+            "value": {"type": "number"},
+            "details": {"argument": "-n", "showArgument": True, "repeatArgument": True},
+        },
     ],
 }
 
 
 def ctx(work_dir, **params):
-    job = {"id": "1-ab-0001-007", "name": "My job", "slug": "My-job", "owner": "alice", "appId": "t-1.0",
-           "executionSystem": "sys", "inputs": {"data": ["agave://s/dir/in put.txt"]}, "parameters": params,
-           "nodeCount": 2, "processorsPerNode": 3}
-    return RenderContext(job=job, app=APP, system={"environment": "export FOO=bar"}, work_dir=str(work_dir),
-                         header=fork.header(JobRequest(name="My-job", job_id=job["id"], work_dir=str(work_dir))))
+    job = {
+        "id": "1-ab-0001-007",
+        "name": "My job",
+        "slug": "My-job",
+        "owner": "alice",
+        "appId": "t-1.0",
+        "executionSystem": "sys",
+        "inputs": {"data": ["agave://s/dir/in put.txt"]},
+        "parameters": params,
+        "nodeCount": 2,
+        "processorsPerNode": 3,
+    }
+    return RenderContext(
+        job=job,
+        app=APP,
+        system={"environment": "export FOO=bar"},
+        work_dir=str(work_dir),
+        header=fork.header(JobRequest(name="My-job", job_id=job["id"], work_dir=str(work_dir))),
+    )
 
 
 def _run(tmp_path, template, **params):
@@ -42,7 +59,10 @@ def test_macros_and_rules(tmp_path):
     out = _run(
         tmp_path,
         "printf '[%s]' ${DATA} ${label} ${verbose} ${FAST} ${n} ${AGAVE_JOB_ID} ${IPLANT_CORES_REQUESTED}\n",
-        label="a b", verbose=True, fast=False, n=[1, 2],
+        label="a b",
+        verbose=True,
+        fast=False,
+        n=[1, 2],
     )
     assert out == "[-i][in put.txt][a b][--verbose][0][-n1][-n2][1-ab-0001-007][6]"
 
@@ -58,9 +78,12 @@ def test_quoting_contexts(tmp_path):
     )
     out = _run(tmp_path, template, label="it's $(x) a\nb", n=[1, 2])
     assert out.splitlines() == [
-        "label=it's $(x) a", "b",
-        "single it's $(x) a", "b end",
-        "heredoc it's $(x) a", "b",
+        "label=it's $(x) a",
+        "b",
+        "single it's $(x) a",
+        "b end",
+        "heredoc it's $(x) a",
+        "b",
         "raw ${label}",
         "n=-n1 -n2",
     ]

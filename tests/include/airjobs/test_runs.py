@@ -56,8 +56,9 @@ def test_an_administrators_act_ends_the_job_truthfully(pg):
     v = runs.verdict(job, runs.RunView(None, "admin", "deleted"), launch_grace=300)
     assert v.statuses[0] is S.KILLED and v.description.startswith("Lifecycle run deleted in Airflow by admin")
     # an administrator's act is never resumed, however often the job was resumed before
-    assert isinstance(runs.verdict(job, runs.RunView(None, "admin", "deleted"), launch_grace=0, resumes=0),
-                      runs.Verdict)
+    assert isinstance(
+        runs.verdict(job, runs.RunView(None, "admin", "deleted"), launch_grace=0, resumes=0), runs.Verdict
+    )
     assert runs.verdict(job, runs.RunView("paused-in-a-future-airflow"), launch_grace=0) is None
     transition(job.id, S.STOPPED, "stopped")
     assert runs.verdict(store.get_job(job.id), runs.RunView("failed", "admin"), launch_grace=0) is None
@@ -74,18 +75,22 @@ def test_a_run_the_service_lost_is_resumed_a_few_times_then_the_job_fails(pg):
     # lost (no audit entry): resumed at once, without the launch grace (a task moved the job: it had a run)
     v = runs.verdict(job, runs.RunView(None), launch_grace=300, resumes=0, max_resumes=3)
     assert isinstance(v, runs.Resume) and v.done == ("stage", "submit")
-    assert v.description == ("Lifecycle run lost in Airflow without anyone ending it while the job was RUNNING; "
-                             "resumed (1 of 3)")
-    v = runs.verdict(job, runs.RunView("failed", failed_tasks=("monitor",)), launch_grace=300, resumes=1,
-                     max_resumes=3)
-    assert v.description == ("Lifecycle run ended failed in Airflow without anyone ending it while the job was "
-                             "RUNNING (task monitor failed); resumed (2 of 3)")
+    assert v.description == (
+        "Lifecycle run lost in Airflow without anyone ending it while the job was RUNNING; resumed (1 of 3)"
+    )
+    v = runs.verdict(job, runs.RunView("failed", failed_tasks=("monitor",)), launch_grace=300, resumes=1, max_resumes=3)
+    assert v.description == (
+        "Lifecycle run ended failed in Airflow without anyone ending it while the job was "
+        "RUNNING (task monitor failed); resumed (2 of 3)"
+    )
     v = runs.verdict(job, runs.RunView("success"), launch_grace=300, resumes=2, max_resumes=3)
     assert isinstance(v, runs.Resume) and v.description.endswith("resumed (3 of 3)")
     v = runs.verdict(job, runs.RunView("success"), launch_grace=300, resumes=3, max_resumes=3)
     assert isinstance(v, runs.Verdict) and v.statuses == (S.FAILED,) and v.created_by == "airjobs"
-    assert v.description == ("Lifecycle run ended success in Airflow without anyone ending it while the job was "
-                             "RUNNING; not resumed: it was resumed 3 times already")
+    assert v.description == (
+        "Lifecycle run ended success in Airflow without anyone ending it while the job was "
+        "RUNNING; not resumed: it was resumed 3 times already"
+    )
     v = runs.verdict(job, runs.RunView(None), launch_grace=300, resumes=0, max_resumes=0)
     assert isinstance(v, runs.Verdict) and "resuming is turned off" in v.description
     v = runs.verdict(job, runs.RunView("failed", restarted="no progress for 1900 s in RUNNING"), launch_grace=0)
@@ -93,8 +98,9 @@ def test_a_run_the_service_lost_is_resumed_a_few_times_then_the_job_fails(pg):
 
     # history keeps the count (a restarted api-server goes on counting); other events do not count
     assert runs.resumes(job.id) == 0
-    assert runs.note(job.id, "Lifecycle run lost in Airflow without anyone ending it while the job was RUNNING; "
-                             "resumed (1 of 3).")
+    assert runs.note(
+        job.id, "Lifecycle run lost in Airflow without anyone ending it while the job was RUNNING; resumed (1 of 3)."
+    )
     transition(job.id, S.RUNNING, "Job is said to be resumed (1 of 3) by nobody", created_by=job.owner)
     assert runs.resumes(job.id) == 1
     last = store.history(job.id, limit=100, offset=0)[-2]
@@ -114,15 +120,25 @@ def test_a_job_without_a_run_gets_the_launch_grace(pg):
     assert isinstance(runs.verdict(job, runs.RunView("failed"), launch_grace=60), runs.Resume)
 
 
-@pytest.mark.parametrize("status,submitted,done", [
-    ("PENDING", False, ()), ("PROCESSING_INPUTS", False, ()), ("STAGING_INPUTS", False, ()),
-    ("STAGED", False, ("stage",)), ("STAGING_JOB", False, ("stage",)), ("SUBMITTING", False, ("stage",)),
-    ("QUEUED", True, ("stage", "submit")), ("RUNNING", True, ("stage", "submit")),
-    ("PAUSED", True, ("stage", "submit")), ("PAUSED", False, ()),
-    ("CLEANING_UP", True, ("stage", "submit", "monitor")), ("ARCHIVING", True, ("stage", "submit", "monitor")),
-    ("ARCHIVING_FINISHED", True, ("stage", "submit", "monitor", "archive")),
-    ("ARCHIVING_FAILED", True, ("stage", "submit", "monitor", "archive")),
-])
+@pytest.mark.parametrize(
+    "status,submitted,done",
+    [
+        ("PENDING", False, ()),
+        ("PROCESSING_INPUTS", False, ()),
+        ("STAGING_INPUTS", False, ()),
+        ("STAGED", False, ("stage",)),
+        ("STAGING_JOB", False, ("stage",)),
+        ("SUBMITTING", False, ("stage",)),
+        ("QUEUED", True, ("stage", "submit")),
+        ("RUNNING", True, ("stage", "submit")),
+        ("PAUSED", True, ("stage", "submit")),
+        ("PAUSED", False, ()),
+        ("CLEANING_UP", True, ("stage", "submit", "monitor")),
+        ("ARCHIVING", True, ("stage", "submit", "monitor")),
+        ("ARCHIVING_FINISHED", True, ("stage", "submit", "monitor", "archive")),
+        ("ARCHIVING_FAILED", True, ("stage", "submit", "monitor", "archive")),
+    ],
+)
 def test_a_resumed_run_starts_where_the_job_stopped(status, submitted, done):
     assert runs.done_tasks(status, submitted) == done
 
@@ -160,8 +176,9 @@ def test_no_job_stays_active_forever():
     env = {}
     assert runs.stall_limit("STAGING_INPUTS", env) == 1800
     assert runs.stall_limit("ARCHIVING", {"AIRJOBS_STALL_SECONDS": "600"}) == 600
-    assert runs.stall_limit("ARCHIVING", {"AIRJOBS_STALL_SECONDS": "600", "AIRJOBS_STALL_SECONDS_ARCHIVING": "0"}) \
-        is None
+    assert (
+        runs.stall_limit("ARCHIVING", {"AIRJOBS_STALL_SECONDS": "600", "AIRJOBS_STALL_SECONDS_ARCHIVING": "0"}) is None
+    )
     assert runs.stall_limit("PENDING", {"AIRJOBS_STALL_SECONDS_PENDING": "30"}) == 30
     assert runs.stall_limit("PENDING", {"AIRJOBS_STALL_SECONDS": "junk"}) == 1800
     staging = _Seen("STAGING_INPUTS", updated=t - timedelta(seconds=3000))
@@ -197,8 +214,9 @@ def test_end_job_takes_the_first_legal_status_and_leaves_an_ended_job_alone(pg):
     job = _job()
     transition(job.id, S.PROCESSING_INPUTS, "p")
     transition(job.id, S.STAGING_INPUTS, "s")  # no move to KILLED from here: STOPPED
-    v = runs.Verdict(runs._KILL, "Lifecycle run marked success in Airflow by admin while the job was STAGING_INPUTS",
-                     "admin")
+    v = runs.Verdict(
+        runs._KILL, "Lifecycle run marked success in Airflow by admin while the job was STAGING_INPUTS", "admin"
+    )
     done = runs.end_job(job.id, v)
     assert done.status == "STOPPED"
     last = store.history(job.id, limit=100, offset=0)[-1]

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from shlex import quote
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -74,8 +75,9 @@ class Host:
         self.sftp = client.open_sftp()
         self.home = home
 
-    def run(self, command: str, fake: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 30) -> tuple[int, str, str]:
+    def run(
+        self, command: str, fake: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> tuple[int, str, str]:
         prefix = "".join(f"export {k}={quote(v)}; " for k, v in (env or {}).items())
         if fake:
             prefix += f"source ~/fakes/{fake}/env.sh; "
@@ -104,8 +106,15 @@ def host():
     client = paramiko.SSHClient()
     client.load_host_keys(infra["AIRJOBS_SSH_KNOWN_HOSTS"])
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(infra["AIRJOBS_SSH_HOST"], port=int(infra["AIRJOBS_SSH_PORT"]), username=infra["AIRJOBS_SSH_USER"],
-                   key_filename=infra["AIRJOBS_SSH_KEY"], allow_agent=False, look_for_keys=False, timeout=15)
+    client.connect(
+        infra["AIRJOBS_SSH_HOST"],
+        port=int(infra["AIRJOBS_SSH_PORT"]),
+        username=infra["AIRJOBS_SSH_USER"],
+        key_filename=infra["AIRJOBS_SSH_KEY"],
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=15,
+    )
     h = Host(client, client.open_sftp().normalize("."))
     rc, _, _ = h.run("test -x ~/fakes/pbs/bin/qsub && test -x ~/fakes/slurm-count/bin/squeue")
     if rc != 0:
@@ -138,8 +147,9 @@ def _request(case: str, tag: str, work: str, queue: str | None = "debug") -> Job
     return JobRequest(name=f"job{tag}", job_id=f"{case}-{tag}", work_dir=work, queue=queue, max_run_time="00:10:00")
 
 
-def _submit(host: Host, case: str, req: JobRequest, body: str, env: dict[str, str] | None = None,
-            record: bool = True) -> tuple[int, str, str]:
+def _submit(
+    host: Host, case: str, req: JobRequest, body: str, env: dict[str, str] | None = None, record: bool = True
+) -> tuple[int, str, str]:
     """Write the script (header + body; for HTCondor also its submit file) and run the module's submit command."""
     module, fake, fake_env, _ = CASES[case]
     script = f"{req.name}.ipcexe"
@@ -161,7 +171,7 @@ def _status(host: Host, case: str, ids: list[str]) -> dict[str, tuple[JobStatus,
 
 
 def _unknown_id(case: str, like: str) -> str:
-    return "99999" + like[like.index("."):] if CASES[case][0] is pbs else "99999"
+    return "99999" + like[like.index(".") :] if CASES[case][0] is pbs else "99999"
 
 
 @pytest.fixture
@@ -183,8 +193,12 @@ def test_jobs_run_report_exit_codes_and_are_killed(host, case, case_dir):
     for rc, out, err in (sub_a, sub_b):
         assert rc == 0, f"submission refused: {out}{err}"
     a, b = (module.parse_submit(f"{out}\n{err}") for _, out, err in (sub_a, sub_b))
-    _wait(lambda: _status(host, case, [a, b]), lambda s: s.get(a) == (R, None) and s.get(b) == (R, None), 10,
-          f"{case} jobs {a} and {b} RUNNING")
+    _wait(
+        lambda: _status(host, case, [a, b]),
+        lambda s: s.get(a) == (R, None) and s.get(b) == (R, None),
+        10,
+        f"{case} jobs {a} and {b} RUNNING",
+    )
     rc, out, err = _submit(host, case, rc_, "echo ok > c.txt", env={"FAKE_PENDING": str(PENDING)})
     assert rc == 0, out + err
     c = module.parse_submit(f"{out}\n{err}")
@@ -197,16 +211,24 @@ def test_jobs_run_report_exit_codes_and_are_killed(host, case, case_dir):
     assert unknown not in states
 
     # kill B: the scheduler reports it failed/gone, and nothing of it is left running
-    pid = int(_wait(lambda: host.run(f"cat {quote(work)}/b.pid")[1].strip(), str.isdigit, 10, "b.pid"))
+    pid = int(_wait(host.run(f"cat {quote(work)}/b.pid")[1].strip, str.isdigit, 10, "b.pid"))
     rc, out, err = host.run(module.kill_command(b), fake=fake, env=env)
     assert rc == 0, f"{module.kill_command(b)} exited {rc}: {out}{err}"
     _wait(lambda: _status(host, case, [b]).get(b), lambda s: s == final_b, 10, f"{case} job {b} killed")
-    _wait(lambda: host.run(f"kill -0 {pid} 2>/dev/null || pgrep -g {pid}")[0], lambda rc: rc != 0, 10,
-          f"the processes of job {b} (process group {pid}) to be gone")
+    _wait(
+        lambda: host.run(f"kill -0 {pid} 2>/dev/null || pgrep -g {pid}")[0],
+        lambda rc: rc != 0,
+        10,
+        f"the processes of job {b} (process group {pid}) to be gone",
+    )
 
     # A and C end: with their exit codes where the scheduler reports one
-    states = _wait(lambda: _status(host, case, [a, b, c]),
-                   lambda s: s.get(a) == final_a and s.get(c) == final_c, 15, f"{case} jobs {a} and {c} ended")
+    states = _wait(
+        lambda: _status(host, case, [a, b, c]),
+        lambda s: s.get(a) == final_a and s.get(c) == final_c,
+        15,
+        f"{case} jobs {a} and {c} ended",
+    )
     if final_a is not GONE:  # the schedulers that keep finished jobs: one command, all three
         assert states == {a: final_a, b: final_b, c: final_c}
     else:
@@ -250,11 +272,20 @@ def test_unknown_ids(host, case, case_dir):
     module, fake, env, _ = CASES[case]
     unknown = _unknown_id(case, f"1.{host.ok('hostname -s').strip()}")
     assert _status(host, case, [unknown]) == {}
-    raw = {pbs: f"qstat -f {unknown}", sge: f"qstat -j {unknown}", lsf: f"bjobs {unknown}",
-           condor: f"condor_q {unknown} -af ClusterId JobStatus"}[module]
+    raw = {
+        pbs: f"qstat -f {unknown}",
+        sge: f"qstat -j {unknown}",
+        lsf: f"bjobs {unknown}",
+        condor: f"condor_q {unknown} -af ClusterId JobStatus",
+    }[module]
     rc, out, err = host.run(raw, fake=fake, env=env)
-    said = {"pbspro": f"qstat: Unknown Job Id {unknown}", "torque": f"qstat: Unknown Job Id Error {unknown}",
-            "sge": "Following jobs do not exist", "lsf": f"Job <{unknown}> is not found", "condor": ""}[case]
+    said = {
+        "pbspro": f"qstat: Unknown Job Id {unknown}",
+        "torque": f"qstat: Unknown Job Id Error {unknown}",
+        "sge": "Following jobs do not exist",
+        "lsf": f"Job <{unknown}> is not found",
+        "condor": "",
+    }[case]
     assert out == "" and said in err and (rc != 0 or module is condor)
     rc, out, err = host.run(module.kill_command(unknown), fake=fake, env=env)
     assert rc != 0 and err.strip()
@@ -305,15 +336,18 @@ def test_slurm_status_tells_a_controller_that_is_down_from_one_that_does_not_kno
         # the same cluster, its controller on a port where nothing listens: as when slurmctld is down
         conf = re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=1", host.ok('cat "$SLURM_CONF"'))
         host.write(f"{host.home}/ctld-down.conf", conf)
-        rc, out, err = host.run(slurm.status_command([job]), env={"SLURM_CONF": f"{host.home}/ctld-down.conf"},
-                                timeout=120)
+        rc, out, err = host.run(
+            slurm.status_command([job]), env={"SLURM_CONF": f"{host.home}/ctld-down.conf"}, timeout=120
+        )
         assert rc != 0 and "squeue: " in err and "Unable to contact slurm controller" in err, (rc, out, err)
         assert slurm.parse_status(out)[job][0] in (Q, R)  # what slurmdbd knows is still printed
         # slurmdbd unreachable too: nothing printed, which is no answer (it used to count as "SLURM forgot the job")
-        host.write(f"{host.home}/ctld-down.conf", re.sub(r"(?m)^AccountingStoragePort=.*$", "AccountingStoragePort=1",
-                                                         conf))
-        rc, out, err = host.run(slurm.status_command([job]), env={"SLURM_CONF": f"{host.home}/ctld-down.conf"},
-                                timeout=120)
+        host.write(
+            f"{host.home}/ctld-down.conf", re.sub(r"(?m)^AccountingStoragePort=.*$", "AccountingStoragePort=1", conf)
+        )
+        rc, out, err = host.run(
+            slurm.status_command([job]), env={"SLURM_CONF": f"{host.home}/ctld-down.conf"}, timeout=120
+        )
         assert rc != 0 and "Unable to contact slurm controller" in err and out.strip() == "", (rc, out, err)
     finally:
         host.run(f"scancel {job}; rm -f ~/ctld-down.conf")

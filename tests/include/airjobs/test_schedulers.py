@@ -17,8 +17,17 @@ JID = "1234-abcd-0001-007"
 
 
 def req(custom: str | None = None, **kw) -> JobRequest:
-    fields = dict(name="hello", job_id=JID, work_dir="/scratch/alice/job-1234-hello", queue="normal", node_count=2,
-                  processors_per_node=16, memory_gb=4, max_run_time="01:30:00", custom_directives=custom)
+    fields = dict(
+        name="hello",
+        job_id=JID,
+        work_dir="/scratch/alice/job-1234-hello",
+        queue="normal",
+        node_count=2,
+        processors_per_node=16,
+        memory_gb=4,
+        max_run_time="01:30:00",
+        custom_directives=custom,
+    )
     return JobRequest(**(fields | kw))
 
 
@@ -126,9 +135,19 @@ def test_directives_minimal_request_omits_unset_values():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(name="a b"), dict(name="x\n#SBATCH --uid=0"), dict(job_id=""), dict(queue="q;rm"), dict(queue="a\nb"),
-     dict(work_dir="/a\nqueue"), dict(node_count=0), dict(processors_per_node=0), dict(memory_gb=-1),
-     dict(max_run_time="90 minutes"), dict(max_run_time="1:2")],
+    [
+        dict(name="a b"),
+        dict(name="x\n#SBATCH --uid=0"),
+        dict(job_id=""),
+        dict(queue="q;rm"),
+        dict(queue="a\nb"),
+        dict(work_dir="/a\nqueue"),
+        dict(node_count=0),
+        dict(processors_per_node=0),
+        dict(memory_gb=-1),
+        dict(max_run_time="90 minutes"),
+        dict(max_run_time="1:2"),
+    ],
 )
 def test_job_request_rejects_values_that_would_break_a_directive(bad):
     with pytest.raises(ValueError):
@@ -222,8 +241,16 @@ sacct: error: slurmdbd: some transient problem
 garbage line
 """
 SLURM_EXPECTED = {
-    "1001": (D, 0), "1002": (F, 1), "1003": (R, None), "1004": (Q, None), "1005": (F, 143), "1006": (F, 0),
-    "1008": (P, None), "1009": (R, None), "1011": (Q, None), "1010": (Q, None),
+    "1001": (D, 0),
+    "1002": (F, 1),
+    "1003": (R, None),
+    "1004": (Q, None),
+    "1005": (F, 143),
+    "1006": (F, 0),
+    "1008": (P, None),
+    "1009": (R, None),
+    "1011": (Q, None),
+    "1010": (Q, None),
 }
 
 # PBS Pro: qstat -x -f 1234.pbs01 ...
@@ -270,8 +297,14 @@ Job Id: 1241.pbs01
 qstat: Unknown Job Id 9999.pbs01
 """
 PBSPRO_EXPECTED = {
-    "1234.pbs01": (D, 0), "1235.pbs01": (R, None), "1236.pbs01": (F, 271), "1237.pbs01": (F, -1),
-    "1238.pbs01": (Q, None), "1239.pbs01": (D, 3), "1240.pbs01": (R, None), "1241.pbs01": (P, None),
+    "1234.pbs01": (D, 0),
+    "1235.pbs01": (R, None),
+    "1236.pbs01": (F, 271),
+    "1237.pbs01": (F, -1),
+    "1238.pbs01": (Q, None),
+    "1239.pbs01": (D, 3),
+    "1240.pbs01": (R, None),
+    "1241.pbs01": (P, None),
 }
 
 # Torque: qstat -f 5678.torque.example.org 5679.torque.example.org
@@ -348,8 +381,14 @@ SGE_STATUS = """\
 error: commlib error: got select error (Connection refused)
 """
 SGE_EXPECTED = {
-    "123": (R, None), "124": (Q, None), "125": (Q, None), "126": (F, None), "127": (F, None), "128": (P, None),
-    "129": (Q, None), "130": (R, None),
+    "123": (R, None),
+    "124": (Q, None),
+    "125": (Q, None),
+    "126": (F, None),
+    "127": (F, None),
+    "128": (P, None),
+    "129": (Q, None),
+    "130": (R, None),
 }
 
 # bjobs -a -noheader -o "jobid stat exit_code delimiter='|'" ...  (plus one plain ``bjobs -w`` line)
@@ -368,8 +407,15 @@ Job <999> is not found
 109   alice   RUN   normal   login1   node01   hello   Jan  8 10:00
 """
 LSF_EXPECTED = {
-    "101": (R, None), "102": (Q, None), "103": (D, None), "104": (F, 2), "105": (P, None), "106": (F, None),
-    "107": (R, None), "108": (P, None), "109": (R, None),
+    "101": (R, None),
+    "102": (Q, None),
+    "103": (D, None),
+    "104": (F, 2),
+    "105": (P, None),
+    "106": (F, None),
+    "107": (R, None),
+    "108": (P, None),
+    "109": (R, None),
 }
 
 # condor_q ... -af ClusterId JobStatus ExitCode; condor_history ... -af ClusterId JobStatus ExitCode
@@ -387,7 +433,13 @@ CONDOR_STATUS = """\
 
 """
 CONDOR_EXPECTED = {
-    "42": (D, 0), "43": (Q, None), "44": (D, 0), "45": (Q, None), "46": (P, None), "47": (D, 2), "48": (R, None),
+    "42": (D, 0),
+    "43": (Q, None),
+    "44": (D, 0),
+    "45": (Q, None),
+    "46": (P, None),
+    "47": (D, 2),
+    "48": (R, None),
     "49": (F, None),
 }
 
@@ -408,9 +460,17 @@ def test_parse_status(module, output, expected):
 
 
 GARBAGE = [
-    "", "\n\n", "\x00\x01|||\n", "Job Id:\n = \n    job_state =\n", "<job_list><state></state></job_list>",
-    "<job_list><JB_job_number>x</JB_job_number>", "| | |\n1|\n|RUN|\n", "abc def ghi\n42\n42 x y\n",
-    "qstat: command not found\n", "Job Id: 1.s\n\tjob_state = R\n", "\ufffd" * 50,
+    "",
+    "\n\n",
+    "\x00\x01|||\n",
+    "Job Id:\n = \n    job_state =\n",
+    "<job_list><state></state></job_list>",
+    "<job_list><JB_job_number>x</JB_job_number>",
+    "| | |\n1|\n|RUN|\n",
+    "abc def ghi\n42\n42 x y\n",
+    "qstat: command not found\n",
+    "Job Id: 1.s\n\tjob_state = R\n",
+    "\ufffd" * 50,
 ]
 
 
@@ -506,5 +566,6 @@ def test_sbatch_that_cannot_reach_its_controller_is_told_from_a_refusal():
     from airjobs.schedulers import slurm
 
     assert slurm.controller_unreachable(
-        "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+    )
     assert not slurm.controller_unreachable("sbatch: error: Batch job submission failed: Invalid partition name")

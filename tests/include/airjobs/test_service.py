@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from airjobs import pgserver, service
-
 from conftest import VAR, process_alive
 
 #: the stand-in component: starts a worker, a task and a job, writes their pids to <dir>/<its pid>, waits

@@ -14,9 +14,24 @@ S = JobStatus
 
 def test_eighteen_statuses_in_agave_order():
     assert [s.value for s in JobStatus] == [
-        "PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGED", "STAGING_JOB", "SUBMITTING", "QUEUED",
-        "RUNNING", "PAUSED", "CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED", "ARCHIVING_FAILED", "FINISHED",
-        "KILLED", "STOPPED", "FAILED", "HEARTBEAT",
+        "PENDING",
+        "PROCESSING_INPUTS",
+        "STAGING_INPUTS",
+        "STAGED",
+        "STAGING_JOB",
+        "SUBMITTING",
+        "QUEUED",
+        "RUNNING",
+        "PAUSED",
+        "CLEANING_UP",
+        "ARCHIVING",
+        "ARCHIVING_FINISHED",
+        "ARCHIVING_FAILED",
+        "FINISHED",
+        "KILLED",
+        "STOPPED",
+        "FAILED",
+        "HEARTBEAT",
     ]
     assert set(LEGAL) == set(JobStatus)
 

@@ -74,7 +74,13 @@ JOB = {
 
 
 def render(work_dir: str = "/scratch/alice/job-0001414144065563-5056a550b8-0001-007-Golden-job-1") -> str:
-    ctx = RenderContext(job=JOB, app=APP, system=SYSTEM, work_dir=work_dir, header=fork.header(JobRequest(name=JOB["slug"], job_id=JOB["id"], work_dir=work_dir)))
+    ctx = RenderContext(
+        job=JOB,
+        app=APP,
+        system=SYSTEM,
+        work_dir=work_dir,
+        header=fork.header(JobRequest(name=JOB["slug"], job_id=JOB["id"], work_dir=work_dir)),
+    )
     return render_wrapper(TEMPLATE, ctx)
 
 

@@ -64,7 +64,11 @@ def _dump() -> None:
     path = os.environ.get("AIRJOBS_FUZZ_COUNTS")
     if path:
         with _lock:
-            doc = {"requests": dict(_requests), "total": sum(_requests.values()), "statuses": dict(_statuses),
-                   "slowest": {"seconds": round(_slowest[0], 3), "operation": _slowest[1]}}
+            doc = {
+                "requests": dict(_requests),
+                "total": sum(_requests.values()),
+                "statuses": dict(_statuses),
+                "slowest": {"seconds": round(_slowest[0], 3), "operation": _slowest[1]},
+            }
         with open(path, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=2)

@@ -57,8 +57,16 @@ class TrivialBackend:
     def delete_connection(self, conn_id: str) -> None:
         return None
 
-    def put_connection(self, conn_id: str, conn_type: str, host: str, port: int, login: str | None,
-                       password: str | None, extra: dict[str, Any]) -> None:
+    def put_connection(
+        self,
+        conn_id: str,
+        conn_type: str,
+        host: str,
+        port: int,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+    ) -> None:
         return None
 
 
@@ -138,9 +146,14 @@ def test_request_bodies_take_json_forms_and_uploads_where_the_service_does(doc):
     assert "fileToUpload" in upload["properties"]
     for path in ("/token", "/revoke"):
         assert {"application/json", "application/x-www-form-urlencoded"} <= set(
-            doc["paths"][path]["post"]["requestBody"]["content"])
-    for path, method in (("/apps/v2", "post"), ("/systems/v2", "post"), ("/apps/v2/{appId}", "put"),
-                         ("/systems/v2/{systemId}", "put")):
+            doc["paths"][path]["post"]["requestBody"]["content"]
+        )
+    for path, method in (
+        ("/apps/v2", "post"),
+        ("/systems/v2", "post"),
+        ("/apps/v2/{appId}", "put"),
+        ("/systems/v2/{systemId}", "put"),
+    ):
         assert {"application/json", "multipart/form-data"} <= set(doc["paths"][path][method]["requestBody"]["content"])
 
 
@@ -155,7 +168,9 @@ def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 def test_bearer_security_on_every_operation_but_login(doc):
     schemes = doc["components"]["securitySchemes"]
-    bearer = [name for name, s in schemes.items() if s.get("type") == "http" and s.get("scheme", "").lower() == "bearer"]
+    bearer = [
+        name for name, s in schemes.items() if s.get("type") == "http" and s.get("scheme", "").lower() == "bearer"
+    ]
     assert len(bearer) == 1
     for path, method, op in _operations(doc):
         if path in UNAUTHENTICATED:
@@ -186,7 +201,7 @@ def test_submission_links_to_the_job_and_201s_say_where(doc):
     assert {"getJob", "getJobStatus", "getJobHistory", "cancelJob"} <= targets
     assert targets <= ids
     assert all(link["parameters"]["jobId"] == "$response.body#/result/id" for link in links.values())
-    for path, method, op in _operations(doc):
+    for path, _method, op in _operations(doc):
         if "201" in op["responses"] and op["operationId"] in ("submitJob", "registerApp", "registerSystem"):
             assert op["responses"]["201"]["headers"]["Location"]["schema"], path
 
@@ -199,8 +214,6 @@ def test_download_has_distinct_get_and_head_operations_and_ranges(doc):
         assert "Content-Range" in item[method]["responses"]["206"]["headers"]
 
 
-
-
 def _check(doc: dict[str, Any], path: str, method: str, response) -> None:
     """The response conforms to what the document says for its status code."""
     responses = doc["paths"][path][method]["responses"]
@@ -210,9 +223,13 @@ def _check(doc: dict[str, Any], path: str, method: str, response) -> None:
     media = response.headers["content-type"].split(";")[0]
     schema = entry["content"].get(media) or entry["content"]["*/*"]
     registry = Registry().with_resource("urn:openapi", Resource.opaque(doc))
-    ref = {"$ref": "urn:openapi#/paths/" + path.replace("~", "~0").replace("/", "~1")
-           + f"/{method}/responses/{code if code in responses else code[0] + 'XX'}/content/"
-           + media.replace("/", "~1") + "/schema"}
+    ref = {
+        "$ref": "urn:openapi#/paths/"
+        + path.replace("~", "~0").replace("/", "~1")
+        + f"/{method}/responses/{code if code in responses else code[0] + 'XX'}/content/"
+        + media.replace("/", "~1")
+        + "/schema"
+    }
     assert schema
     Draft202012Validator(ref, registry=registry).validate(response.json())
     for name, header in entry.get("headers", {}).items():
@@ -225,7 +242,9 @@ def test_errors_sent_conform_to_the_document(app, doc, query):
     with TestClient(app) as c:
         _check(doc, "/jobs/v2", "get", c.get("/jobs/v2" + query))  # 401: no token
         _check(doc, "/jobs/v2/{jobId}", "get", c.get("/jobs/v2/x" + query, headers={"Authorization": "Bearer no"}))
-        _check(doc, "/jobs/v2", "post", c.post("/jobs/v2" + query, json={}, headers={"Authorization": "Bearer letmein"}))
+        _check(
+            doc, "/jobs/v2", "post", c.post("/jobs/v2" + query, json={}, headers={"Authorization": "Bearer letmein"})
+        )
         _check(doc, "/token", "post", c.post("/token", data={"grant_type": "nonsense"}))  # 400
         _check(doc, "/token", "post", c.post("/token", data={"grant_type": "password"}))  # 400
         _check(doc, "/token", "post", c.post("/token", data={"grant_type": "refresh_token", "refresh_token": "x"}))
@@ -273,12 +292,15 @@ def test_filter_and_naked_answers_conform_result_objects_require_nothing(doc):
                 assert not sub.get("required"), f"{method} {path} {code}: {sub.get('title')} requires fields"
 
 
-@pytest.mark.parametrize(("method", "path", "documented", "allow"), [
-    ("TRACE", "/systems/v2", "/systems/v2", "GET, POST"),
-    ("PATCH", "/jobs/v2/x/pems/bob", "/jobs/v2/{jobId}/pems/{username}", "DELETE, GET, POST, PUT"),
-    ("GET", "/token", "/token", "POST"),
-    ("POST", "/jobs/v2/x/outputs/media/a/b", "/jobs/v2/{jobId}/outputs/media/{path}", "GET, HEAD"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "documented", "allow"),
+    [
+        ("TRACE", "/systems/v2", "/systems/v2", "GET, POST"),
+        ("PATCH", "/jobs/v2/x/pems/bob", "/jobs/v2/{jobId}/pems/{username}", "DELETE, GET, POST, PUT"),
+        ("GET", "/token", "/token", "POST"),
+        ("POST", "/jobs/v2/x/outputs/media/a/b", "/jobs/v2/{jobId}/outputs/media/{path}", "GET, HEAD"),
+    ],
+)
 def test_a_405_names_every_method_of_the_path(app, doc, method, path, documented, allow):
     with TestClient(app) as c:
         r = c.request(method, path)

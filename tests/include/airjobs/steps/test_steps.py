@@ -7,8 +7,8 @@ import time
 import pytest
 
 from airjobs import registry, steps, store, submission
-from airjobs.steps import archive, monitor, notify, stage, submit
 from airjobs.errors import StepError
+from airjobs.steps import archive, monitor, notify, stage, submit
 
 
 def _run_all(job_id):
@@ -24,8 +24,12 @@ def _run_all(job_id):
 
 
 def _submit(owner="dave", **params):
-    body = {"name": "steps test", "appId": "wc-1.0", "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"},
-            "parameters": params}
+    body = {
+        "name": "steps test",
+        "appId": "wc-1.0",
+        "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"},
+        "parameters": params,
+    }
     job, _ = store.create_job(submission.build_job(body, owner), created_by=owner)
     return job.id
 
@@ -40,13 +44,24 @@ def test_fork_job_runs_to_finished_and_archives(pg):
     archiving = statuses.index("ARCHIVING")
     progress = [e.progress for e in events if e.status == "ARCHIVING" and e.progress]
     assert progress and progress[-1]["filesDone"] == progress[-1]["totalFiles"] >= 3  # one event per entry
-    assert statuses[archiving:archiving + 1 + len(progress)] == ["ARCHIVING"] * (1 + len(progress))
+    assert statuses[archiving : archiving + 1 + len(progress)] == ["ARCHIVING"] * (1 + len(progress))
     assert [s for i, s in enumerate(statuses) if s != "ARCHIVING" or i == archiving] == [
-        "PENDING", "PROCESSING_INPUTS", "STAGING_INPUTS", "STAGING_INPUTS", "STAGED", "SUBMITTING",
-        "QUEUED", "RUNNING", "CLEANING_UP", "ARCHIVING", "ARCHIVING_FINISHED", "FINISHED"]
+        "PENDING",
+        "PROCESSING_INPUTS",
+        "STAGING_INPUTS",
+        "STAGING_INPUTS",
+        "STAGED",
+        "SUBMITTING",
+        "QUEUED",
+        "RUNNING",
+        "CLEANING_UP",
+        "ARCHIVING",
+        "ARCHIVING_FINISHED",
+        "FINISHED",
+    ]
     assert progress[-1]["totalBytesTransferred"] > 0
     storage = registry.get_system("demo-storage")
-    counts = (f"{storage['storage']['rootDir']}/{job.archive_path}/counts.txt")
+    counts = f"{storage['storage']['rootDir']}/{job.archive_path}/counts.txt"
     lines = open(counts).read().splitlines()
     assert len(lines) == 3 and lines[0].split() == ["10", "is"]
 
@@ -63,11 +78,14 @@ def test_a_step_that_raises_ends_the_job_failed_with_its_error(pg):
     app = dict(registry.get_app("wc-1.0"))
     app.update(name="wc-broken", templatePath="missing.sh")
     registry.put_app(app, "admin")
-    body = {"name": "broken", "appId": "wc-broken-1.0",
-            "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"}}
+    body = {
+        "name": "broken",
+        "appId": "wc-broken-1.0",
+        "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"},
+    }
     job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
     steps.run_step("stage", job.id, stage.stage)
-    with pytest.raises(StepError, match="missing.sh"):
+    with pytest.raises(StepError, match=r"missing\.sh"):
         steps.run_step("submit", job.id, submit.submit)
     job = store.get_job(job.id)
     assert job.status == "FAILED" and "Wrapper template missing.sh" in job.message
@@ -113,8 +131,10 @@ def test_a_failure_of_the_service_is_retried_not_blamed_on_the_job(pg):
         steps.run_part("stage", job_id, lambda: (_ for _ in ()).throw(ConnectionResetError("reset by peer")))
     job = store.get_job(job_id)
     assert job.status == "PENDING" and job.recovery["count"] == 1 and job.recovery["task"] == "stage"
-    assert any("Task stage (try 1) failed because of the service (ConnectionResetError: reset by peer)" in d
-               for d in _descriptions(job_id))
+    assert any(
+        "Task stage (try 1) failed because of the service (ConnectionResetError: reset by peer)" in d
+        for d in _descriptions(job_id)
+    )
     recovery.note_retry(job_id, "stage", 2)  # try 2 after a try that said why: no second event
     assert sum("stage" in d for d in _descriptions(job_id)) == 1
     recovery.note_retry(job_id, "stage", 4)  # try 4 after a try 3 that died without a word: recorded
@@ -131,7 +151,7 @@ def test_a_service_failure_past_the_budget_ends_the_job_failed_with_the_real_err
     with pytest.raises(OSError):
         steps.run_part("stage", job_id, boom, attempt=1)
     time.sleep(1.1)
-    with pytest.raises(steps.JobFailed, match="kept failing because of the service .*execution API unreachable"):
+    with pytest.raises(steps.JobFailed, match=r"kept failing because of the service .*execution API unreachable"):
         steps.run_part("stage", job_id, boom, attempt=2)
     job = store.get_job(job_id)
     assert job.status == "FAILED" and "execution API unreachable" in job.message
@@ -176,7 +196,9 @@ def test_an_interrupted_staging_copies_only_what_was_not_copied(pg):
         s.execute(update(Job).where(Job.id == job_id).values(status="STAGING_INPUTS"))
     steps.run_step("stage", job_id, stage.stage, attempt=2)
     assert store.get_job(job_id).status == "STAGED"
-    assert sum(d.startswith("Copy of agave://demo-storage/samples/zen-of-python.txt") for d in _descriptions(job_id)) == 1
+    assert (
+        sum(d.startswith("Copy of agave://demo-storage/samples/zen-of-python.txt") for d in _descriptions(job_id)) == 1
+    )
 
 
 def test_a_monitor_resumed_from_the_triggerer_is_no_retry_and_a_quiet_spell_restarts_the_budget(pg, monkeypatch):
@@ -192,8 +214,11 @@ def test_a_monitor_resumed_from_the_triggerer_is_no_retry_and_a_quiet_spell_rest
     monkeypatch.setenv("AIRJOBS_RETRY_SECONDS", "60")
     old = "2020-01-01T00:00:00+00:00"  # failing since long ago, but quiet for years: no GaveUp
     with db.transaction() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(
-            recovery={"since": old, "at": old, "count": 3, "task": "monitor", "try": 2, "error": "x"}))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(recovery={"since": old, "at": old, "count": 3, "task": "monitor", "try": 2, "error": "x"})
+        )
     recovery.note_failure(job_id, "monitor", 3, OSError("ssh reset"))
     assert store.get_job(job_id).recovery["since"] != old and store.get_job(job_id).status == "PENDING"
 
@@ -223,16 +248,13 @@ def test_a_submit_retried_after_an_unrecorded_hand_over_reads_it_back_and_rewrit
     assert any(d.startswith("Reading back the submission") for d in _descriptions(job_id))
 
 
-
 def test_a_job_killed_after_an_unrecorded_hand_over_is_killed_on_its_host(pg):
     import os
-    import signal
 
     from sqlalchemy import update
 
     from airjobs import control, db
     from airjobs.models import Job
-    from airjobs.paths import host_path
 
     app = dict(registry.get_app("wc-1.0"))
     app.update(name="wc-sleepy")
@@ -245,8 +267,11 @@ def test_a_job_killed_after_an_unrecorded_hand_over_is_killed_on_its_host(pg):
         open(os.path.join(dst, name), "w").write(("sleep 300\n" + text) if name == app["templatePath"] else text)
     app["deploymentPath"] = "/apps/wc-sleepy-1.0"
     registry.put_app(app, "admin")
-    body = {"name": "sleepy", "appId": "wc-sleepy-1.0",
-            "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"}}
+    body = {
+        "name": "sleepy",
+        "appId": "wc-sleepy-1.0",
+        "inputs": {"inputFile": "agave://demo-storage/samples/zen-of-python.txt"},
+    }
     job, _ = store.create_job(submission.build_job(body, "dave"), created_by="dave")
     steps.run_step("stage", job.id, stage.stage)
     steps.run_step("submit", job.id, submit.submit)
