@@ -105,6 +105,16 @@ def _clean_up(service) -> dict[str, int]:
     return done
 
 
+def _errors(output: str) -> str:
+    """The CLI's ERRORS section (what went wrong inside a phase, with its traceback), for the assertion message:
+    CI shows the message, not the whole output."""
+    start = output.find("=== ERRORS ===")
+    if start < 0:
+        return ""
+    end = output.find("=== SUMMARY ===", start)
+    return output[start : end if end > 0 else start + 8000][:8000]
+
+
 def _summary(output: str) -> str:
     """The CLI's closing summary (operations, phases, failures, test cases, seed)."""
     start = output.rfind("=== SUMMARY ===")
@@ -192,7 +202,8 @@ def test_schemathesis_against_the_live_service(service, tmp_path, capsys):
 
     assert verdict["complete"] and verdict["stop_reason"] == "completed", verdict["stop_reason"]
     assert failures == 0 and errors == 0 and cases["errored"] == 0, (
-        f"{failures} failures, {errors} errors: {json.dumps(verdict['failures'] + verdict['errors'], indent=1)}"
+        f"{failures} failures, {errors} errors: {json.dumps(verdict['failures'] + verdict['errors'], indent=1)}\n"
+        f"{_errors(output)}"
     )
     assert proc.returncode == 0, f"schemathesis exited {proc.returncode}"
     assert sent["total"] >= MIN_REQUESTS, f"only {sent['total']} requests sent (at least {MIN_REQUESTS} wanted)"
