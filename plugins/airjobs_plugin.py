@@ -2,7 +2,8 @@
 
 Airflow 3 serves Flask/FAB plugin views only under /pluginsv2 through a WSGI bridge, so the facade is a
 FastAPI app. A mount at /jobs/v2 would not receive the exact path /jobs/v2 (the UI catch-all answers it),
-so a root middleware hands every request under /jobs/v2, /apps/v2, /systems/v2, and /token and /revoke, to the
+so a root middleware hands every request under /jobs/v2, /notifications/v2, /apps/v2, /systems/v2, and /token and
+/revoke, to the
 app, through the request limits middleware.
 """
 
@@ -14,7 +15,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 log = logging.getLogger(__name__)
 
-PREFIXES = ("/jobs/v2", "/apps/v2", "/systems/v2")
+PREFIXES = ("/jobs/v2", "/notifications/v2", "/apps/v2", "/systems/v2")
 EXACT = ("/token", "/token/", "/revoke", "/revoke/")
 
 _facade = None

@@ -3,6 +3,7 @@ dag-processor, triggerer) for end-to-end tests. Nothing of Airflow is mocked."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -40,6 +41,26 @@ def _egress_allow() -> str:
 
 
 os.environ.setdefault("AIRJOBS_EGRESS_ALLOW", _egress_allow())
+#: the SMTP server of the notification tests (aiosmtpd on 127.0.0.2, started by them): the service's e-mail goes
+#: through Airflow's ``smtp_default`` Connection, defined the Airflow way, in the environment
+SMTP_PORT = PORT + 25
+os.environ.setdefault(
+    "AIRFLOW_CONN_SMTP_DEFAULT",
+    json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.2",
+            "port": SMTP_PORT,
+            "extra": {
+                "disable_ssl": True,
+                "disable_tls": True,
+                "from_email": "airjobs@localhost",
+                "retry_limit": 0,
+                "timeout": 10,
+            },
+        }
+    ),
+)
 os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "xdg"))
 (VAR / "xdg").mkdir(parents=True, exist_ok=True, mode=0o700)
 os.chmod(VAR / "xdg", 0o700)

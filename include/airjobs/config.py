@@ -45,3 +45,15 @@ def run_as() -> str | None:
     if os.geteuid() != 0:
         return None
     return os.environ.get("AIRJOBS_RUN_AS") or DEFAULT_RUN_AS
+
+
+def public_base() -> str:
+    """The service's own base URL as its users reach it, for links in what it sends out (webhook bodies,
+    e-mails): ``AIRJOBS_PUBLIC_URL``, else this host's ``localhost`` at ``AIRJOBS_PORT`` with the scheme in use."""
+    public = os.environ.get("AIRJOBS_PUBLIC_URL", "").rstrip("/")
+    if public:
+        return public
+    tls = bool(os.environ.get("AIRJOBS_TLS") or os.environ.get("AIRJOBS_TLS_CERT"))
+    scheme, port = ("https", 443) if tls else ("http", 80)
+    actual = int(os.environ.get("AIRJOBS_PORT", "8080"))
+    return f"{scheme}://localhost" + ("" if actual == port else f":{actual}")

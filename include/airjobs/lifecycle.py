@@ -2,7 +2,8 @@
 
 One call = one database transaction that locks the job row, refuses a move the table (spec §5.2) does
 not allow, writes the new status, the timestamps that go with it and one history event. Listeners
-(notifications, later) are told after the commit.
+are told after the commit. The outbox rows of the job's notifications for the new status are written in
+the same transaction (``notify``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def record_event(
     return ev
 
 
+def notify(s: Session, job: Job, event: str) -> int:
+    """The outbox rows of ``event`` for the job's matching notifications, in the caller's transaction
+    (``airjobs.notifications.subscriptions.enqueue``): a status change and its notifications commit together."""
+    from airjobs import config, representation
+    from airjobs.notifications import subscriptions
+
+    s.flush()
+    return subscriptions.enqueue(s, job, event, lambda: representation.job_json(job, config.public_base()))
+
+
 def transition(
     job_id: str,
     status: JobStatus | str,
@@ -85,6 +96,7 @@ def transition(
                 raise AttributeError(f"Job has no column {key}")
             setattr(job, key, value)
         record_event(s, job, new.value, description, created_by=created_by, progress=progress)
+        notify(s, job, new.value)
     for fn in list(_listeners):
         try:
             fn(job, new, description)

@@ -132,3 +132,81 @@ class RevokedRefreshToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires: Mapped[datetime] = mapped_column(index=True)
+
+
+class Notification(Base):
+    """A subscription to a job's events (spec §6.1, ``/notifications/v2``): a webhook URL or an e-mail address.
+    ``active`` turns false after a non-persistent notification fired once, or when its receiver answered 410."""
+
+    __tablename__ = "airjobs_notification"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    associated_uuid: Mapped[str] = mapped_column(ForeignKey("airjobs_job.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(128))
+    persistent: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy: Mapped[Any] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: why it stopped firing, when it did (410 Gone, fired once, ...)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime]
+    last_updated: Mapped[datetime]
+
+
+class NotificationDelivery(Base):
+    """The outbox: one row per (notification, event), written in the transaction of the status change
+    (``airjobs.lifecycle.transition``); the deliverer sends it, at least once, in order per notification."""
+
+    __tablename__ = "airjobs_notification_delivery"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("airjobs_notification.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    event: Mapped[str] = mapped_column(String(128))
+    #: the webhook-id of Standard Webhooks: the same on every retry of this delivery
+    msg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the job JSON at the time of the event (spec §6.2)
+    payload: Mapped[Any] = mapped_column(JSON)
+    #: PENDING (to send, or to retry at ``next_attempt``), DELIVERED, FAILED (retries used up, 410, refused)
+    state: Mapped[str] = mapped_column(String(16), default="PENDING")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[datetime]
+    #: a deliverer holds it until then (one that died mid-attempt lets it go when the lease ends)
+    leased_until: Mapped[datetime | None]
+    created: Mapped[datetime]
+    finished: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_airjobs_delivery_due", "state", "next_attempt"),
+        Index("ix_airjobs_delivery_notification", "notification_id", "id"),
+    )
+
+
+class NotificationAttempt(Base):
+    """One try of a delivery (``/notifications/v2/{id}/attempts``)."""
+
+    __tablename__ = "airjobs_notification_attempt"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # X-Agave-Delivery
+    notification_id: Mapped[str] = mapped_column(ForeignKey("airjobs_notification.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(Text)
+    started: Mapped[datetime]
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+class WebhookSecret(Base):
+    """An owner's webhook signing secret (``whsec_...``); after a rotation the old one signs alongside the new
+    one until ``expires``."""
+
+    __tablename__ = "airjobs_webhook_secret"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created: Mapped[datetime]
+    expires: Mapped[datetime | None]

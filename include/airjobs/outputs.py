@@ -8,7 +8,6 @@ host) is outside the root is answered as missing, never read.
 
 from __future__ import annotations
 
-import mimetypes
 import posixpath
 import re
 from collections.abc import Iterator
@@ -115,17 +114,6 @@ def listing(loc: Location, host: str, rel: str) -> list[tuple[str, FileInfo]]:
 def _follow(loc: Location, path: str) -> tuple[int, float, bool]:
     info = loc.transport.stat(path)
     return info.size, info.mtime, info.is_dir
-
-
-def mime_type(name: str, is_dir: bool = False) -> str:
-    if is_dir:
-        return "text/directory"
-    guess, _ = mimetypes.guess_type(name, strict=False)
-    if guess:
-        return guess
-    if name.endswith((".out", ".err", ".log", ".ipcexe")):
-        return "text/plain"
-    return "application/octet-stream"
 
 
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*(?:,.*)?", re.I | re.S)

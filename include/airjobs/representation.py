@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from datetime import UTC
 from typing import Any
 
@@ -98,12 +99,21 @@ def event_json(ev: JobEvent) -> dict[str, Any]:
     return out
 
 
+def mime_type(name: str, is_dir: bool = False) -> str:
+    if is_dir:
+        return "text/directory"
+    guess, _ = mimetypes.guess_type(name, strict=False)
+    if guess:
+        return guess
+    if name.endswith((".out", ".err", ".log", ".ipcexe")):
+        return "text/plain"
+    return "application/octet-stream"
+
+
 def file_json(job: Job, path: str, info: Any, system_id: str, base: str) -> dict[str, Any]:
     """An output file object (spec §3.6); ``path`` is relative to the job's output root, with a leading ``/``."""
     from datetime import datetime
     from urllib.parse import quote
-
-    from airjobs.outputs import mime_type
 
     jobs = f"/jobs/v2/{job.id}"
     return {

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from airjobs import access, db
 from airjobs.errors import NotFound
-from airjobs.lifecycle import record_event
+from airjobs.lifecycle import notify, record_event
 from airjobs.models import Job, JobEvent, JobPermission
+from airjobs.notifications import subscriptions
 from airjobs.statuses import ACTIVE, JobStatus, values
 from airjobs.timeutil import now
 
@@ -74,6 +75,9 @@ def create_job(job: Job, *, created_by: str, system: dict[str, Any] | None = Non
             s.add(job)
             s.flush()
             record_event(s, job, JobStatus.PENDING.value, JobStatus.PENDING.description, created_by=created_by)
+            if job.notifications:
+                subscriptions.create(s, job, job.notifications)
+                notify(s, job, JobStatus.PENDING.value)
     except IntegrityError:
         if job.idempotency_key:
             existing = find_by_idempotency_key(job.owner, job.idempotency_key)
@@ -128,7 +132,7 @@ def writable_job(job_id: str, user: str, is_admin: bool) -> Job:
     return job_for(job_id, user, is_admin, "write")
 
 
-def _readable_by(user: str) -> ColumnElement[bool]:
+def readable_by(user: str) -> ColumnElement[bool]:
     """Jobs ``user`` owns or holds a grant with READ on (spec §9.2: listings include shared jobs)."""
     readers = [name for name, p in access.PERMISSIONS.items() if p.read]
     shared = exists().where(
@@ -143,7 +147,7 @@ def list_jobs(user: str, is_admin: bool, *, limit: int, offset: int) -> list[Job
         if not is_admin:
             # most users hold no grant: then the owner's index (owner, created) serves the listing alone
             shared = s.scalar(select(JobPermission.job_id).where(JobPermission.username == user).limit(1))
-            q = q.where(_readable_by(user) if shared is not None else Job.owner == user)
+            q = q.where(readable_by(user) if shared is not None else Job.owner == user)
         q = q.order_by(Job.created.desc(), Job.id.desc()).limit(limit).offset(offset)
         return list(s.scalars(q))
 
@@ -196,12 +200,14 @@ def set_grant(job: Job, user: str, permission: str, *, by: str) -> None:
             if row is not None:
                 s.delete(row)
             record_event(s, job, "PERMISSION_REVOKE", f"All permissions revoked for {user}", created_by=by)
+            notify(s, job, "PERMISSION_REVOKE")
             return
         if row is None:
             s.add(JobPermission(job_id=job.id, username=user, permission=permission, created=now(), created_by=by))
         else:
             row.permission = permission
         record_event(s, job, "PERMISSION_GRANT", f"{permission} permission granted to {user}", created_by=by)
+        notify(s, job, "PERMISSION_GRANT")
 
 
 def revoke_all(job: Job, *, by: str) -> None:
@@ -209,3 +215,4 @@ def revoke_all(job: Job, *, by: str) -> None:
         for row in s.scalars(select(JobPermission).where(JobPermission.job_id == job.id)):
             s.delete(row)
         record_event(s, job, "PERMISSION_REVOKE", "All permissions revoked", created_by=by)
+        notify(s, job, "PERMISSION_REVOKE")

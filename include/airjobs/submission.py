@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from airjobs import access, egress, registry
 from airjobs.errors import AgaveError, BadRequest, Forbidden
 from airjobs.models import Job
+from airjobs.notifications import subscriptions
 from airjobs.statuses import JobStatus
 from airjobs.timeutil import hms_to_seconds, new_job_id, now
 
@@ -599,7 +600,7 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
             },
         )
 
-    notifications = _pick(body, "notifications") or []
+    notifications = subscriptions.parse(_pick(body, "notifications"), _pick(body, "callbackUrl"))
     t = now()
     return Job(
         id=job_id,
@@ -624,7 +625,7 @@ def build_job(body: dict[str, Any], owner: str, is_admin: bool = False) -> Job:
         last_updated=t,
         inputs=inputs,
         parameters=parameters,
-        notifications=notifications if isinstance(notifications, list) else [notifications],
+        notifications=notifications,
         request=body,
         visible=True,
         owner_admin=is_admin,

@@ -1,8 +1,9 @@
-"""The Agave v2 REST facade (FastAPI): ``/jobs/v2``, ``/apps/v2``, ``/systems/v2``, ``/token`` and ``/revoke``.
+"""The Agave v2 REST facade (FastAPI): ``/jobs/v2``, ``/notifications/v2``, ``/apps/v2``, ``/systems/v2``,
+``/token`` and ``/revoke``.
 
-One router per resource (``jobs``, ``outputs``, ``pems``, ``apps``, ``systems``, ``token``); what they share
-is in ``deps`` (the caller as a dependency, paging, the job a request names), ``body`` (the one request-body
-reader), ``envelope`` (rendering) and ``models``/``docs`` (the OpenAPI document at /jobs/v2/openapi.json).
+One router per resource (``jobs``, ``outputs``, ``pems``, ``notifications``, ``apps``, ``systems``, ``token``);
+what they share is in ``deps`` (the caller as a dependency, paging, the job a request names), ``body`` (the one
+request-body reader), ``envelope`` (rendering) and ``models``/``docs`` (the OpenAPI document at /jobs/v2/openapi.json).
 
 Authentication, authorization and starting the lifecycle run are injected (``Backend``), so this package
 knows nothing about Airflow; ``plugins/airjobs_airflow`` supplies the Airflow implementations.
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from airjobs import SERVICE_VERSION
-from airjobs.api import apps, docs, jobs, outputs, pems, systems, token
+from airjobs.api import apps, docs, jobs, notifications, outputs, pems, systems, token
 from airjobs.api.deps import APPS, JOBS, SYSTEMS, Backend, User
 from airjobs.api.envelope import envelope, error
 from airjobs.api.throttle import LoginThrottle
@@ -103,7 +104,7 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(request, 500, f"Internal error: {type(exc).__name__}. The service log has the details.")
 
-    for module in (token, jobs, outputs, pems, apps, systems):
+    for module in (token, jobs, outputs, pems, notifications, apps, systems):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

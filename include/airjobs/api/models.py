@@ -224,6 +224,78 @@ class System(Open):
     type: Literal["STORAGE", "EXECUTION"]
 
 
+# ---------------------------------------------------------------- notifications (spec §6)
+
+
+class NotificationPolicy(Partial):
+    retryStrategy: Literal["NONE", "IMMEDIATE", "DELAYED", "EXPONENTIAL"]
+    retryLimit: int
+    retryRate: int
+    retryDelay: int
+    saveOnFailure: bool
+
+
+class NotificationLinks(Partial):
+    self_: Href = Field(alias="self")
+    attempts: Href
+    job: Href
+    owner: Href
+
+
+class Notification(Partial):
+    """A subscription to a job's events: a webhook URL or an e-mail address (spec §6.1)."""
+
+    id: str
+    owner: str
+    url: str
+    associatedUuid: str
+    event: str
+    persistent: bool
+    status: Literal["ACTIVE", "INACTIVE"]
+    statusReason: str | None
+    policy: NotificationPolicy
+    attempts: int
+    lastSent: datetime | None
+    responseCode: int | None
+    success: bool | None
+    created: datetime
+    lastUpdated: datetime
+    links: NotificationLinks = Field(alias="_links")
+
+
+class NotificationAttempt(Partial):
+    """One try of a delivery: when, to which URL (macros resolved), the receiver's answer and how long it took."""
+
+    id: str
+    notificationId: str
+    event: str
+    url: str
+    startTime: datetime
+    responseCode: int | None
+    error: str | None
+    latencyMs: int
+    success: bool
+
+
+class WebhookSecret(Partial):
+    """The owner's signing secrets: ``current`` signs every delivery; after a rotation ``previous`` signs too
+    until ``previousExpires``."""
+
+    current: str
+    previous: str | None
+    previousExpires: datetime | None
+
+
+class NotificationDescription(BaseModel):
+    """A notification to add (spec §6.1): ``associatedUuid`` is the job."""
+
+    url: str = Field(examples=["https://example.org/hook?job=${JOB_ID}&status=${JOB_STATUS}", "me@example.org"])
+    event: str = Field(examples=["FINISHED", "*"])
+    associatedUuid: str | None = None
+    persistent: bool | str | None = None
+    policy: dict[str, Any] | None = None
+
+
 # ---------------------------------------------------------------- envelopes (spec §1.2)
 
 T = TypeVar("T")
@@ -290,6 +362,22 @@ class SystemListEnvelope(Envelope[list[SystemSummary]]):
     pass
 
 
+class NotificationEnvelope(Envelope[Notification]):
+    pass
+
+
+class NotificationListEnvelope(Envelope[list[Notification]]):
+    pass
+
+
+class NotificationAttemptListEnvelope(Envelope[list[NotificationAttempt]]):
+    pass
+
+
+class WebhookSecretEnvelope(Envelope[WebhookSecret]):
+    pass
+
+
 class EmptyEnvelope(Envelope[None]):
     pass
 
@@ -307,6 +395,10 @@ AppListResponse = AppListEnvelope | list[AppSummary]
 SystemResponse = SystemEnvelope | System
 SystemListResponse = SystemListEnvelope | list[SystemSummary]
 EmptyResponse = EmptyEnvelope | None
+NotificationResponse = NotificationEnvelope | Notification
+NotificationListResponse = NotificationListEnvelope | list[Notification]
+NotificationAttemptListResponse = NotificationAttemptListEnvelope | list[NotificationAttempt]
+WebhookSecretResponse = WebhookSecretEnvelope | WebhookSecret
 
 
 class Token(BaseModel):

@@ -148,7 +148,7 @@ async def _download(request: Request, job: Any, path: str) -> Response:
     if span:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     status = 206 if span else 200
-    media = outputs.mime_type(info.name)
+    media = rep.mime_type(info.name)
     if request.method == "HEAD" or length == 0:
         return Response(status_code=status, headers=headers, media_type=media)
     return StreamingResponse(

@@ -19,10 +19,18 @@ from airjobs.api.throttle import LoginThrottle
 from airjobs.errors import Unauthorized
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-BODYLESS = {"cancelJob"}  # POST operations that take no body
+BODYLESS = {"cancelJob", "rotateWebhookSecret"}  # POST operations that take no body
 UNAUTHENTICATED = {"/token", "/revoke"}
 NO_ENVELOPE = {"/token", "/revoke"}
-LISTINGS = {"listJobs", "getJobHistory", "listJobOutputs", "listJobOutputsAt", "listJobPermissions"}
+LISTINGS = {
+    "listJobs",
+    "getJobHistory",
+    "listJobOutputs",
+    "listJobOutputsAt",
+    "listJobPermissions",
+    "listNotifications",
+    "listNotificationAttempts",
+}
 
 
 class TrivialBackend:
