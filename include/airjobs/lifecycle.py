@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from airjobs import db
@@ -23,6 +24,8 @@ from airjobs.timeutil import now
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "airjobs"
+#: ``airjobs.events.CHANNEL`` (the SSE hub listens there)
+EVENTS_CHANNEL = "airjobs_job_event"
 
 Listener = Callable[[Job, JobStatus, str], None]
 _listeners: list[Listener] = []
@@ -45,6 +48,9 @@ def record_event(
         progress=progress,
     )
     s.add(ev)
+    if s.get_bind().dialect.name == "postgresql":  # the live event streams (airjobs.events), told at commit
+        s.flush()
+        s.execute(text("SELECT pg_notify(:c, :p)"), {"c": EVENTS_CHANNEL, "p": f"{job.id} {ev.id}"})
     return ev
 
 

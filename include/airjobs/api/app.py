@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from airjobs import SERVICE_VERSION
-from airjobs.api import apps, docs, jobs, notifications, outputs, pems, systems, token
+from airjobs.api import apps, docs, events, jobs, notifications, outputs, pems, systems, token
 from airjobs.api.deps import APPS, JOBS, SYSTEMS, Backend, User
 from airjobs.api.envelope import envelope, error
 from airjobs.api.throttle import LoginThrottle
@@ -104,7 +104,7 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(request, 500, f"Internal error: {type(exc).__name__}. The service log has the details.")
 
-    for module in (token, jobs, outputs, pems, notifications, apps, systems):
+    for module in (token, events, jobs, outputs, pems, notifications, apps, systems):  # events: before /jobs/v2/{id}
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

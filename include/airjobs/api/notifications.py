@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Path, Query, Request, Response
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from airjobs import notification_store as records
 from airjobs import store
@@ -20,6 +21,16 @@ from airjobs.errors import BadRequest
 from airjobs.notifications import secrets
 
 router = AgaveRouter(tags=["notifications"])
+
+
+class NotificationIdConvertor(StringConvertor):
+    """A notification id: one path segment, never ``secret`` (``/notifications/v2/secret`` is the signing secret's
+    own path, so no method of a notification's routes answers there and its ``Allow`` names GET and POST only)."""
+
+    regex = r"(?!secret(?:/|$))[^/]+"
+
+
+register_url_convertor("notification_id", NotificationIdConvertor())
 
 NotificationId = Annotated[
     str,
@@ -111,7 +122,7 @@ async def add_notification(request: Request, user: JobsWriter) -> Response:
 
 
 @router.get(
-    "/notifications/v2/{notificationId}",
+    "/notifications/v2/{notificationId:notification_id}",
     **docs.operation("getNotification", "One notification", ok={200: m.NotificationResponse}, errors=(404,)),
 )
 async def get_notification(request: Request, user: JobsReader, nid: NotificationId) -> Response:
@@ -139,18 +150,18 @@ def _update_doc(operation_id: str) -> dict[str, Any]:
     )
 
 
-@router.post("/notifications/v2/{notificationId}", **_update_doc("updateNotification"))
+@router.post("/notifications/v2/{notificationId:notification_id}", **_update_doc("updateNotification"))
 async def update_notification(request: Request, user: JobsWriter, nid: NotificationId) -> Response:
     return await _update(request, user, nid)
 
 
-@router.put("/notifications/v2/{notificationId}", **_update_doc("replaceNotification"))
+@router.put("/notifications/v2/{notificationId:notification_id}", **_update_doc("replaceNotification"))
 async def replace_notification(request: Request, user: JobsWriter, nid: NotificationId) -> Response:
     return await _update(request, user, nid)
 
 
 @router.delete(
-    "/notifications/v2/{notificationId}",
+    "/notifications/v2/{notificationId:notification_id}",
     **docs.operation("deleteNotification", "Delete a notification", ok={200: m.EmptyResponse}, errors=(404,)),
 )
 async def delete_notification(request: Request, user: JobsWriter, nid: NotificationId) -> Response:
@@ -163,7 +174,7 @@ async def delete_notification(request: Request, user: JobsWriter, nid: Notificat
 
 
 @router.get(
-    "/notifications/v2/{notificationId}/attempts",
+    "/notifications/v2/{notificationId:notification_id}/attempts",
     **docs.operation(
         "listNotificationAttempts",
         "Every delivery attempt: time, URL (macros resolved), response code, error, latency",

@@ -62,35 +62,35 @@ def is_email(url: str) -> bool:
     return bool(_EMAIL.fullmatch(url))
 
 
-def check_target(value: Any, field: str = "url") -> str:
+def check_target(value: Any, field: str = "notification url") -> str:
     """An e-mail address or an http(s) URL the egress guard lets the service reach (``webhook.check_url``)."""
     if not isinstance(value, str):
-        raise BadRequest(f"Invalid notification {field}: expected a text value, got {type(value).__name__}.")
+        raise BadRequest(f"Invalid {field}: expected a text value, got {type(value).__name__}.")
     url: str = value.strip()
     if not 4 <= len(url) <= 1024:
-        raise BadRequest(f"Invalid notification {field}: it must be 4 to 1024 characters long.")
+        raise BadRequest(f"Invalid {field}: it must be 4 to 1024 characters long.")
     if is_email(url):
         return url
     if not re.match(r"(?i)https?://", url):
         raise BadRequest(
-            f"Invalid notification {field} {url!r}: expected an e-mail address or an http(s):// URL "
+            f"Invalid {field} {url!r}: expected an e-mail address or an http(s):// URL "
             "(SMS, Slack and realtime channels are not supported)."
         )
     try:
         webhook.check_url(url)
     except BadRequest as e:
-        raise BadRequest(f"Invalid notification {field}: {e.message}") from None
+        why = e.message.removeprefix("Invalid callback url ")
+        raise BadRequest(f"Invalid {field} {why}" if why != e.message else f"Invalid {field}: {why}") from None
     return url
 
 
-def check_event(event: Any, field: str = "event") -> str:
+def check_event(event: Any, field: str = "notification event") -> str:
     if not isinstance(event, str) or not event.strip():
-        raise BadRequest(f"Invalid notification {field}: expected a job event name or *.")
+        raise BadRequest(f"Invalid {field}: expected a job event name or *.")
     name = event.strip().upper()
     if name not in EVENTS:
         raise BadRequest(
-            f"Invalid notification {field} {event!r}: not a job event. Valid events are * and "
-            f"{', '.join(sorted(EVENTS - {'*'}))}."
+            f"Invalid {field} {event!r}: not a job event. Valid events are * and {', '.join(sorted(EVENTS - {'*'}))}."
         )
     return name
 
@@ -100,7 +100,7 @@ def _bool(value: Any, field: str) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise BadRequest(f"Invalid notification {field}: expected true or false.")
+    raise BadRequest(f"Invalid {field}: expected true or false.")
 
 
 def parse_one(doc: Any, where: str = "notifications[0]") -> dict[str, Any]:
@@ -122,7 +122,7 @@ def parse_one(doc: Any, where: str = "notifications[0]") -> dict[str, Any]:
     try:
         policy = retry.Policy.from_json(doc.get("policy"))
     except BadRequest as e:
-        raise BadRequest(f"Invalid {where}: {e.message}") from None
+        raise BadRequest(e.message.replace("Invalid notification policy", f"Invalid {where}.policy", 1)) from None
     return {"url": url, "event": event, "persistent": persistent, "policy": policy.to_json()}
 
 

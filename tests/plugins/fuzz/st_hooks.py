@@ -8,6 +8,11 @@
 * Every request sent is counted per phase and per status class (schemathesis's own report counts test cases,
   not requests: a stateful scenario or a check's probe sends several); the counts are written as JSON to
   ``$AIRJOBS_FUZZ_COUNTS`` when the run ends.
+* A CPython 3.11 bug, not the service: Hypothesis describes the lambdas of a strategy by parsing their source
+  with ``ast.parse``, and on CPython 3.11.7 that raises ``SystemError: AST constructor recursion depth mismatch``
+  when it runs deep inside a recursive strategy (seen in the coverage phase, once per few runs: schemathesis
+  then counts a "Runtime Error"). The description is only for messages; when parsing hits that bug the lambda is
+  described as unknown, as Hypothesis does for any source it cannot parse.
 """
 
 from __future__ import annotations
@@ -20,6 +25,21 @@ from collections import Counter
 from typing import Any
 
 import schemathesis
+from hypothesis.internal import lambda_sources
+
+_describe = lambda_sources._lambda_description
+
+
+def _lambda_description(f: Any, *args: Any, **kwargs: Any) -> str:
+    try:
+        return str(_describe(f, *args, **kwargs))
+    except SystemError as e:  # CPython 3.11: "AST constructor recursion depth mismatch"
+        if "recursion depth mismatch" not in str(e):
+            raise
+        return "lambda: <unknown>"
+
+
+lambda_sources._lambda_description = _lambda_description
 
 _lock = threading.Lock()
 _requests: Counter[str] = Counter()
