@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PORT
+from conftest import VAR
 
 pytestmark = pytest.mark.e2e
 
@@ -121,18 +121,20 @@ def test_other_users_see_nothing_of_a_job_stream(service):
 
 
 def _api_server_pids() -> list[int]:
-    """The test service's api-server and its children (uvicorn workers)."""
-    pids = []
+    """The test service's api-server (its supervisor's pid file) and its children (uvicorn workers)."""
+    root = int((VAR / "run" / "api-server.pid").read_text())
+    pids, parents = [root], {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if "api_server" in cmd or "api-server" in cmd:
-                env = (d / "environ").read_bytes() if os.access(d / "environ", os.R_OK) else b""
-                if f"AIRJOBS_PORT={PORT}".encode() in env:
-                    pids.append(int(d.name))
+    grew = True
+    while grew:
+        more = [pid for pid, ppid in parents.items() if ppid in pids and pid not in pids]
+        pids += more
+        grew = bool(more)
     return pids
 
 
