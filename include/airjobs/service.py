@@ -554,12 +554,18 @@ def _banner() -> None:
         f"""{curl} -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' """
         f"--data-binary @{demo} {base}/jobs/v2"
     )
+    mail = (
+        "  E-mail notifications: through the smtp_default Connection (AIRFLOW_CONN_SMTP_DEFAULT)\n"
+        if os.environ.get("AIRFLOW_CONN_SMTP_DEFAULT")
+        else f"  E-mail notifications: no smtp_default Connection set, so kept as .eml files in {_var() / 'mail'}\n"
+        "    (set AIRFLOW_CONN_SMTP_DEFAULT, or add the Connection in Airflow, to send them)\n"
+    )
     print(
         f"""
 [airjobs] ready.
   Airflow UI and API : {base}   (login: {ADMIN_USER} / {pw})
   Agave Jobs API     : {base}/jobs/v2
-{trust}  Submit the demo job:
+{trust}{mail}  Submit the demo job:
     TOKEN=$({login}) && {submit}
   Stop with Ctrl-C, or `make stop` from another shell.
 """,

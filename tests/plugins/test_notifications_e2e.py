@@ -33,6 +33,7 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.down_until = 0.0
+        self.redirect_to = ""
         self.lock = threading.Lock()
         outer = self
 
@@ -40,6 +41,14 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 down = time.monotonic() < outer.down_until
+                if self.path.startswith("/redirect") and outer.redirect_to:
+                    with outer.lock:
+                        outer.requests.append({"path": self.path, "headers": {}, "body": body, "answered": 302})
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with outer.lock:
                     outer.requests.append(
                         {
@@ -316,3 +325,30 @@ def test_secret_rotation_signs_with_both_for_a_day(service, receiver):
     for secret in (old, rotated["current"]):
         assert standardwebhooks.Webhook(secret).verify(got[0]["body"], got[0]["headers"])["id"] == job_id
     service.wait_terminal(job_id, "carol", timeout=180)
+
+
+def test_a_redirect_to_loopback_is_not_followed(service, receiver):
+    import socket
+
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen(5)
+    trap.settimeout(0.2)
+    receiver.redirect_to = f"http://127.0.0.1:{trap.getsockname()[1]}/jobs/v2"
+    policy = {"retryStrategy": "NONE"}
+    body = {**DEMO, "notifications": [{"url": receiver.url("/redirect"), "event": "PENDING", "policy": policy}]}
+    with service.client("alice") as c:
+        job_id = c.post("/jobs/v2", json=body).json()["result"]["id"]
+        nid = c.get("/notifications/v2", params={"associatedUuid": job_id}).json()["result"][0]["id"]
+        attempts = _wait("the attempt", lambda: c.get(f"/notifications/v2/{nid}/attempts").json()["result"])
+    assert len(receiver.received("/redirect", answered=302)) == 1
+    [a] = attempts
+    assert not a["success"] and a["responseCode"] == 302 and "redirect" in a["error"].lower(), a
+    try:
+        trap.accept()
+        raise AssertionError("the service followed the redirect to loopback")
+    except TimeoutError:
+        pass
+    finally:
+        trap.close()
+    service.wait_terminal(job_id, "alice", timeout=180)
