@@ -59,6 +59,8 @@ class Job(Base):
     #: while a step is being retried after a failure of the service (``airjobs.recovery``): since when, how
     #: many retries, the last error; None when the job's steps are going fine
     recovery: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
+    #: the job this one was resubmitted from (``POST /jobs/v2/{id}/resubmit``)
+    resubmitted_from: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_airjobs_job_owner_created", "owner", "created"),

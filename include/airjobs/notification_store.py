@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from airjobs import db, store
 from airjobs.errors import BadRequest, NotFound
 from airjobs.models import Job, Notification, NotificationAttempt, NotificationDelivery
-from airjobs.notifications import subscriptions
+from airjobs.notifications import subscriptions, webhook
 from airjobs.timeutil import iso, now
 
 
@@ -68,13 +68,16 @@ def listing(
 
 def get(nid: str, user: str, is_admin: bool, action: str = "read") -> tuple[Notification, Stats]:
     """The notification when the caller may ``action`` ("read" or "write") its job; NotFound (404) when they
-    may not see it, Forbidden (403) when they may read but not change it."""
+    may not see it, Forbidden (403) when they may read but not change it. Changing one needs READ as well:
+    its webhooks carry the job's JSON."""
     with db.session() as s:
         n = s.get(Notification, nid)
         if n is None:
             raise NotFound(f"No notification found matching {nid}")
         try:
-            store.job_for(n.associated_uuid, user, is_admin, action)
+            store.job_for(n.associated_uuid, user, is_admin, "read")
+            if action != "read":
+                store.job_for(n.associated_uuid, user, is_admin, action)
         except NotFound:
             raise NotFound(f"No notification found matching {nid}") from None
         return n, stats(s, [n.id])[n.id]
@@ -133,12 +136,13 @@ def _href(base: str, path: str) -> dict[str, str]:
     return {"href": f"{base.rstrip('/')}{path}"}
 
 
-def notification_json(n: Notification, st: Stats, base: str) -> dict[str, Any]:
+def notification_json(n: Notification, st: Stats, base: str, viewer: str | None = None) -> dict[str, Any]:
+    """The notification as ``viewer`` sees it: a ``user:pass@`` in its URL only for its owner."""
     path = f"/notifications/v2/{n.id}"
     return {
         "id": n.id,
         "owner": n.owner,
-        "url": n.url,
+        "url": n.url if viewer in (None, n.owner) else webhook.redact(n.url),
         "associatedUuid": n.associated_uuid,
         "event": n.event,
         "persistent": n.persistent,

@@ -352,3 +352,25 @@ def test_a_redirect_to_loopback_is_not_followed(service, receiver):
     finally:
         trap.close()
     service.wait_terminal(job_id, "alice", timeout=180)
+
+
+def test_a_write_only_grantee_cannot_route_the_job_json_to_himself_and_readers_see_no_password(service, receiver):
+    with service.client("alice") as c:
+        job_id = c.post("/jobs/v2", json=DEMO).json()["result"]["id"]
+        secret_url = receiver.url("/pw").replace("http://", "http://hook:s3cr3t@")
+        r = c.post("/notifications/v2", json={"associatedUuid": job_id, "url": secret_url, "event": "FINISHED"})
+        assert r.status_code == 201 and r.json()["result"]["url"] == secret_url, r.text
+        nid = r.json()["result"]["id"]
+        assert c.post(f"/jobs/v2/{job_id}/pems/bob", json={"permission": "WRITE"}).status_code in (200, 201)
+        assert c.post(f"/jobs/v2/{job_id}/pems/carol", json={"permission": "READ"}).status_code in (200, 201)
+    with service.client("bob") as c:  # may change the job, may not read it: no webhook with its JSON for him
+        r = c.post("/notifications/v2", json={"associatedUuid": job_id, "url": receiver.url("/bob"), "event": "*"})
+        assert r.status_code == 404, r.text
+        assert c.post(f"/notifications/v2/{nid}", json={"url": receiver.url("/bob")}).status_code == 404
+    with service.client("carol") as c:
+        shown = c.get(f"/notifications/v2/{nid}").json()["result"]["url"]
+        assert "s3cr3t" not in shown and shown == receiver.url("/pw"), shown
+    service.wait_terminal(job_id, "alice", timeout=180)
+    got = _wait("the FINISHED webhook with Basic auth", lambda: receiver.received("/pw"))
+    assert got[0]["headers"]["authorization"].startswith("Basic ")
+    assert not receiver.received("/bob")

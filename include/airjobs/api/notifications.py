@@ -40,8 +40,8 @@ NOTIFICATION = bodies.description("notification")
 BODY = docs.body(m.NotificationDescription, form=m.NotificationDescription, upload=True)
 
 
-def _one(request: Request, pair: tuple[Any, records.Stats]) -> dict[str, Any]:
-    return records.notification_json(pair[0], pair[1], base_url(request))
+def _one(request: Request, pair: tuple[Any, records.Stats], viewer: str) -> dict[str, Any]:
+    return records.notification_json(pair[0], pair[1], base_url(request), viewer)
 
 
 @router.get(
@@ -70,7 +70,7 @@ async def list_notifications(
 ) -> Response:
     limit, offset = page
     rows = await read(lambda: records.listing(user.name, user.is_admin, associated or None, limit=limit, offset=offset))
-    return envelope(request, [_one(request, r) for r in rows])
+    return envelope(request, [_one(request, r, user.name) for r in rows])
 
 
 @router.get(
@@ -114,9 +114,10 @@ async def add_notification(request: Request, user: JobsWriter) -> Response:
         raise BadRequest("Missing associatedUuid: the id of the job to notify about.")
 
     def work() -> dict[str, Any]:
+        store.readable_job(job_id.strip(), user.name, user.is_admin)  # its webhooks carry the job's JSON
         job = store.writable_job(job_id.strip(), user.name, user.is_admin)
         n = records.add(job, doc, user.name)
-        return records.notification_json(n, records.Stats(), base_url(request))
+        return records.notification_json(n, records.Stats(), base_url(request), user.name)
 
     return envelope(request, await to_thread.run_sync(work), status_code=201)
 
@@ -126,7 +127,7 @@ async def add_notification(request: Request, user: JobsWriter) -> Response:
     **docs.operation("getNotification", "One notification", ok={200: m.NotificationResponse}, errors=(404,)),
 )
 async def get_notification(request: Request, user: JobsReader, nid: NotificationId) -> Response:
-    return envelope(request, _one(request, await read(records.get, nid, user.name, user.is_admin)))
+    return envelope(request, _one(request, await read(records.get, nid, user.name, user.is_admin), user.name))
 
 
 async def _update(request: Request, user: Any, nid: str) -> Response:
@@ -135,7 +136,7 @@ async def _update(request: Request, user: Any, nid: str) -> Response:
     def work() -> dict[str, Any]:
         records.get(nid, user.name, user.is_admin, "write")
         records.update(nid, doc)
-        return _one(request, records.get(nid, user.name, user.is_admin))
+        return _one(request, records.get(nid, user.name, user.is_admin), user.name)
 
     return envelope(request, await to_thread.run_sync(work))
 
