@@ -78,13 +78,13 @@ def job_permission(job: Any, user: str, is_admin: bool, granted: str | None) -> 
     return PERMISSIONS.get(granted or "NONE", NONE)
 
 
-def check_job(job: Any, job_id: str, perm: Perm, action: str) -> None:
+def check_job(job: Any, job_id: str, perm: Perm, action: str, hidden_ok: bool = False) -> None:
     """``action`` "read" needs READ, "write" needs WRITE. A job one holds neither on answers 404 as if it did
     not exist (so ids of others' jobs reveal nothing); one one may read but not change answers 403 to a
     write; a WRITE-only grant acts on the job without seeing it (spec §9.1)."""
     if job is None or not (perm.read or perm.write):
         raise NotFound(f"No job found with job id {job_id}.")
-    if not job.visible:
+    if not job.visible and not hidden_ok:  # a hidden job is there only for restore
         raise NotFound(f"Job with uuid {job_id} is not visible.")
     if action == "write" and not perm.write:
         raise Forbidden("User does not have permission to modify this job")

@@ -61,6 +61,8 @@ def notify(s: Session, job: Job, event: str) -> int:
     from airjobs.notifications import subscriptions
 
     s.flush()
+    if not job.visible:  # a hidden job's events notify nobody (spec §7.4)
+        return 0
     return subscriptions.enqueue(s, job, event, lambda: representation.job_json(job, config.public_base()))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -65,6 +65,18 @@ class Job(Base):
     __table_args__ = (
         Index("ix_airjobs_job_owner_created", "owner", "created"),
         Index("ux_airjobs_job_idempotency", "owner", "idempotency_key", unique=True),
+        # search (migration 0009, airjobs.search): admins' listings and date terms, case-insensitive string terms
+        Index("ix_airjobs_job_created_id", "created", "id"),
+        Index("ix_airjobs_job_end_time", "end_time"),
+        Index("ix_airjobs_job_start_time", "start_time"),
+        Index("ix_airjobs_job_submit_time", "submit_time"),
+        Index("ix_airjobs_job_last_updated", "last_updated"),
+        Index("ix_airjobs_job_lower_app_id", func.lower(text("app_id"))),
+        Index("ix_airjobs_job_lower_execution_system", func.lower(text("execution_system"))),
+        Index("ix_airjobs_job_lower_name", func.lower(text("name"))),
+        Index("ix_airjobs_job_lower_owner", func.lower(text("owner"))),
+        # and, in the migration only, the seconds fields' expressions and pg_trgm's trigram indexes (when the
+        # server has the extension) on name, inputs and parameters
     )
 
 

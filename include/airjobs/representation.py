@@ -64,7 +64,21 @@ def job_json(job: Job, base: str) -> dict[str, Any]:
         out["message"] = job.message
     if job.exit_code is not None:
         out["exitCode"] = job.exit_code
+    if job.resubmitted_from:
+        out["resubmittedFrom"] = job.resubmitted_from
+        out["inputChanges"] = input_changes(job)
+        out["_links"]["resubmittedFrom"] = _href(base, f"/jobs/v2/{job.resubmitted_from}")
     return out
+
+
+def input_changes(job: Job) -> list[dict[str, Any]]:
+    """A resubmitted job's staged inputs whose sha256 differs from what its original staged
+    (``airjobs.resubmit.input_changes`` records ``previousSha256``)."""
+    return [
+        {"id": r.get("id"), "source": r.get("source"), "previousSha256": r["previousSha256"], "sha256": r.get("sha256")}
+        for r in job.staged_inputs or []
+        if r.get("previousSha256") and r.get("sha256") and r["previousSha256"] != r.get("sha256")
+    ]
 
 
 def job_summary(job: Job, base: str) -> dict[str, Any]:

@@ -80,6 +80,11 @@ def from_form(fields: dict[str, str]) -> dict[str, Any]:
     return body
 
 
+def pick(body: dict[str, Any], field: str) -> Any:
+    """The value of a job field under any of its aliases (None when absent or null)."""
+    return _pick(body, field)
+
+
 def _pick(body: dict[str, Any], field: str) -> Any:
     for alias in ALIASES[field]:
         if alias in body and body[alias] is not None:

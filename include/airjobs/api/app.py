@@ -12,6 +12,7 @@ knows nothing about Airflow; ``plugins/airjobs_airflow`` supplies the Airflow im
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from airjobs import SERVICE_VERSION
-from airjobs.api import apps, docs, events, jobs, notifications, outputs, pems, systems, token
+from airjobs.api import apps, docs, events, jobs, notifications, outputs, pems, search, systems, token
 from airjobs.api.deps import APPS, JOBS, SYSTEMS, Backend, User
 from airjobs.api.envelope import envelope, error
 from airjobs.api.throttle import LoginThrottle
@@ -44,6 +45,26 @@ envelope (`status: error`). Every path is also served with a trailing slash.
 
 
 METHOD_NOT_ALLOWED = 405
+#: the Agave CLI builds some URLs as ``${hosturl}/${id}`` with a host URL that ends in a slash (``jobs-unhide``
+#: sends ``/jobs/v2//<id>/unhide``): the slashes right after a service's prefix are one
+_DOUBLE_SLASH = re.compile(r"^(/(?:jobs|notifications|apps|systems)/v2)//+")
+
+
+class CollapseSlashes:
+    """Pure ASGI middleware: ``/jobs/v2//x`` is routed as ``/jobs/v2/x``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and _DOUBLE_SLASH.match(scope.get("path", "")):
+            scope = dict(scope)
+            scope["path"] = _DOUBLE_SLASH.sub(r"\1/", scope["path"])
+            if isinstance(scope.get("raw_path"), bytes):
+                scope["raw_path"] = re.sub(
+                    rb"^(/(?:jobs|notifications|apps|systems)/v2)//+", rb"\1/", scope["raw_path"]
+                )
+        await self.app(scope, receive, send)
 
 
 def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
@@ -104,11 +125,13 @@ def create_app(backend: Backend, logins: LoginThrottle | None = None) -> FastAPI
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(request, 500, f"Internal error: {type(exc).__name__}. The service log has the details.")
 
-    for module in (token, events, jobs, outputs, pems, notifications, apps, systems):  # events: before /jobs/v2/{id}
+    # events: before /jobs/v2/{id}; search (the legacy /jobs/v2/{attribute}/{value}) last: it never shadows one
+    for module in (token, events, jobs, outputs, pems, notifications, apps, systems, search):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
         return docs.document(app)
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(CollapseSlashes)
     return app

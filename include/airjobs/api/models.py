@@ -492,9 +492,21 @@ class Upload(Fields):
 
 
 class JobAction(BaseModel):
-    """D2: ``kill``, ``stop`` and ``cancel`` (synonyms) in this release."""
+    """D2: ``kill``, ``stop`` and ``cancel`` (synonyms), ``hide`` (``delete``), ``restore`` (``unhide``),
+    ``resubmit`` (with the options of ``ResubmitOptions``)."""
 
-    action: str = Field(examples=["kill", "stop", "cancel"])
+    action: str = Field(examples=["kill", "stop", "cancel", "hide", "restore", "resubmit"])
+    ignoreInputConflicts: bool | str | None = None
+    ignoreParameterConflicts: bool | str | None = None
+    preserveNotifications: bool | str | None = None
+
+
+class ResubmitOptions(BaseModel):
+    """Spec §7.2 (D10): each defaults as shown."""
+
+    ignoreInputConflicts: bool | str | None = Field(default=True, examples=[True, "false"])
+    ignoreParameterConflicts: bool | str | None = Field(default=True, examples=[True, "false"])
+    preserveNotifications: bool | str | None = Field(default=False, examples=[False, "true"])
 
 
 class PermissionGrant(BaseModel):

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from airjobs import access, db, outputs, registry, store, transports
+from airjobs import access, db, outputs, registry, resubmit, store, transports
 from airjobs.egress import EgressRefused
 from airjobs.errors import AgaveError, IllegalTransition, StepError
 from airjobs.inputs import InputError, locate
@@ -419,5 +419,7 @@ def stage(job_id: str) -> None:
                 )
                 _sleep(job_id, delay)
                 continue
+            staged, changed = resubmit.input_changes(job, staged)  # a resubmitted job: did its inputs change?
             _move(job_id, S.STAGED, "Job inputs staged to execution system", staged_inputs=staged)
+            resubmit.record_changes(job_id, changed)
             return

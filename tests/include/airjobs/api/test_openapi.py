@@ -19,12 +19,13 @@ from airjobs.api.throttle import LoginThrottle
 from airjobs.errors import Unauthorized
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-BODYLESS = {"cancelJob", "rotateWebhookSecret"}  # POST operations that take no body
+BODYLESS = {"cancelJob", "rotateWebhookSecret", "hideJob", "unhideJob"}  # POST operations that take no body
 UNAUTHENTICATED = {"/token", "/revoke"}
 SSE = ("/jobs/v2/events", "/jobs/v2/{jobId}/events")  # 204: nothing more to stream
 NO_ENVELOPE = {"/token", "/revoke", "/jobs/v2/events", "/jobs/v2/{jobId}/events"}  # OAuth2, SSE
 LISTINGS = {
     "listJobs",
+    "searchJobsByAttribute",
     "getJobHistory",
     "listJobOutputs",
     "listJobOutputsAt",
