@@ -37,6 +37,10 @@ class PreconditionFailed(AgaveError):
     status_code = 412
 
 
+class TooManyRequests(AgaveError):
+    status_code = 429
+
+
 class IllegalTransition(AgaveError):
     status_code = 400
 

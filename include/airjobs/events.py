@@ -133,10 +133,14 @@ def hub() -> Hub:
     return _hub
 
 
-def since(job_id: str | None, after: int, *, readable: Any = None, limit: int = BATCH) -> list[JobEvent]:
-    """The events after id ``after``, oldest first: of one job, or (``job_id`` None) of the jobs ``readable``
-    selects (a SQL condition on ``Job``; None: all)."""
+def since(
+    job_id: str | None, after: int, *, readable: Any = None, limit: int = BATCH, upto: int | None = None
+) -> list[JobEvent]:
+    """The events after id ``after`` (and up to ``upto``), oldest first: of one job, or (``job_id`` None) of the
+    jobs ``readable`` selects (a SQL condition on ``Job``; None: all)."""
     q = sql_select(JobEvent).where(JobEvent.id > after)
+    if upto is not None:
+        q = q.where(JobEvent.id <= upto)
     if job_id is not None:
         q = q.where(JobEvent.job_id == job_id)
     else:

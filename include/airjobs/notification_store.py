@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
 from airjobs import db, store
-from airjobs.errors import BadRequest, NotFound
+from airjobs.errors import BadRequest, Forbidden, NotFound
 from airjobs.models import Job, Notification, NotificationAttempt, NotificationDelivery
-from airjobs.notifications import subscriptions, webhook
+from airjobs.notifications import subscriptions
 from airjobs.timeutil import iso, now
 
 
@@ -75,17 +76,24 @@ def get(nid: str, user: str, is_admin: bool, action: str = "read") -> tuple[Noti
         if n is None:
             raise NotFound(f"No notification found matching {nid}")
         try:
-            store.job_for(n.associated_uuid, user, is_admin, "read")
+            job = store.job_for(n.associated_uuid, user, is_admin, "read")
             if action != "read":
                 store.job_for(n.associated_uuid, user, is_admin, action)
         except NotFound:
             raise NotFound(f"No notification found matching {nid}") from None
+        if action != "read" and user not in (n.owner, job.owner) and not is_admin:
+            # its deliveries are signed with its owner's secret: nobody else points them elsewhere
+            raise Forbidden(f"Notification {nid} belongs to {n.owner}: only they or the job's owner may change it.")
         return n, stats(s, [n.id])[n.id]
 
 
 def add(job: Job, doc: dict[str, Any], owner: str) -> Notification:
     spec = subscriptions.parse_one({k: v for k, v in doc.items() if k != "associatedUuid"}, "notification")
     with db.transaction() as s:
+        s.get(Job, job.id, with_for_update=True)  # one add at a time per job: the count holds
+        count = s.scalar(select(func.count()).where(Notification.associated_uuid == job.id)) or 0
+        if count >= subscriptions.MAX_NOTIFICATIONS:
+            raise BadRequest(f"Job {job.id} has {count} notifications, the most a job may have.")
         return subscriptions.create(s, job, [spec], owner=owner)[0]
 
 
@@ -136,13 +144,26 @@ def _href(base: str, path: str) -> dict[str, str]:
     return {"href": f"{base.rstrip('/')}{path}"}
 
 
+def shown_url(url: str, owner: str, viewer: str | None) -> str:
+    """A webhook URL as ``viewer`` may see it: whole for its owner; for other readers of the job only where it
+    goes (scheme, host, port), since a path or query often carries a secret (a Slack hook, a token)."""
+    if viewer in (None, owner) or subscriptions.is_email(url):
+        return url
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "(hidden)"
+    return f"{parts.scheme}://{host}/…"
+
+
 def notification_json(n: Notification, st: Stats, base: str, viewer: str | None = None) -> dict[str, Any]:
-    """The notification as ``viewer`` sees it: a ``user:pass@`` in its URL only for its owner."""
+    """The notification as ``viewer`` sees it (``shown_url``)."""
     path = f"/notifications/v2/{n.id}"
     return {
         "id": n.id,
         "owner": n.owner,
-        "url": n.url if viewer in (None, n.owner) else webhook.redact(n.url),
+        "url": shown_url(n.url, n.owner, viewer),
         "associatedUuid": n.associated_uuid,
         "event": n.event,
         "persistent": n.persistent,
@@ -164,12 +185,12 @@ def notification_json(n: Notification, st: Stats, base: str, viewer: str | None 
     }
 
 
-def attempt_json(a: NotificationAttempt) -> dict[str, Any]:
+def attempt_json(a: NotificationAttempt, owner: str | None = None, viewer: str | None = None) -> dict[str, Any]:
     return {
         "id": a.id,
         "notificationId": a.notification_id,
         "event": a.event,
-        "url": a.url,
+        "url": a.url if owner is None else shown_url(a.url, owner, viewer),
         "startTime": iso(a.started),
         "responseCode": a.response_code,
         "error": a.error,

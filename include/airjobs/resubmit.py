@@ -9,7 +9,8 @@ its app as registered now.
   true; then the removed ones are dropped and the hidden ones take their new values. A newly required input or
   parameter is always a 400 (the submission rules say which). The options default to true, as Agave's did; the
   Agave CLI's strict flags (``jobs-resubmit -I -P``) send false.
-* ``preserveNotifications`` copies the original's notifications (url, event, persistent, policy) to the new job.
+* ``preserveNotifications`` copies the caller's own notifications of the original (url, event, persistent,
+  policy) to the new job; other users' stay theirs (their receivers and credentials).
 * The new job records where it came from (``resubmittedFrom``, its first history event); once its inputs are
   staged, each input's sha256 is compared with what the original staged, and a change is recorded in its
   history and in its JSON (``inputChanges``): reproducibility made visible.
@@ -82,7 +83,7 @@ def _conflicts(kind: str, declared: list[dict[str, Any]], original: dict[str, An
     return send, found
 
 
-def request_of(original: Job, opts: dict[str, bool]) -> dict[str, Any]:
+def request_of(original: Job, opts: dict[str, bool], caller: str) -> dict[str, Any]:
     """The new job request; BadRequest for a conflict the options do not let through."""
     app = registry.get_app(original.app_id)
     if app is None:
@@ -104,10 +105,10 @@ def request_of(original: Job, opts: dict[str, bool]) -> dict[str, Any]:
             )
     body["inputs"], body["parameters"] = inputs, parameters
     if opts["preserveNotifications"]:
-        with db.session() as s:
+        with db.session() as s:  # the caller's own: another user's receivers (and their credentials) stay theirs
             rows = s.scalars(
                 select(Notification)
-                .where(Notification.associated_uuid == original.id)
+                .where(Notification.associated_uuid == original.id, Notification.owner == caller)
                 .order_by(Notification.created, Notification.id)
             ).all()
         body["notifications"] = [
@@ -121,7 +122,7 @@ def build(original_id: str, caller: str, is_admin: bool, opts: dict[str, bool]) 
     the caller as any submission is."""
     store.readable_job(original_id, caller, is_admin)
     original = store.writable_job(original_id, caller, is_admin)
-    job = submission.build_job(request_of(original, opts), caller, is_admin)
+    job = submission.build_job(request_of(original, opts, caller), caller, is_admin)
     submission.authorize(job)
     job.resubmitted_from = original.id
     return job

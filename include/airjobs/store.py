@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, union
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy import ColumnElement, exists, func, or_, select, text, union, update
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from airjobs import access, db, errors
 from airjobs.errors import NotFound
 from airjobs.lifecycle import notify, record_event
-from airjobs.models import Job, JobEvent, JobPermission
+from airjobs.models import Job, JobEvent, JobPermission, Notification
 from airjobs.notifications import subscriptions
 from airjobs.search import Search
 from airjobs.statuses import ACTIVE, JobStatus, values
@@ -174,10 +174,23 @@ def _readable_ids(user: str) -> Any:
     )
 
 
+#: the longest a listing or search query may run (then a 400)
+SEARCH_TIMEOUT_MS = 5000
+
+
 def _searched(s: Session, q: Any) -> list[Any]:
     """The rows; a term the database refuses (a regular expression PostgreSQL cannot compile) is a 400."""
+    if s.get_bind().dialect.name == "postgresql":  # no search holds a connection for long (a costly regex)
+        s.execute(text(f"SET LOCAL statement_timeout = {SEARCH_TIMEOUT_MS}"))
     try:
         return list(s.scalars(q))
+    except OperationalError as exc:
+        if getattr(getattr(exc, "orig", None), "pgcode", None) != "57014":  # query_canceled
+            raise
+        s.rollback()
+        raise errors.BadRequest(
+            f"Search took longer than {SEARCH_TIMEOUT_MS // 1000} s: narrow it (fewer like/rlike terms)."
+        ) from None
     except DataError as exc:
         s.rollback()
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
@@ -243,6 +256,7 @@ def set_grant(job: Job, user: str, permission: str, *, by: str) -> None:
         if permission == "NONE":
             if row is not None:
                 s.delete(row)
+            _silence(s, job, [user])
             record_event(s, job, "PERMISSION_REVOKE", f"All permissions revoked for {user}", created_by=by)
             notify(s, job, "PERMISSION_REVOKE")
             return
@@ -250,13 +264,29 @@ def set_grant(job: Job, user: str, permission: str, *, by: str) -> None:
             s.add(JobPermission(job_id=job.id, username=user, permission=permission, created=now(), created_by=by))
         else:
             row.permission = permission
+        if not access.PERMISSIONS[permission].read:  # a grant without READ: their webhooks carried the job JSON
+            _silence(s, job, [user])
         record_event(s, job, "PERMISSION_GRANT", f"{permission} permission granted to {user}", created_by=by)
         notify(s, job, "PERMISSION_GRANT")
 
 
+def _silence(s: Session, job: Job, users: list[str]) -> None:
+    """Deactivate the notifications ``users`` (not the job's owner) hold on ``job``: they may no longer read it.
+    (The deliverer checks again before each delivery: ``airjobs.notifications.outbox``.)"""
+    users = [u for u in users if u != job.owner]
+    if users:
+        s.execute(
+            update(Notification)
+            .where(Notification.associated_uuid == job.id, Notification.owner.in_(users))
+            .values(active=False, status_reason="disabled: its owner may no longer read the job", last_updated=now())
+        )
+
+
 def revoke_all(job: Job, *, by: str) -> None:
     with db.transaction() as s:
-        for row in s.scalars(select(JobPermission).where(JobPermission.job_id == job.id)):
+        rows = list(s.scalars(select(JobPermission).where(JobPermission.job_id == job.id)))
+        _silence(s, job, [r.username for r in rows])
+        for row in rows:
             s.delete(row)
         record_event(s, job, "PERMISSION_REVOKE", "All permissions revoked", created_by=by)
         notify(s, job, "PERMISSION_REVOKE")

@@ -369,8 +369,56 @@ def test_a_write_only_grantee_cannot_route_the_job_json_to_himself_and_readers_s
         assert c.post(f"/notifications/v2/{nid}", json={"url": receiver.url("/bob")}).status_code == 404
     with service.client("carol") as c:
         shown = c.get(f"/notifications/v2/{nid}").json()["result"]["url"]
-        assert "s3cr3t" not in shown and shown == receiver.url("/pw"), shown
+        assert "s3cr3t" not in shown and shown == f"http://127.0.0.2:{receiver.port}/…", shown  # where it goes only
     service.wait_terminal(job_id, "alice", timeout=180)
     got = _wait("the FINISHED webhook with Basic auth", lambda: receiver.received("/pw"))
     assert got[0]["headers"]["authorization"].startswith("Basic ")
     assert not receiver.received("/bob")
+
+
+def test_a_revoked_grantee_gets_no_more_webhooks_nor_events_and_cannot_take_over_the_owners(service, receiver):
+    from conftest import install_app
+
+    install_app("nap", "sleep 6\n")
+    with service.client("alice") as c:
+        job_id = c.post("/jobs/v2", json={"name": "nap", "appId": "nap-1.0", "archive": False}).json()["result"]["id"]
+        r = c.post("/notifications/v2", json={"associatedUuid": job_id, "url": receiver.url("/alice"), "event": "*"})
+        alices = r.json()["result"]["id"]
+        assert c.post(f"/jobs/v2/{job_id}/pems/bob", json={"permission": "READ_WRITE"}).status_code in (200, 201)
+    with service.client("bob") as c:
+        body = {"associatedUuid": job_id, "url": receiver.url("/bob"), "event": "*", "persistent": True}
+        r = c.post("/notifications/v2", json=body)
+        assert r.status_code == 201, r.text
+        bobs = r.json()["result"]["id"]
+        # the owner's notification is signed with the owner's secret: a grantee may not point it elsewhere
+        assert c.post(f"/notifications/v2/{alices}", json={"url": receiver.url("/bob2")}).status_code == 403
+        assert c.delete(f"/notifications/v2/{alices}").status_code == 403
+    with service.client("alice") as c:
+        assert c.delete(f"/jobs/v2/{job_id}/pems/bob").status_code == 200
+        revoked_at = time.time()
+        service.wait_terminal(job_id, "alice", timeout=180)
+        time.sleep(2.0)
+        n = c.get(f"/notifications/v2/{bobs}").json()["result"]
+        assert n["status"] == "INACTIVE" and "may no longer read" in n["statusReason"], n
+    late = [r for r in receiver.received("/bob") if r["at"] > revoked_at]
+    assert late == [], [json.loads(r["body"])["status"] for r in late]
+    assert not receiver.received("/bob2")
+    with service.client("bob") as c:
+        assert c.get(f"/jobs/v2/{job_id}/events").status_code == 404
+
+
+def test_resubmit_preserves_only_the_callers_own_notifications(service, receiver):
+    secret_url = receiver.url("/mine").replace("http://", "http://alice:pw@")
+    with service.client("alice") as c:
+        body = {**DEMO, "notifications": [{"url": secret_url, "event": "FINISHED"}]}
+        job_id = c.post("/jobs/v2", json=body).json()["result"]["id"]
+        assert c.post(f"/jobs/v2/{job_id}/pems/bob", json={"permission": "READ_WRITE"}).status_code in (200, 201)
+    service.wait_terminal(job_id, "alice", timeout=180)
+    with service.client("bob") as c:
+        r = c.post(f"/jobs/v2/{job_id}", json={"action": "resubmit", "preserveNotifications": True})
+        assert r.status_code == 201, r.text
+        new_id = r.json()["result"]["id"]
+        assert c.get("/notifications/v2", params={"associatedUuid": new_id}).json()["result"] == []
+        shown = c.get("/notifications/v2", params={"associatedUuid": job_id}).json()["result"]
+        assert shown and all("pw" not in n["url"] and "/mine" not in n["url"] for n in shown), shown
+    service.wait_terminal(new_id, "bob", timeout=180)

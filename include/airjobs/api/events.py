@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -18,8 +19,8 @@ from fastapi.responses import StreamingResponse
 from airjobs import events, store
 from airjobs import representation as rep
 from airjobs.api import docs
-from airjobs.api.deps import AgaveRouter, JobsReader, ReadableJob, read
-from airjobs.errors import BadRequest
+from airjobs.api.deps import AgaveRouter, JobsReader, ReadableJob, User, read
+from airjobs.errors import BadRequest, NotFound, TooManyRequests
 from airjobs.models import JobEvent
 from airjobs.statuses import TERMINAL, JobStatus
 
@@ -60,20 +61,29 @@ def _frame(ev: JobEvent) -> str:
     return f"id: {ev.id}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def _stream(request: Request, job_id: str | None, after: int, readable: Any) -> AsyncIterator[str]:
+async def _stream(request: Request, user: User, job_id: str | None, after: int, readable: Any) -> AsyncIterator[str]:
     hub = events.hub()
     sub = hub.subscribe(job_id or events.ALL)
     try:
         yield "retry: 2000\n\n"
         while True:
-            batch = await read(lambda a=after: events.since(job_id, a, readable=readable))
+            if job_id is not None:  # still the caller's to read (a revoked grant, a hidden job end the stream)
+                try:
+                    await read(store.readable_job, job_id, user.name, user.is_admin)
+                except NotFound:
+                    return
+                batch = await read(lambda a=after: events.since(job_id, a))
+            else:  # up to the newest event now, whoever's: what the caller may not read moves the mark too
+                top = await read(events.last_id)
+                batch = await read(lambda a=after, t=top: events.since(None, a, readable=readable, upto=t))
+                if len(batch) < events.BATCH:
+                    after = max(after, top)
             for ev in batch:
                 yield _frame(ev)
-                after = ev.id
-                if job_id is not None and ev.status in {s.value for s in TERMINAL}:
+                after = max(after, ev.id)
+                if job_id is not None and ev.status in TERMINAL_NAMES:
                     # a little longer for what is written with the end (its notify step's events)
-                    more = await read(lambda a=after: events.since(job_id, a))
-                    for late in more:
+                    for late in await read(lambda a=after: events.since(job_id, a)):
                         yield _frame(late)
                     return
             if len(batch) == events.BATCH:
@@ -86,6 +96,19 @@ async def _stream(request: Request, job_id: str | None, after: int, readable: An
                 yield ": keepalive\n\n"
     finally:
         hub.unsubscribe(sub)
+        _open[user.name] -= 1
+
+
+#: open streams per user in this process: more is a 429 (each holds a connection and wakes on every event)
+MAX_STREAMS_PER_USER = 256
+_open: Counter[str] = Counter()
+TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
+
+
+def _admit(user: User) -> None:
+    if _open[user.name] >= MAX_STREAMS_PER_USER:
+        raise TooManyRequests(f"{user.name} has {MAX_STREAMS_PER_USER} event streams open; close some first.")
+    _open[user.name] += 1
 
 
 class EventStream(StreamingResponse):
@@ -109,7 +132,8 @@ async def all_events(
     if after is None:
         after = await read(events.last_id)
     readable = None if user.is_admin else store.readable_by(user.name)
-    return EventStream(_stream(request, None, after, readable), headers=HEADERS)
+    _admit(user)
+    return EventStream(_stream(request, user, None, after, readable), headers=HEADERS)
 
 
 @router.get(
@@ -118,6 +142,7 @@ async def all_events(
 )
 async def job_events(
     request: Request,
+    user: JobsReader,
     job: ReadableJob,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
     last: Annotated[str | None, Query(alias="lastEventId", include_in_schema=False)] = None,
@@ -125,4 +150,5 @@ async def job_events(
     after = _after(last_event_id, last) or 0
     if JobStatus(job.status) in TERMINAL and not await read(lambda: events.since(job.id, after, limit=1)):
         return Response(status_code=204)
-    return EventStream(_stream(request, job.id, after, None), headers=HEADERS)
+    _admit(user)
+    return EventStream(_stream(request, user, job.id, after, None), headers=HEADERS)

@@ -188,7 +188,8 @@ async def list_attempts(request: Request, user: JobsReader, nid: NotificationId,
     limit, offset = page
 
     def work() -> list[dict[str, Any]]:
-        records.get(nid, user.name, user.is_admin)
-        return [records.attempt_json(a) for a in records.attempts(nid, limit=limit, offset=offset)]
+        n, _ = records.get(nid, user.name, user.is_admin)
+        rows = records.attempts(nid, limit=limit, offset=offset)
+        return [records.attempt_json(a, n.owner, user.name) for a in rows]
 
     return envelope(request, await read(work))

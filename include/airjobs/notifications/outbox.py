@@ -32,8 +32,8 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import aliased
 
-from airjobs import config, db
-from airjobs.models import Notification, NotificationAttempt, NotificationDelivery
+from airjobs import access, config, db
+from airjobs.models import Job, JobPermission, Notification, NotificationAttempt, NotificationDelivery
 from airjobs.notifications import macros, messages, retry, secrets, subscriptions, webhook
 from airjobs.notifications.webhook import Outcome
 from airjobs.timeutil import now
@@ -83,7 +83,12 @@ def claim(limit: int = BATCH, lease: timedelta = LEASE) -> list[Due]:
     )
     out = []
     with db.transaction() as s:
-        for row, n in s.execute(q).all():
+        pairs = s.execute(q).all()
+        allowed = _still_readable(s, [(row.job_id, n.owner) for row, n in pairs])
+        for row, n in pairs:
+            if (row.job_id, n.owner) not in allowed:
+                _refuse(s, row, n, t)
+                continue
             row.leased_until = t + lease
             out.append(
                 Due(
@@ -91,6 +96,50 @@ def claim(limit: int = BATCH, lease: timedelta = LEASE) -> list[Due]:
                 )
             )
     return out
+
+
+def _still_readable(s: Any, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (job, notification owner) pairs where the owner may read the job now (its owner, or a grant with
+    READ) and the job is visible: a delivery carries the job's JSON, so a revoked grant or a hidden job stops it."""
+    if not pairs:
+        return set()
+    jobs = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_({job for job, _ in pairs})))}
+    readers = [name for name, p in access.PERMISSIONS.items() if p.read]
+    grants = set(
+        s.execute(
+            select(JobPermission.job_id, JobPermission.username).where(
+                JobPermission.job_id.in_({job for job, _ in pairs}),
+                JobPermission.username.in_({owner for _, owner in pairs}),
+                JobPermission.permission.in_(readers),
+            )
+        ).all()
+    )
+    return {
+        (job, owner)
+        for job, owner in pairs
+        if job in jobs and jobs[job].visible and (jobs[job].owner == owner or (job, owner) in grants)
+    }
+
+
+def _refuse(s: Any, row: NotificationDelivery, n: Notification, t: datetime) -> None:
+    """Not sent: listed as a failed attempt, and the notification stops."""
+    why = "not sent: the job is hidden, or the notification's owner may no longer read it"
+    s.add(
+        NotificationAttempt(
+            id=str(uuid.uuid4()),
+            notification_id=n.id,
+            delivery_id=row.id,
+            event=row.event,
+            url=webhook.redact(n.url),
+            started=t,
+            response_code=None,
+            error=why,
+            latency_ms=0,
+            success=False,
+        )
+    )
+    row.state, row.finished, row.attempts = "FAILED", t, row.attempts + 1
+    n.active, n.status_reason, n.last_updated = False, f"disabled: {why}", t
 
 
 def _eml_dir() -> Path:
@@ -122,7 +171,7 @@ def send(due: Due, attempt_id: str, email: EmailSender) -> tuple[str, Outcome]:
     try:
         url = macros.resolve(due.url, due.payload, due.event, owner=due.owner, jobs_base=base, url=True)
     except Exception as e:
-        return due.url, Outcome(ok=False, error=f"the URL's macros: {e}", permanent=True)
+        return webhook.redact(due.url), Outcome(ok=False, error=f"the URL's macros: {e}", permanent=True)
     body = json.dumps(due.payload, separators=(",", ":")).encode()
     signing = secrets.signing_secrets(due.owner)
     outcome = webhook.deliver(
@@ -186,7 +235,7 @@ def _one(due: Due, email: EmailSender) -> str:
         url, outcome = send(due, attempt_id, email)
     except Exception as e:  # a bug or the database away: the lease ends and the row is tried again
         log.exception("delivery %s of notification %s failed before it was sent", due.id, due.notification_id)
-        url, outcome = due.url, Outcome(ok=False, error=f"{type(e).__name__}: {e}"[:1024])
+        url, outcome = webhook.redact(due.url), Outcome(ok=False, error=f"{type(e).__name__}: {e}"[:1024])
     state = record(due, attempt_id, url, started, outcome)
     log.info(
         "notification %s of job %s, %s to %s: %s (%s)",

@@ -51,7 +51,9 @@ CALLBACK_EVENTS = ("FINISHED", "FAILED", "STOPPED")
 FIELDS = ("url", "event", "persistent", "policy")
 MAX_NOTIFICATIONS = 100
 
-_EMAIL = re.compile(r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+"
+)
 
 
 def new_id() -> str:
