@@ -32,7 +32,7 @@ ERRORS: dict[int | str, str] = {
     413: "The request body is larger than AIRJOBS_MAX_BODY_BYTES",
     414: "The path or the query string is too long",
     416: "The byte range lies outside the file",
-    429: "Too many failed logins for this user name or from this address",
+    429: "Too many failed logins for this user name or from this address, or too many open event streams",
     502: "The job's execution system could not be reached to kill it; try again",
     503: "The service's database is unavailable for a moment; retry shortly",
     405: "The path is served, not with this method (Allow names the methods it is served with)",

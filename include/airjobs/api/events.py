@@ -64,6 +64,7 @@ def _frame(ev: JobEvent) -> str:
 async def _stream(request: Request, user: User, job_id: str | None, after: int, readable: Any) -> AsyncIterator[str]:
     hub = events.hub()
     sub = hub.subscribe(job_id or events.ALL)
+    _open[user.name] += 1  # counted while the stream runs (a soft limit: _admit checks before it starts)
     try:
         yield "retry: 2000\n\n"
         while True:
@@ -108,7 +109,6 @@ TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
 def _admit(user: User) -> None:
     if _open[user.name] >= MAX_STREAMS_PER_USER:
         raise TooManyRequests(f"{user.name} has {MAX_STREAMS_PER_USER} event streams open; close some first.")
-    _open[user.name] += 1
 
 
 class EventStream(StreamingResponse):
@@ -121,7 +121,7 @@ def _operation(operation_id: str, summary: str, errors: tuple[int, ...]) -> dict
     ) | {"response_class": EventStream}
 
 
-@router.get("/jobs/v2/events", **_operation("streamJobEvents", "Every event of every job the caller may read", ()))
+@router.get("/jobs/v2/events", **_operation("streamJobEvents", "Every event of every job the caller may read", (429,)))
 async def all_events(
     request: Request,
     user: JobsReader,
@@ -138,7 +138,7 @@ async def all_events(
 
 @router.get(
     "/jobs/v2/{jobId}/events",
-    **_operation("streamJobEventsOf", "A job's events: its history so far, then each one as it happens", (404,)),
+    **_operation("streamJobEventsOf", "A job's events: its history so far, then each one as it happens", (404, 429)),
 )
 async def job_events(
     request: Request,
