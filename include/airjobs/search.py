@@ -496,12 +496,12 @@ def _order(
     desc: bool | None = None
     for key, value in params:
         k = key.lower()
-        if k == "order" and value.strip():
+        if k == "order":  # an empty one too is no ASC or DESC: a 400, not silently the default
             v = value.strip().lower()
             if v not in ("asc", "desc"):
                 raise BadRequest(f"Invalid value for order {value[:40]!r}. Valid values are ASC and DESC.")
             desc = v == "desc"
-        elif k == "orderby" and value.strip():
+        elif k == "orderby":
             by = fields.get(value.strip().lower())
             if by is None:
                 valid = ", ".join(x.name for x in fields.values())

@@ -163,11 +163,11 @@ class Page(NamedTuple):
 
 async def page(request: Request) -> Page:
     """D18: limit defaults to 100 and is clamped to 1000; offset defaults to 0 and is at most MAX_OFFSET; bad
-    values (not a number, negative, too many digits for ``int``, an offset past MAX_OFFSET) are a 400."""
+    values (empty, not a number, negative, too many digits for ``int``, an offset past MAX_OFFSET) are a 400."""
     out = []
     for name, default in (("limit", DEFAULT_LIMIT), ("offset", 0)):
         raw = request.query_params.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             out.append(default)
             continue
         try:
