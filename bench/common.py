@@ -1,4 +1,4 @@
-"""What the benchmarks share: the test hosts' settings and a file's sha256."""
+"""What the benchmarks share: the test hosts' settings, a file's sha256, percentiles."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(8 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def pct(values: list[float], p: float) -> float:
+    """The ``p``-th percentile of ``values``, interpolated between neighbours; NaN for none."""
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)

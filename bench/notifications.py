@@ -26,21 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from common import pct
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(CHECKOUT / "include"), str(CHECKOUT / "plugins")]
 os.environ.setdefault("AIRJOBS_VAR", tempfile.mkdtemp(prefix="ajb-", dir="/tmp"))
 os.environ["AIRJOBS_EGRESS_ALLOW"] = "127.0.0.2"
 EVENTS = ("QUEUED", "RUNNING", "FINISHED")
 PATH = ("STAGED", "SUBMITTING", "QUEUED", "RUNNING", "CLEANING_UP", "FINISHED")
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 class Receiver:

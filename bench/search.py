@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from common import pct
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(CHECKOUT / "include"), str(CHECKOUT / "plugins")]
 os.environ.setdefault("AIRJOBS_VAR", tempfile.mkdtemp(prefix="ajs-", dir="/tmp"))
@@ -36,13 +38,6 @@ SYSTEMS = [f"{s}-{i}" for s in ("aws-demo", "stampede", "hpc") for i in range(3)
 TERMINAL = ("FINISHED", "FAILED", "STOPPED", "KILLED")
 ACTIVE = ("PENDING", "STAGED", "QUEUED", "RUNNING", "ARCHIVING")
 USER = "user007"
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def make_rows(n: int, now: datetime, seed: int = 14) -> tuple[list[Any], list[Any]]:
