@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy import select as sql_select
 from sqlalchemy.engine import make_url
 
@@ -153,6 +154,4 @@ def since(
 
 def last_id() -> int:
     with db.session() as s:
-        from sqlalchemy import func
-
         return int(s.scalar(sql_select(func.max(JobEvent.id))) or 0)

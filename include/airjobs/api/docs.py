@@ -56,27 +56,28 @@ AUTH = (401, 403)
 TRUE_WORDS = "1, true, yes or on (any case); anything else is false"
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter of an operation (``operation(query=[...])``)."""
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-PRETTY = _query("pretty", {"type": "string", "examples": ["true"]}, f"Indent the JSON answer: {TRUE_WORDS}.")
-NAKED = _query(
+PRETTY = query("pretty", {"type": "string", "examples": ["true"]}, f"Indent the JSON answer: {TRUE_WORDS}.")
+NAKED = query(
     "naked",
     {"type": "string", "examples": ["true"]},
     f"Answer the bare result, without the envelope: {TRUE_WORDS}. Errors keep the envelope.",
 )
-FILTER = _query(
+FILTER = query(
     "filter",
     {"type": "string", "examples": ["id,status", "id,_links.self.href"]},
     "Comma-separated (dotted) names: keep only these fields of the result's objects.",
 )
-LIMIT = _query(
+LIMIT = query(
     "limit",
     {"type": "integer", "minimum": 0, "default": 100},
     f"At most this many entries (D18); more than {MAX_LIMIT} is taken as {MAX_LIMIT}.",
 )
-OFFSET = _query(
+OFFSET = query(
     "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, "Skip this many entries."
 )
 ENVELOPE_PARAMETERS = (PRETTY, NAKED, FILTER)

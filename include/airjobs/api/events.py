@@ -33,13 +33,11 @@ STREAM = {
     },
 }
 NO_MORE = {204: {"description": "The job has ended and nothing happened after Last-Event-ID (EventSource stops)"}}
-LAST_ID = {
-    "name": "lastEventId",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 0},
-    "description": "Resume after this event id (as the Last-Event-ID header does)",
-}
+LAST_ID = docs.query(
+    "lastEventId",
+    {"type": "integer", "minimum": 0},
+    "Resume after this event id (as the Last-Event-ID header does)",
+)
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 

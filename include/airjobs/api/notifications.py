@@ -51,15 +51,7 @@ def _one(request: Request, pair: tuple[Any, records.Stats], viewer: str) -> dict
         "The notifications of the jobs the caller may read (associatedUuid: of one job)",
         ok={200: m.NotificationListResponse},
         page=True,
-        query=[
-            {
-                "name": "associatedUuid",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": "Only the notifications of this job",
-            }
-        ],
+        query=[docs.query("associatedUuid", {"type": "string"}, "Only the notifications of this job")],
     ),
 )
 async def list_notifications(

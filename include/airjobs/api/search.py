@@ -44,20 +44,16 @@ TERMS = (
 
 def order_parameters(fields: tuple[str, ...], default: str) -> list[dict[str, Any]]:
     return [
-        {
-            "name": "order",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "enum": ["asc", "desc", "ASC", "DESC"]},
-            "description": f"Sort direction (any case; default {default}). {TERMS}",
-        },
-        {
-            "name": "orderBy",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "enum": list(fields)},
-            "description": "Sort by this search field (any case; default: created, then id)",
-        },
+        docs.query(
+            "order",
+            {"type": "string", "enum": ["asc", "desc", "ASC", "DESC"]},
+            f"Sort direction (any case; default {default}). {TERMS}",
+        ),
+        docs.query(
+            "orderBy",
+            {"type": "string", "enum": list(fields)},
+            "Sort by this search field (any case; default: created, then id)",
+        ),
     ]
 
 
