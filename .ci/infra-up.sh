@@ -28,7 +28,7 @@ SLURMD_PORT=${AIRJOBS_SLURMD_PORT:-6818}
 DBD_PORT=${AIRJOBS_SLURMDBD_PORT:-6819}
 DB_PORT=${AIRJOBS_DB_PORT:-3306}
 TIMEOUT=${AIRJOBS_INFRA_TIMEOUT:-60}
-PKGS=(openssh-server openssh-client munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+PKGS=(openssh-server openssh-client munge slurmctld slurmd slurm-client slurmdbd mariadb-server curl)  # curl: the Agave CLI shapes test
 
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 T0=$(date +%s%N)
