@@ -228,9 +228,10 @@ def test_a_killed_scheduler_is_restarted_after_its_workers_and_task_processes_ar
 
     # The jobs in flight all end. Their outcome is not this test's. A task whose process died with the scheduler
     # is taken up again by one of Airflow's own timers: its heartbeat timeout (150 s), the reset of a dead
-    # scheduler's orphans (120 s + the 60 s check interval), or, for a task the dead executor had queued,
+    # scheduler's orphans (120 s + the 60 s check interval), and as the backstop for a task left queued
     # ``[scheduler] task_queued_timeout`` (600 s); each is followed by a retry. So all of them end within
-    # 600 s + a retry and the job's remaining run; 420 s per job was once too short on CI's loaded machine.
+    # 600 s + a retry and the job's remaining run. 420 s per job was too short once on CI's loaded machine, for
+    # a reason that run did not show: a job that still does not end is now described (history, task states).
     in_flight = [long_job, *jobs]
     deadline = time.monotonic() + 900
     outcomes: dict[str, str] = {}
