@@ -83,7 +83,8 @@ def _stuck_transactions(older_than: float) -> list[tuple]:
         conn.close()
 
 
-def _until(what: str, check, timeout: float, every: float = 0.5):
+def _until(what: str, check, timeout: float, every: float = 0.5, explain=None):
+    """``check()``'s first true result within ``timeout`` s; else fail, with ``explain()`` when given."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -92,7 +93,7 @@ def _until(what: str, check, timeout: float, every: float = 0.5):
             result = None
         if result:
             return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s" + (f"\n{explain()}" if explain else "")
         time.sleep(every)
 
 
@@ -128,11 +129,11 @@ def _ended(service, job_id: str, timeout: float) -> dict:
 
 def _diagnose(service, job_id: str) -> str:
     """What a job that did not end is doing: its status and history, and its lifecycle run's task instances."""
-    lines = [f"job {job_id}: {(_job(service, job_id) or {}).get('status')}"]
+    lines = [f"job {job_id}:"]
     try:
-        with service.client("admin") as c:
-            for e in c.get(f"/jobs/v2/{job_id}/history").json()["result"]:
-                lines.append(f"  {e.get('created')} {e.get('status')} {e.get('description')}")
+        lines[0] += f" {(_job(service, job_id) or {}).get('status')}"
+        for e in service.history(job_id):
+            lines.append(f"  {e.get('created')} {e.get('status')} {e.get('description')}")
         token = service.airflow_token()
         r = httpx.get(
             f"{service.base}/api/v2/dags/airjobs_lifecycle/dagRuns/{job_id}/taskInstances",
@@ -233,19 +234,19 @@ def test_a_killed_scheduler_is_restarted_after_its_workers_and_task_processes_ar
     # 600 s + a retry and the job's remaining run. 420 s per job was too short once on CI's loaded machine, for
     # a reason that run did not show: a job that still does not end is now described (history, task states).
     in_flight = [long_job, *jobs]
-    deadline = time.monotonic() + 900
     outcomes: dict[str, str] = {}
-    while len(outcomes) < len(in_flight) and time.monotonic() < deadline:
+
+    def all_ended() -> bool:
         for j in in_flight:
-            if j not in outcomes:
-                try:
-                    job = _job(service, j)
-                except httpx.HTTPError:
-                    job = None
-                if job and job["status"] in TERMINAL:
-                    outcomes[j] = job["status"]
-        time.sleep(2)
-    assert len(outcomes) == len(in_flight), "jobs still active 900 s after the restart:\n" + "\n".join(
-        _diagnose(service, j) for j in in_flight if j not in outcomes
+            if j not in outcomes and (job := _job(service, j)) and job["status"] in TERMINAL:
+                outcomes[j] = job["status"]
+        return len(outcomes) == len(in_flight)
+
+    _until(
+        "the jobs in flight ending",
+        all_ended,
+        900,
+        every=2,
+        explain=lambda: "\n".join(_diagnose(service, j) for j in in_flight if j not in outcomes),
     )
     print("jobs in flight ended:", outcomes)
